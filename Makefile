@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (the main job on the bundled real data) and `make test`.
+# Both create or reuse a local virtual environment in .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UNIROUTE_DATA ?= ../shared/data
+CHECKED := src tests benchmarks
+
+.PHONY: demo test lint install
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/uniroute eval --data $(UNIROUTE_DATA)/routerbench --format routerbench \
+		--encoder minilm --test-models 5 --trials 20 --seed 0 --out out/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+
+test: lint
+	$(BIN)/pytest -q

@@ -1,0 +1,1 @@
+"""The `uniroute` command line."""
