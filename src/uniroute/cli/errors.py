@@ -17,7 +17,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (DataError, StateError, RouterError, FileNotFoundError, PermissionError)
 
 
-def run_with_clear_errors(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+def run_with_clear_errors(
+    func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace
+) -> int:
     """Run a command; user errors print 'uniroute: error: ...' and exit 2, not a traceback."""
     try:
         return int(func(args) or 0)

@@ -12,6 +12,11 @@ from uniroute import __version__
 # inside the command functions so that `uniroute --help` is instant.
 COMMAND_MODULES = [
     "uniroute.cli.eval_cmd",
+    "uniroute.cli.build_cmd",
+    "uniroute.cli.models_cmd",
+    "uniroute.cli.route_cmd",
+    "uniroute.cli.calibrate_cmd",
+    "uniroute.cli.serve_cmd",
 ]
 
 

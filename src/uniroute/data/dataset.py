@@ -18,7 +18,8 @@ class RoutingDataset:
 
     ``scores[i, j]`` is the quality of model ``models[j]`` on prompt ``prompt_ids[i]`` in [0, 1];
     NaN means the pair was never recorded (it is never read as 0). ``model_costs[j]`` is the
-    cost of one query to model ``j``; ``call_costs[i, j]``, when known, is the real cost of that call.
+    cost of one query to model ``j``; ``call_costs[i, j]``, when known, is the real cost of that
+    call.
     """
 
     prompt_ids: np.ndarray
@@ -70,7 +71,9 @@ class RoutingDataset:
         if self.model_costs.shape != (m,):
             raise DataError(f"{where}: {self.model_costs.shape[0]} model costs for {m} models")
         if self.call_costs is not None and self.call_costs.shape != (n, m):
-            raise DataError(f"{where}: call-cost matrix is {self.call_costs.shape}, expected ({n}, {m})")
+            raise DataError(
+                f"{where}: call-cost matrix is {self.call_costs.shape}, expected ({n}, {m})"
+            )
         duplicates = _duplicates(self.models)
         if duplicates:
             raise DataError(f"{where}: duplicate model names {duplicates}")
@@ -80,11 +83,16 @@ class RoutingDataset:
         bad_cost = ~np.isfinite(self.model_costs) | (self.model_costs < 0)
         if bad_cost.any():
             j = int(np.flatnonzero(bad_cost)[0])
-            raise DataError(f"{where}: model {self.models[j]!r} has invalid cost {self.model_costs[j]}")
+            raise DataError(
+                f"{where}: model {self.models[j]!r} has invalid cost {self.model_costs[j]}"
+            )
         finite = np.isfinite(self.scores)
         if np.isinf(self.scores).any():
             i, j = np.argwhere(np.isinf(self.scores))[0]
-            raise DataError(f"{where}: infinite score for prompt {self.prompt_ids[i]!r}, model {self.models[j]!r}")
+            raise DataError(
+                f"{where}: infinite score for prompt {self.prompt_ids[i]!r}, "
+                f"model {self.models[j]!r}"
+            )
         out_of_range = finite & ((self.scores < 0) | (self.scores > 1))
         if out_of_range.any():
             i, j = np.argwhere(out_of_range)[0]
@@ -93,12 +101,21 @@ class RoutingDataset:
                 f"model {self.models[j]!r} is outside [0, 1]"
             )
 
-    def subset(self, prompt_index: Sequence[int] | np.ndarray | None = None,
-               models: Sequence[str] | None = None) -> RoutingDataset:
+    def subset(
+        self,
+        prompt_index: Sequence[int] | np.ndarray | None = None,
+        models: Sequence[str] | None = None,
+    ) -> RoutingDataset:
         """Return a copy restricted to some prompts (by position) and/or models (by name)."""
-        rows = np.arange(self.n_prompts) if prompt_index is None else np.asarray(prompt_index, dtype=int)
-        cols = np.arange(self.n_models) if models is None else np.array(
-            [self.model_index(name) for name in models], dtype=int
+        rows = (
+            np.arange(self.n_prompts)
+            if prompt_index is None
+            else np.asarray(prompt_index, dtype=int)
+        )
+        cols = (
+            np.arange(self.n_models)
+            if models is None
+            else np.array([self.model_index(name) for name in models], dtype=int)
         )
         return RoutingDataset(
             prompt_ids=self.prompt_ids[rows],
@@ -111,7 +128,7 @@ class RoutingDataset:
             references=None if self.references is None else self.references[rows],
             name=self.name,
             source=self.source,
-            meta=dict(self.meta),
+            meta=_subset_meta(self.meta, rows, self.n_prompts),
         )
 
     def model_index(self, name: str) -> int:
@@ -119,7 +136,9 @@ class RoutingDataset:
         try:
             return self.models.index(name)
         except ValueError:
-            raise DataError(f"dataset {self.name!r} has no model {name!r}; it has {self.models}") from None
+            raise DataError(
+                f"dataset {self.name!r} has no model {name!r}; it has {self.models}"
+            ) from None
 
     def with_costs(self, costs: Mapping[str, float], source: str = "cost map") -> RoutingDataset:
         """Replace every model's per-query cost from a {model: cost} map.
@@ -135,9 +154,13 @@ class RoutingDataset:
             try:
                 value = float(costs[m])
             except (TypeError, ValueError):
-                raise DataError(f"{source}: cost of model {m!r} is not a number: {costs[m]!r}") from None
+                raise DataError(
+                    f"{source}: cost of model {m!r} is not a number: {costs[m]!r}"
+                ) from None
             if not np.isfinite(value) or value < 0:
-                raise DataError(f"{source}: cost of model {m!r} must be a finite number >= 0, got {value}")
+                raise DataError(
+                    f"{source}: cost of model {m!r} must be a finite number >= 0, got {value}"
+                )
             values.append(value)
         out = self.subset()
         out.model_costs = np.array(values)
@@ -145,7 +168,7 @@ class RoutingDataset:
         return out
 
     def effective_call_costs(self) -> np.ndarray:
-        """Cost of every (prompt, model) call: the recorded one where known, else the per-query cost."""
+        """Cost of every (prompt, model) call: recorded where known, else the per-query cost."""
         per_query = np.broadcast_to(self.model_costs, self.scores.shape)
         if self.call_costs is None:
             return np.array(per_query)
@@ -202,6 +225,23 @@ class RoutingDataset:
             f"{self.name}: {self.n_prompts} prompts, {self.n_models} models, "
             f"{len(set(self.tasks.tolist()))} tasks, {missing:.1%} scores missing"
         )
+
+
+def _subset_meta(meta: dict, rows: np.ndarray, n_prompts: int) -> dict:
+    """Copy meta, re-aligning per-prompt arrays (e.g. recorded responses per model) to ``rows``."""
+
+    def aligned(value: object) -> bool:
+        return isinstance(value, np.ndarray) and value.shape[:1] == (n_prompts,)
+
+    out = {}
+    for key, value in meta.items():
+        if aligned(value):
+            out[key] = value[rows]
+        elif isinstance(value, Mapping) and value and all(aligned(v) for v in value.values()):
+            out[key] = {k: v[rows] for k, v in value.items()}
+        else:
+            out[key] = value
+    return out
 
 
 def _duplicates(values: Sequence[str]) -> list[str]:

@@ -45,5 +45,7 @@ def read_representative_prompts(path: Path) -> list[RepresentativePrompt]:
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}, line {line_number}: bad representative prompt ({exc})") from None
+                raise DataError(
+                    f"{path}, line {line_number}: bad representative prompt ({exc})"
+                ) from None
     return prompts

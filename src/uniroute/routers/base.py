@@ -105,7 +105,11 @@ class BaseRouter(ABC):
 
     @abstractmethod
     def _fit(
-        self, X_train: np.ndarray, S_train: np.ndarray, X_val: np.ndarray, S_val: np.ndarray,
+        self,
+        X_train: np.ndarray,
+        S_train: np.ndarray,
+        X_val: np.ndarray,
+        S_val: np.ndarray,
         costs: np.ndarray,
     ) -> None:
         """Learn prompt-side state; ``self.X_val_`` is already set."""
@@ -147,7 +151,9 @@ class BaseRouter(ABC):
             )
         finite = np.isfinite(scores)
         if np.isinf(scores).any() or ((scores[finite] < 0) | (scores[finite] > 1)).any():
-            raise RouterError(f"model {name!r}: validation scores must lie in [0, 1] (NaN = missing)")
+            raise RouterError(
+                f"model {name!r}: validation scores must lie in [0, 1] (NaN = missing)"
+            )
         if not finite.any():
             raise RouterError(f"model {name!r}: no validation score at all; cannot describe it")
         return scores
@@ -176,7 +182,56 @@ class BaseRouter(ABC):
         self.pool_names_.append(name)
         self.pool_costs_ = np.append(self.pool_costs_, cost)
         self.pool_val_scores_ = np.column_stack([self.pool_val_scores_, scores])
-        self.pool_features_ = psi if self.pool_features_ is None else np.vstack([self.pool_features_, psi])
+        self.pool_features_ = (
+            psi if self.pool_features_ is None else np.vstack([self.pool_features_, psi])
+        )
+        self._on_pool_change()
+
+    def set_pool(
+        self,
+        names: list[str],
+        val_scores: np.ndarray,
+        costs: np.ndarray,
+        features: np.ndarray | None = None,
+    ) -> None:
+        """Replace the whole pool in one step (as a registry holds it); no prompt-side refit.
+
+        ``val_scores`` is (n_representative, len(names)); ``features`` optionally passes the
+        precomputed Psi rows. Same checks as ``add_model``, without its per-model copying.
+        """
+        self._check_fitted()
+        names = [str(name) for name in names]
+        if len(set(names)) != len(names):
+            raise RouterError(f"duplicate model names in the pool {names}")
+        costs = np.asarray(costs, dtype=float).reshape(-1)
+        if costs.shape != (len(names),):
+            raise RouterError(f"{len(costs)} costs for {len(names)} models")
+        bad = ~np.isfinite(costs) | (costs < 0)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise RouterError(
+                f"model {names[j]!r}: cost must be a finite number >= 0, got {costs[j]}"
+            )
+        scores = np.asarray(val_scores, dtype=float)
+        if scores.shape != (len(self.X_val_), len(names)):
+            raise RouterError(
+                f"validation scores are {scores.shape}, expected ({len(self.X_val_)}, {len(names)})"
+            )
+        columns = [self._check_val_scores(scores[:, j], name) for j, name in enumerate(names)]
+        if not names:
+            self.clear_pool()
+            self._on_pool_change()
+            return
+        if features is None:
+            psi = np.vstack([np.asarray(self._model_features(c), float) for c in columns])
+        else:
+            psi = np.asarray(features, dtype=float)
+            if psi.ndim != 2 or len(psi) != len(names):
+                raise RouterError(f"features must have one row per model, got shape {psi.shape}")
+        self.pool_names_ = names
+        self.pool_costs_ = costs.copy()
+        self.pool_val_scores_ = scores.copy()
+        self.pool_features_ = psi.copy()
         self._on_pool_change()
 
     def remove_model(self, name: str) -> None:
@@ -207,6 +262,7 @@ class BaseRouter(ABC):
 
     def _on_pool_change(self) -> None:
         """Hook for routers whose prediction state depends on the pool (the retrained MLP)."""
+        return None
 
     # ------------------------------------------------------------------ prediction
     def predict_error(self, X: np.ndarray) -> np.ndarray:
@@ -216,7 +272,9 @@ class BaseRouter(ABC):
             raise RouterError("the pool is empty; add a model first")
         X = _as_matrix(X, "X")
         if X.shape[1] != self.n_features_in_:
-            raise RouterError(f"embeddings have dim {X.shape[1]}, the router was fitted on {self.n_features_in_}")
+            raise RouterError(
+                f"embeddings have dim {X.shape[1]}, the router was fitted on {self.n_features_in_}"
+            )
         return np.clip(self._predict_error(X), 0.0, 1.0)
 
     @abstractmethod
@@ -229,7 +287,9 @@ class BaseRouter(ABC):
 
     def oracle_error(self, true_scores: np.ndarray) -> np.ndarray:
         """Only for clairvoyant routers: the 'estimate' read from the true scores."""
-        raise RouterError(f"{type(self).__name__} predicts from prompts; it does not read true scores")
+        raise RouterError(
+            f"{type(self).__name__} predicts from prompts; it does not read true scores"
+        )
 
     # ------------------------------------------------------------------ persistence
     def _state_arrays(self) -> dict[str, np.ndarray]:
@@ -238,6 +298,7 @@ class BaseRouter(ABC):
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore prompt-side state from ``_state_arrays`` output."""
+        return None
 
     def save(self, directory: Path | str) -> None:
         """Write the router (manifest + arrays) atomically to a directory."""

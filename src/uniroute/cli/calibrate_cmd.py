@@ -1,0 +1,72 @@
+"""`uniroute calibrate`: find lambda for a cost, quality or traffic-share target; store it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `calibrate` sub-command."""
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="find lambda for a target on the representative prompts and make it the default",
+        description=(
+            "Solve a target on the representative prompts with the current pool and store the "
+            "resulting lambda as the default policy. Expected cost and quality are measured on "
+            "the same prompts the models' Psi were computed from, so they are optimistic."
+        ),
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-cost", type=float, help="expected cost per query at most C")
+    target.add_argument("--target-quality", type=float, help="expected quality at least Q")
+    target.add_argument(
+        "--target-share-of",
+        nargs=2,
+        metavar=("MODEL", "P"),
+        help="send a share P in [0, 1] of the traffic to MODEL",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="solve but do not store")
+    parser.add_argument("--json", action="store_true", help="print the policy as JSON")
+    add_location_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Solve the target and store (or just print) the policy."""
+    from uniroute.artifact import Artifact
+    from uniroute.deployment import Router
+    from uniroute.pool.calibration import CalibrationError
+
+    share = None
+    if args.target_share_of is not None:
+        model, value = args.target_share_of
+        try:
+            share = (model, float(value))
+        except ValueError:
+            raise CalibrationError(f"--target-share-of: share {value!r} is not a number") from None
+    artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
+    router = Router.load(artifact, registry_path(args))
+    policy = router.calibrate(
+        target_cost=args.target_cost,
+        target_quality=args.target_quality,
+        target_share=share,
+        store=not args.dry_run,
+    )
+    if args.json:
+        print(json.dumps({**policy.to_dict(), "stored": not args.dry_run}, indent=2))
+        return 0
+    print(f"target: {policy.target.describe()}")
+    print(f"lambda = {policy.lam:.6g}")
+    print(f"expected cost per query: {policy.expected_cost:.6g}")
+    print(f"expected quality:        {policy.expected_quality:.4f}")
+    if policy.target.kind == "share":
+        print(f"share of {policy.target.model}: {policy.achieved:.1%}")
+    print(
+        f"(on {policy.n_prompts} representative prompts with {len(router.pool_models)} enabled "
+        "models; in-sample, so optimistic)"
+    )
+    print("stored as the default policy" if not args.dry_run else "not stored (--dry-run)")
+    return 0

@@ -1,0 +1,176 @@
+"""`uniroute eval`: repeated trials on unseen test LLMs; writes results and deferral curves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ALL_ROUTERS = ("uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "oracle", "random")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `eval` sub-command."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate routers on unseen test LLMs over repeated trials",
+        description=(
+            "Split the LLMs into training and unseen test LLMs and the prompts into "
+            "train/validation/test, fit each router on the training LLMs, onboard the test LLMs "
+            "from their validation scores only, and report deferral-curve metrics over trials."
+        ),
+    )
+    parser.add_argument(
+        "--data", required=True, type=Path, help="a data file, or a folder whose files are all read"
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("routerbench", "routerdc", "embedllm", "long"),
+        help="data format",
+    )
+    parser.add_argument(
+        "--routers",
+        default=",".join(ALL_ROUTERS),
+        help=f"comma-separated, from {','.join(ALL_ROUTERS)}",
+    )
+    parser.add_argument("--encoder", default="minilm", help="prompt encoder: minilm or tfidf")
+    parser.add_argument(
+        "--costs", type=Path, help="JSON map {model: cost per query}; overrides recorded costs"
+    )
+    parser.add_argument(
+        "--test-models", type=int, required=True, help="how many LLMs are held out as unseen"
+    )
+    parser.add_argument("--trials", type=int, default=20, help="number of trials (new splits each)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run")
+    parser.add_argument(
+        "--split", default="0.6,0.1,0.3", help="train,validation,test fractions of the prompts"
+    )
+    parser.add_argument(
+        "--router-params",
+        default="{}",
+        help='JSON {router: {param: value}}, e.g. \'{"uniroute-kmeans": {"n_clusters": 20}}\'',
+    )
+    parser.add_argument("--out", type=Path, default=Path("out/eval"), help="output folder")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="embedding cache folder (default: UNIROUTE_CACHE or .cache)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _parse_split(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--split {text!r}: expected three numbers like 0.6,0.1,0.3"
+        ) from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(
+            f"--split {text!r}: expected three fractions, got {len(parts)}"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load data, run the trials, write and print the results."""
+    import numpy as np
+
+    from uniroute.data.dataset import DataError
+    from uniroute.data.loading import load_dataset
+    from uniroute.embeddings.factory import ENCODERS, cached, make_encoder
+    from uniroute.evaluation.report import results_table_markdown, write_results
+    from uniroute.evaluation.trials import TrialConfig, run_trials
+
+    routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    unknown = [r for r in routers if r not in ALL_ROUTERS]
+    if unknown:
+        raise DataError(f"--routers: unknown router(s) {unknown}; choose from {list(ALL_ROUTERS)}")
+    if args.encoder not in ENCODERS:
+        raise DataError(
+            f"--encoder: unknown encoder {args.encoder!r}; choose from {list(ENCODERS)}"
+        )
+    try:
+        router_params = json.loads(args.router_params)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"--router-params is not valid JSON: {exc}") from None
+    if not isinstance(router_params, dict):
+        raise DataError("--router-params must be a JSON object {router: {param: value}}")
+    split = _parse_split(args.split)
+
+    started = time.perf_counter()
+    dataset = load_dataset(args.data, args.format, costs=args.costs)
+    print(dataset.summary(), file=sys.stderr)
+    if args.test_models >= dataset.n_models - 1:
+        raise DataError(
+            f"--test-models {args.test_models}: the data has {dataset.n_models} LLMs; "
+            "at least 2 must remain for training"
+        )
+    if np.unique(dataset.model_costs).size == 1:
+        print(
+            "warning: every model has the same cost, so the cost axis is degenerate; pass --costs "
+            "with real per-model costs",
+            file=sys.stderr,
+        )
+
+    config = TrialConfig(
+        routers=routers,
+        test_models=args.test_models,
+        trials=args.trials,
+        seed=args.seed,
+        fractions=split,
+        router_params=router_params,
+    )
+    fixed_embeddings, encoder_id = None, None
+    encoder_needs_fit = args.encoder == "tfidf"
+    if not encoder_needs_fit:
+        encoder = cached(make_encoder(args.encoder), args.cache_dir)
+        t0 = time.perf_counter()
+        fixed_embeddings = encoder.encode(dataset.prompts.tolist())
+        encoder_id = encoder.id
+        print(
+            f"embedded {dataset.n_prompts} prompts with {encoder_id} "
+            f"in {time.perf_counter() - t0:.1f}s",
+            file=sys.stderr,
+        )
+
+    def report_trial(t: int, outcome) -> None:
+        areas = ", ".join(f"{name}={m['area']:.3f}" for name, m in outcome.metrics.items())
+        print(
+            f"trial {t + 1}/{args.trials}: test LLMs {outcome.test_models}: {areas}",
+            file=sys.stderr,
+        )
+
+    run_result = run_trials(
+        dataset,
+        lambda: make_encoder(args.encoder),
+        config,
+        fixed_embeddings=fixed_embeddings,
+        encoder_id=encoder_id,
+        on_trial=report_trial,
+    )
+    results = run_result.results
+    results["data_path"] = str(args.data)
+    results["format"] = args.format
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    # The plot shows the first trial: its single LLMs are the points the curves are compared with.
+    first = run_result.outcomes[0]
+    write_results(
+        args.out,
+        results,
+        first.curves,
+        first.model_points,
+        title=(
+            f"{results['dataset']} ({results['encoder']}): trial 1 of {results['trials']}, "
+            f"unseen LLMs as points"
+        ),
+        max_cost=first.max_cost,
+    )
+    print(results_table_markdown(results))
+    print(
+        f"wrote {args.out}/results.json, results.md, deferral.png in {results['seconds']}s",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,259 @@
+"""`uniroute models`: add, list, show, remove, enable, disable and re-price pool models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uniroute.cli.pool_options import (
+    add_cost_arguments,
+    add_location_arguments,
+    artifact_path,
+    parse_cost,
+    registry_path,
+)
+
+if TYPE_CHECKING:
+    from uniroute.pool.registry import Registry
+
+# How many unknown prompt ids of a scores file are named in the report.
+_SHOWN_UNKNOWN_IDS = 5
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `models` sub-command and its actions."""
+    parser = subparsers.add_parser("models", help="manage the model pool in the registry")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    add = actions.add_parser(
+        "add",
+        help="add a model from its scores on the representative prompts, or from its endpoint",
+        description=(
+            "Add a model to the pool. With --scores, its scores on the representative prompts "
+            "(CSV or JSONL with prompt_id and score) are read; with --endpoint alone, every "
+            "representative prompt is sent to the endpoint and the answers are graded. The model "
+            "is routable as soon as the command returns."
+        ),
+    )
+    add.add_argument("name", help="name of the model in the pool")
+    add_cost_arguments(add)
+    add.add_argument("--scores", type=Path, help="CSV/JSONL file of prompt_id, score")
+    add.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. https://host/v1")
+    add.add_argument(
+        "--api-key-env", help="NAME of the environment variable holding the endpoint's API key"
+    )
+    add.add_argument("--upstream-model", help="model name sent to the endpoint (default: NAME)")
+    add.add_argument("--api-style", choices=("chat", "completions"), default="chat")
+    add.add_argument("--concurrency", type=int, default=8, help="parallel requests (default 8)")
+    add.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    add.add_argument("--retries", type=int, default=3, help="retries per prompt")
+    add.add_argument("--answer-cache", type=Path, help="answer cache file (resumable onboarding)")
+    add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    add.add_argument("--disabled", action="store_true", help="add it disabled")
+    add.add_argument("--replace", action="store_true", help="replace a model of the same name")
+    add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_location_arguments(add)
+    add.set_defaults(func=run_add)
+
+    listing = actions.add_parser("list", help="list the models of the pool")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    add_location_arguments(listing)
+    listing.set_defaults(func=run_list)
+
+    show = actions.add_parser("show", help="show one model (price, scores, accuracy per task)")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    add_location_arguments(show)
+    show.set_defaults(func=run_show)
+
+    for action, help_text in (
+        ("remove", "delete a model with its scores"),
+        ("disable", "keep a model but stop routing to it"),
+        ("enable", "route to a disabled model again"),
+    ):
+        sub = actions.add_parser(action, help=help_text)
+        sub.add_argument("name")
+        add_location_arguments(sub, artifact=False)
+        sub.set_defaults(func=run_change)
+
+    price = actions.add_parser("set-cost", help="change a model's price")
+    price.add_argument("name")
+    add_cost_arguments(price)
+    add_location_arguments(price, artifact=False)
+    price.set_defaults(func=run_set_cost)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run_add(args: argparse.Namespace) -> int:
+    """Add a model from a scores file or by onboarding its endpoint."""
+    started = time.perf_counter()
+    from uniroute.artifact import Artifact
+    from uniroute.deployment import Router
+    from uniroute.pool.registry import RegistryError, check_api_key_env, read_scores_file
+
+    if args.scores is None and args.endpoint is None:
+        raise RegistryError("give --scores FILE, or --endpoint URL to query the model")
+    cost = parse_cost(args)
+    check_api_key_env(args.api_key_env)
+    # Adding a model never embeds a prompt: the encoder is not even read.
+    artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
+    router = Router.load(artifact, registry_path(args, must_exist=False))
+    if not args.replace and router.registry.has_model(args.name):
+        raise RegistryError(
+            f"model {args.name!r} is already in {router.registry.path}; use --replace or remove it"
+        )
+    if args.scores is not None:
+        scores = read_scores_file(args.scores)
+        source = str(args.scores)
+    else:
+        from uniroute.pool.onboarding import onboard_endpoint
+
+        result = onboard_endpoint(
+            args.name,
+            args.endpoint,
+            router.artifact.representative_prompts,
+            upstream_model=args.upstream_model,
+            api_key_env=args.api_key_env,
+            api_style=args.api_style,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            retries=args.retries,
+            cache_path=args.answer_cache,
+            progress=not args.no_progress,
+        )
+        print(result.summary())
+        scores = result.scores
+        source = f"endpoint {args.endpoint}"
+    added = router.add_model(
+        args.name,
+        scores,
+        cost,
+        endpoint=args.endpoint,
+        api_key_env=args.api_key_env,
+        tags=args.tag,
+        enabled=not args.disabled,
+        replace=args.replace,
+        source=source,
+    )
+    elapsed = time.perf_counter() - started
+    print(
+        f"added {args.name!r}: scores on {added.n_matched} of {added.n_representative} "
+        f"representative prompts, price {cost.describe()} "
+        f"(~{cost.per_query_cost(router.mean_input_tokens):.6g} per query)"
+    )
+    if added.unknown_ids:
+        shown = ", ".join(added.unknown_ids[:_SHOWN_UNKNOWN_IDS])
+        more = " ..." if len(added.unknown_ids) > _SHOWN_UNKNOWN_IDS else ""
+        print(
+            f"  ignored {len(added.unknown_ids)} prompt id(s) that are not representative prompts: "
+            f"{shown}{more}"
+        )
+    state = "routable now" if not args.disabled else "added disabled (not routed to)"
+    print(
+        f"{state}: {elapsed:.2f} s from start to routable; pool has {len(router.pool_models)} "
+        "enabled models"
+    )
+    if router.policy_is_stale:
+        print(f"warning: default policy is stale: {router.policy_stale_reason}")
+    return 0
+
+
+def _open_registry(args: argparse.Namespace) -> Registry:
+    from uniroute.pool.registry import Registry
+
+    return Registry(registry_path(args))
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print every model of the registry."""
+    with _open_registry(args) as registry:
+        records = registry.list_models()
+        counts = registry.score_counts()
+        policy = registry.get_policy()
+    if args.json:
+        rows = [{**r.to_dict(), "n_scores": counts.get(r.name, 0)} for r in records]
+        print(json.dumps({"models": rows, "policy": policy and policy.to_dict()}, indent=2))
+        return 0
+    if not records:
+        print("the registry has no models")
+        return 0
+    width = max(len(r.name) for r in records)
+    print(f"{'model':<{width}}  enabled  {'price':<28} scores  endpoint")
+    for r in records:
+        print(
+            f"{r.name:<{width}}  {'yes' if r.enabled else 'no':<7}  {r.cost.describe():<28} "
+            f"{counts.get(r.name, 0):>6}  {r.endpoint or '-'}"
+        )
+    if policy is not None:
+        print(f"default policy: lambda={policy.lam:.6g} for {policy.target.describe()}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print one model's record, scores summary and, with an artifact, accuracy per task."""
+    import os
+
+    from uniroute.cli.pool_options import ARTIFACT_ENV
+
+    with _open_registry(args) as registry:
+        record = registry.get_model(args.name)
+        scores = registry.get_scores(args.name)
+    info = {**record.to_dict(), "n_scores": len(scores)}
+    info["mean_score"] = sum(scores.values()) / len(scores) if scores else None
+    if args.artifact or os.environ.get(ARTIFACT_ENV):
+        from uniroute.artifact import Artifact
+
+        artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
+        per_task: dict[str, list[float]] = {}
+        for prompt in artifact.representative_prompts:
+            if prompt.prompt_id in scores:
+                per_task.setdefault(prompt.task, []).append(scores[prompt.prompt_id])
+        info["accuracy_per_task"] = {
+            task: {"accuracy": sum(v) / len(v), "n": len(v)} for task, v in sorted(per_task.items())
+        }
+        info["representative_prompts"] = len(artifact.representative_prompts)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{record.name}  ({'enabled' if record.enabled else 'disabled'})")
+    print(f"  price       {record.cost.describe()}")
+    print(f"  endpoint    {record.endpoint or '-'}")
+    print(f"  api key env {record.api_key_env or '-'}")
+    print(f"  tags        {', '.join(record.tags) or '-'}")
+    mean = "-" if info["mean_score"] is None else f"{info['mean_score']:.3f}"
+    print(f"  scores      {len(scores)} (mean {mean})")
+    for task, entry in info.get("accuracy_per_task", {}).items():
+        print(f"    {task:<28} {entry['accuracy']:6.1%}  ({entry['n']} prompts)")
+    print(f"  added {record.created_at}, updated {record.updated_at}")
+    return 0
+
+
+def run_change(args: argparse.Namespace) -> int:
+    """remove / disable / enable one model."""
+    with _open_registry(args) as registry:
+        if args.action == "remove":
+            registry.remove_model(args.name)
+            done = "removed"
+        else:
+            registry.set_enabled(args.name, args.action == "enable")
+            done = f"{args.action}d"
+        enabled = len(registry.list_models(enabled_only=True))
+    print(f"{done} {args.name!r}; the pool has {enabled} enabled models")
+    return 0
+
+
+def run_set_cost(args: argparse.Namespace) -> int:
+    """Change one model's price."""
+    cost = parse_cost(args)
+    with _open_registry(args) as registry:
+        record = registry.set_cost(args.name, cost)
+    print(f"{record.name!r} now costs {record.cost.describe()}")
+    return 0

@@ -1,0 +1,90 @@
+"""Options shared by the pool commands: where the artifact and the registry are, and prices."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uniroute.pool.costs import ModelCost
+
+ARTIFACT_ENV = "UNIROUTE_ARTIFACT"
+REGISTRY_ENV = "UNIROUTE_REGISTRY"
+
+
+def add_location_arguments(
+    parser: argparse.ArgumentParser, *, artifact: bool = True, registry: bool = True
+) -> None:
+    """Add --artifact DIR and/or --registry DB (defaults from the environment)."""
+    if artifact:
+        parser.add_argument(
+            "--artifact", type=Path, help=f"router artifact directory (default: ${ARTIFACT_ENV})"
+        )
+    if registry:
+        parser.add_argument(
+            "--registry", type=Path, help=f"model registry file (default: ${REGISTRY_ENV})"
+        )
+
+
+def artifact_path(args: argparse.Namespace) -> Path:
+    """The artifact directory from --artifact or the environment, with a clear error if neither."""
+    value = getattr(args, "artifact", None) or os.environ.get(ARTIFACT_ENV, "").strip()
+    if not value:
+        from uniroute._io import StateError
+
+        raise StateError(f"no artifact given: pass --artifact DIR or set {ARTIFACT_ENV}")
+    return Path(value).expanduser()
+
+
+def registry_path(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
+    """The registry file from --registry or the environment; by default it must already exist."""
+    value = getattr(args, "registry", None) or os.environ.get(REGISTRY_ENV, "").strip()
+    from uniroute._io import StateError
+
+    if not value:
+        raise StateError(f"no registry given: pass --registry FILE or set {REGISTRY_ENV}")
+    path = Path(value).expanduser()
+    if must_exist and not path.is_file():
+        raise StateError(
+            f"{path}: no such registry; create one with `uniroute build ... --registry {path}` "
+            "or `uniroute models add ... --registry`"
+        )
+    return path
+
+
+def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --cost or --cost-per-1k-input/--cost-per-1k-output (+ --expected-output-tokens)."""
+    group = parser.add_argument_group("price (per query, or per 1k tokens)")
+    group.add_argument("--cost", type=float, help="cost of one query")
+    group.add_argument("--cost-per-1k-input", type=float, help="price of 1,000 input tokens")
+    group.add_argument("--cost-per-1k-output", type=float, help="price of 1,000 output tokens")
+    group.add_argument(
+        "--expected-output-tokens",
+        type=float,
+        help="answer length assumed for token prices (default 256)",
+    )
+
+
+def parse_cost(args: argparse.Namespace) -> ModelCost:
+    """The ModelCost given on the command line; RegistryError naming the bad option."""
+    from uniroute.pool.costs import DEFAULT_OUTPUT_TOKENS, ModelCost
+    from uniroute.pool.registry import RegistryError
+
+    by_token = args.cost_per_1k_input is not None or args.cost_per_1k_output is not None
+    if args.cost is None and not by_token:
+        raise RegistryError("give --cost C, or --cost-per-1k-input X and --cost-per-1k-output Y")
+    if args.expected_output_tokens is not None and not by_token:
+        raise RegistryError("--expected-output-tokens only applies to per-1k-token prices")
+    try:
+        return ModelCost(
+            per_query=args.cost,
+            per_1k_input=args.cost_per_1k_input,
+            per_1k_output=args.cost_per_1k_output,
+            expected_output_tokens=DEFAULT_OUTPUT_TOKENS
+            if args.expected_output_tokens is None
+            else args.expected_output_tokens,
+        )
+    except ValueError as exc:
+        raise RegistryError(f"bad price: {exc}") from None

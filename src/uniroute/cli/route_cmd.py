@@ -1,0 +1,77 @@
+"""`uniroute route "text"`: print where a prompt goes and why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
+
+if TYPE_CHECKING:
+    from uniroute.deployment import Decision, Router
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `route` sub-command."""
+    parser = subparsers.add_parser(
+        "route",
+        help="route a prompt and explain the decision",
+        description=(
+            "Route one prompt over the enabled models of the registry: each model's estimated "
+            "error, cost and objective (error + lambda * cost), and the prompt's cluster. Without "
+            "--lambda or --max-cost the calibrated default policy is used."
+        ),
+    )
+    parser.add_argument("prompt", help="the prompt text")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--lambda", dest="lam", type=float, help="cost trade-off lambda")
+    choice.add_argument(
+        "--max-cost", type=float, help="budget per query: the most accurate model within it"
+    )
+    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
+    add_location_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Route the prompt and print the decision."""
+    from uniroute.deployment import Router
+
+    router = Router.load(artifact_path(args), registry_path(args))
+    decision = router.route(args.prompt, lam=args.lam, budget=args.max_cost)
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2))
+        return 0
+    print(explain(decision, router))
+    return 0
+
+
+def explain(decision: Decision, router: Router) -> str:
+    """Human-readable account of a decision: the policy, the cluster, and each model's numbers."""
+    lines = [f"routed to: {decision.model}"]
+    if decision.policy == "default":
+        policy = router.policy
+        lines.append(f"lambda = {decision.lam:.6g} (default policy: {policy.target.describe()})")
+    elif decision.policy == "budget":
+        lines.append(f"budget = {decision.budget:g} per query: most accurate model within it")
+    else:
+        lines.append(f"lambda = {decision.lam:.6g} ({decision.policy})")
+    if decision.warning:
+        lines.append(f"warning: {decision.warning}")
+    if decision.cluster is not None:
+        weights = decision.cluster_weights
+        share = "" if weights is None else f", weight {weights[decision.cluster]:.2f}"
+        lines.append(f"cluster {decision.cluster} of {len(weights or [])}{share}")
+    ranked = decision.ranking + decision.over_budget
+    width = max(len(name) for name in ranked)
+    lines.append(f"  {'model':<{width}}  {'est. error':>10}  {'cost/query':>12}  {'objective':>10}")
+    for name in ranked:
+        mark = "*" if name == decision.model else " "
+        note = "  over budget" if name in decision.over_budget else ""
+        lines.append(
+            f"{mark} {name:<{width}}  {decision.estimated_error[name]:>10.4f}  "
+            f"{decision.cost[name]:>12.6g}  {decision.objective[name]:>10.4f}{note}"
+        )
+    lines.append("(objective = estimated error + lambda * cost; lowest wins, ties to the cheaper)")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Build encoders by name, reload saved ones, and wrap them with the on-disk cache."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from uniroute._io import StateError
+from uniroute.embeddings._common import read_encoder_manifest
+from uniroute.embeddings.base import Encoder
+from uniroute.embeddings.cache import CachedEncoder, EmbeddingCache
+
+# name -> "module:Class"; modules are imported on demand so that asking for TF-IDF never pays
+# for importing torch.
+_ENCODER_CLASSES = {
+    "minilm": "uniroute.embeddings.minilm:MiniLMEncoder",
+    "tfidf": "uniroute.embeddings.tfidf:TfidfSvdEncoder",
+}
+ENCODERS = tuple(_ENCODER_CLASSES)
+EMBEDDING_CACHE_SUBDIR = "embeddings"
+
+
+def encoder_class(name: str) -> type:
+    """The encoder class registered under ``name``."""
+    if name not in _ENCODER_CLASSES:
+        raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}")
+    module_name, class_name = _ENCODER_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_encoder(name: str, **params: Any) -> Encoder:
+    """A new encoder of the given type; ``params`` go to its constructor."""
+    cls = encoder_class(name)
+    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"encoder {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are: {', '.join(accepted)}"
+        )
+    return cls(**params)
+
+
+def load_encoder(directory: Path | str) -> Encoder:
+    """Rebuild the encoder that ``save(directory)`` wrote, fitted state included."""
+    manifest = read_encoder_manifest(directory)
+    name = manifest["encoder"]
+    if name not in _ENCODER_CLASSES:
+        raise StateError(
+            f"{Path(directory) / 'manifest.json'}: unknown encoder {name!r}; this uniroute knows "
+            f"{', '.join(ENCODERS)}"
+        )
+    return encoder_class(name).load(Path(directory))
+
+
+def cached(encoder: Encoder, cache_dir: Path | str | None = None) -> CachedEncoder:
+    """Wrap an encoder with the embedding cache (default: the project's cache folder).
+
+    An encoder that is already cached is re-wrapped around its inner encoder, never nested.
+    """
+    if isinstance(encoder, CachedEncoder):
+        encoder = encoder.encoder
+    if cache_dir is None:
+        from uniroute.data.paths import default_cache_dir
+
+        cache_dir = default_cache_dir() / EMBEDDING_CACHE_SUBDIR
+    return CachedEncoder(encoder, EmbeddingCache(cache_dir))

@@ -1,0 +1,100 @@
+"""Model prices and the expected per-query cost the router trades off against error.
+
+A model is priced either per query, or per 1,000 input and per 1,000 output tokens. The router
+needs one number per model, so token prices are turned into an *expected* per-query cost:
+
+    cost = mean_input_tokens / 1000 * cost_per_1k_input
+         + expected_output_tokens / 1000 * cost_per_1k_output
+
+``mean_input_tokens`` is measured on the representative prompts with the usual rough estimate of
+four characters per token (:data:`CHARS_PER_TOKEN`): no tokenizer is shared by every model, and
+the estimate only has to rank models by price, not bill them. ``expected_output_tokens`` is set
+per model (default :data:`DEFAULT_OUTPUT_TOKENS`) because answer length depends on the model and
+the workload: a multiple-choice workload answers in a few tokens, a chat workload in hundreds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: Rough characters per token used to estimate prompt length without a tokenizer.
+CHARS_PER_TOKEN = 4.0
+#: Output length assumed for token-priced models when none is given.
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+def _check_price(value: float | None, label: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """How a model is priced: per query, or per 1k input and output tokens (exactly one of them)."""
+
+    per_query: float | None = None
+    per_1k_input: float | None = None
+    per_1k_output: float | None = None
+    expected_output_tokens: float = DEFAULT_OUTPUT_TOKENS
+
+    def __post_init__(self) -> None:
+        for label in ("per_query", "per_1k_input", "per_1k_output"):
+            object.__setattr__(self, label, _check_price(getattr(self, label), f"cost {label}"))
+        tokens = _check_price(self.expected_output_tokens, "expected_output_tokens")
+        object.__setattr__(self, "expected_output_tokens", tokens)
+        by_token = self.per_1k_input is not None or self.per_1k_output is not None
+        if self.per_query is not None and by_token:
+            raise ValueError("give a per-query cost or per-1k-token costs, not both")
+        if self.per_query is None and not by_token:
+            raise ValueError(
+                "no cost given: set a per-query cost or per-1k input/output token costs"
+            )
+        if by_token and (self.per_1k_input is None or self.per_1k_output is None):
+            raise ValueError("per-1k-token pricing needs both the input and the output price")
+
+    @property
+    def is_per_token(self) -> bool:
+        """True when the model is priced per token rather than per query."""
+        return self.per_query is None
+
+    def per_query_cost(self, mean_input_tokens: float) -> float:
+        """Expected cost of one query whose prompt has ``mean_input_tokens`` tokens."""
+        if self.per_query is not None:
+            return self.per_query
+        if not math.isfinite(mean_input_tokens) or mean_input_tokens < 0:
+            raise ValueError(
+                f"mean_input_tokens must be a finite number >= 0, got {mean_input_tokens}"
+            )
+        return (
+            mean_input_tokens / 1000.0 * self.per_1k_input
+            + self.expected_output_tokens / 1000.0 * self.per_1k_output
+        )
+
+    def describe(self) -> str:
+        """Short human-readable price, e.g. '0.002/query' or '0.5/1k in + 1.5/1k out'."""
+        if self.per_query is not None:
+            return f"{self.per_query:g}/query"
+        return (
+            f"{self.per_1k_input:g}/1k in + {self.per_1k_output:g}/1k out "
+            f"(~{self.expected_output_tokens:g} output tokens)"
+        )
+
+
+def estimate_tokens(text: str) -> float:
+    """Token count estimated from the text length (see :data:`CHARS_PER_TOKEN`)."""
+    return len(text) / CHARS_PER_TOKEN
+
+
+def mean_input_tokens(texts: Iterable[str]) -> float:
+    """Mean estimated token count of prompts; 0 for no prompts."""
+    lengths = [estimate_tokens(text) for text in texts]
+    return sum(lengths) / len(lengths) if lengths else 0.0

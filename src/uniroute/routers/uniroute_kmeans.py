@@ -1,0 +1,234 @@
+"""UniRoute with a K-means cluster map: err(x, h) = Psi_{k(x)}(h), the error of model h on the
+representative prompts of the cluster that prompt x falls into.
+
+The clusters are learned once from the training prompts; a model is described by its
+per-cluster error on the representative (validation) prompts, so a new model joins the pool by
+answering those prompts, with no retraining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from uniroute.routers.base import BaseRouter, RouterError
+from uniroute.routers.selection import (
+    best_candidate,
+    check_auto_or_positive_int,
+    check_grid,
+    check_non_negative,
+    check_random_state,
+    cross_validate,
+    fold_prior_errors,
+)
+
+#: K-means restarts; the best of a few seeded k-means++ starts is stable enough for routing.
+KMEANS_N_INIT = 3
+DEFAULT_K_GRID = (3, 5, 10, 20, 30, 50)
+
+
+def normalize_rows(X: np.ndarray) -> np.ndarray:
+    """Scale each row to unit L2 norm (all-zero rows stay zero)."""
+    X = np.asarray(X, dtype=float)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
+
+
+def assign_clusters(X_normalized: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid (squared Euclidean distance) for each row; ties go low."""
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and ||x||^2 does not change the argmin.
+    distances = (centroids**2).sum(axis=1)[None, :] - 2.0 * X_normalized @ centroids.T
+    return distances.argmin(axis=1)
+
+
+def cluster_error_profile(
+    labels: np.ndarray,
+    errors: np.ndarray,
+    n_clusters: int,
+    prior_strength: float,
+    prior_errors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-cluster mean error of each model, shrunk toward the model's overall mean error.
+
+    ``errors`` is (n,) or (n, m) with NaN for missing scores and ``labels`` the cluster of each
+    row. With n_k(h) observed errors of model h in cluster k and g(h) its mean error over all
+    observed rows (or ``prior_errors`` when given),
+
+        Psi_k(h) = (sum of observed errors of h in k + a * g(h)) / (n_k(h) + a),
+
+    with a = ``prior_strength``. An empty cluster, or one where every score of h is missing,
+    gets g(h); a cluster with few observations is pulled toward g(h).
+    Returns (n_clusters,) or (n_clusters, m).
+    """
+    errors = np.asarray(errors, dtype=float)
+    one_model = errors.ndim == 1
+    errors = errors.reshape(len(errors), -1)
+    observed = np.isfinite(errors)
+    membership = np.zeros((len(labels), n_clusters))
+    membership[np.arange(len(labels)), labels] = 1.0
+    sums = membership.T @ np.where(observed, errors, 0.0)
+    counts = membership.T @ observed.astype(float)
+    if prior_errors is None:
+        total = counts.sum(axis=0)
+        prior_errors = np.divide(
+            sums.sum(axis=0), total, out=np.full(errors.shape[1], np.nan), where=total > 0
+        )
+    prior_errors = np.asarray(prior_errors, dtype=float).reshape(-1)
+    if not np.isfinite(prior_errors).all():
+        raise RouterError("a model has no observed validation score, so it has no mean error")
+    denominator = counts + prior_strength
+    profile = np.divide(
+        sums + prior_strength * prior_errors[None, :],
+        denominator,
+        out=np.broadcast_to(prior_errors, sums.shape).copy(),
+        where=denominator > 0,
+    )
+    return profile[:, 0] if one_model else profile
+
+
+def fit_kmeans(X_normalized: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:
+    """Centroids of seeded K-means on (already normalised) prompt embeddings."""
+    kmeans = KMeans(n_clusters=n_clusters, n_init=KMEANS_N_INIT, random_state=random_state)
+    return kmeans.fit(X_normalized).cluster_centers_
+
+
+class ClusterProfileRouter(BaseRouter):
+    """Shared state of the UniRoute routers: K-means clusters and per-cluster model errors Psi.
+
+    Learned state: ``centroids_`` (K, D) on L2-normalised embeddings, ``n_clusters_``,
+    ``val_clusters_`` (cluster of each representative prompt) and ``selection_scores_``
+    ({K: cross-validated score}, empty when K was given).
+    """
+
+    n_clusters: str | int
+    k_grid: Sequence[int]
+    prior_strength: float
+    random_state: int | None
+
+    def _fit_clusters(self, X_train: np.ndarray, S_val: np.ndarray, costs: np.ndarray) -> None:
+        """Fit K-means on the training prompts, choosing K by 2-fold validation when "auto"."""
+        n_clusters = check_auto_or_positive_int(self.n_clusters, "n_clusters")
+        grid = check_grid(self.k_grid, "k_grid")
+        prior_strength = check_non_negative(self.prior_strength, "prior_strength")
+        random_state = check_random_state(self.random_state)
+        n_train = len(X_train)
+        if n_train == 0:
+            raise RouterError("no training prompts to learn clusters from")
+        X_train = normalize_rows(X_train)
+        X_val = normalize_rows(self.X_val_)
+        errors_val = 1.0 - np.asarray(S_val, dtype=float)
+
+        if n_clusters != "auto":
+            if n_clusters > n_train:
+                raise RouterError(f"n_clusters={n_clusters} exceeds the {n_train} training prompts")
+            centroids = fit_kmeans(X_train, n_clusters, random_state)
+            self.selection_scores_: dict[int, float] = {}
+        else:
+            candidates = [k for k in dict.fromkeys(grid) if k <= n_train]
+            if not candidates:
+                raise RouterError(
+                    f"every K in k_grid={list(grid)} exceeds the {n_train} training prompts"
+                )
+            fitted = {k: fit_kmeans(X_train, k, random_state) for k in candidates}
+            val_labels = {k: assign_clusters(X_val, c) for k, c in fitted.items()}
+
+            def fold_errors(k: int, describe: np.ndarray, evaluate: np.ndarray) -> np.ndarray:
+                profile = cluster_error_profile(
+                    val_labels[k][describe],
+                    errors_val[describe],
+                    k,
+                    prior_strength,
+                    fold_prior_errors(errors_val, describe),
+                )
+                return profile[val_labels[k][evaluate]]
+
+            scores = cross_validate(candidates, fold_errors, S_val, costs, random_state)
+            self.selection_scores_ = {int(k): float(v) for k, v in scores.items()}
+            centroids = fitted[int(best_candidate(scores))]
+        self.centroids_ = centroids
+        self.n_clusters_ = len(centroids)
+        self.val_clusters_ = assign_clusters(X_val, centroids)
+
+    def _model_features(self, val_scores: np.ndarray) -> np.ndarray:
+        """Psi(h): the model's shrunk mean error in each cluster of the representative prompts."""
+        return cluster_error_profile(
+            self.val_clusters_, 1.0 - val_scores, self.n_clusters_, float(self.prior_strength)
+        )
+
+    def clusters(self, X: np.ndarray) -> np.ndarray:
+        """Hard cluster index k(x) of each prompt embedding."""
+        return assign_clusters(self._normalized_prompts(X), self.centroids_)
+
+    def _normalized_prompts(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise RouterError(f"embeddings must be (n, {self.n_features_in_}), got shape {X.shape}")
+        return normalize_rows(X)
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        grid = np.array(sorted(self.selection_scores_), dtype=int)
+        return {
+            "centroids": self.centroids_,
+            "val_clusters": self.val_clusters_,
+            "selection_k": grid,
+            "selection_scores": np.array([self.selection_scores_[k] for k in grid], dtype=float),
+        }
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.centroids_ = arrays["centroids"]
+        self.n_clusters_ = len(self.centroids_)
+        self.val_clusters_ = arrays["val_clusters"]
+        self.selection_scores_ = {
+            int(k): float(v)
+            for k, v in zip(arrays["selection_k"], arrays["selection_scores"], strict=True)
+        }
+
+
+class UniRouteKMeans(ClusterProfileRouter):
+    """UniRoute with a hard K-means cluster map: err(x, h) = Psi_{k(x)}(h).
+
+    ``fit`` clusters the L2-normalised training prompts with K-means (centroids_) and assigns each
+    prompt to its nearest centroid. A model h is described by
+
+        Psi_k(h) = (sum_{i in k, observed} err_i(h) + a * g(h)) / (n_k(h) + a),
+
+    its error on the representative prompts of cluster k, shrunk toward its overall mean
+    validation error g(h) with a = ``prior_strength`` pseudo-counts: a cluster with no
+    representative prompt, or where all of h's scores are missing, gets g(h); missing scores are
+    skipped, never read as errors.
+
+    With ``n_clusters="auto"`` K is chosen from ``k_grid`` (values above the number of training
+    prompts are dropped) by 2-fold cross-validation over the validation prompts with the training
+    LLMs only: Psi from one half, routing scored on the other (see ``selection.routing_score``).
+    The chosen K is ``n_clusters_`` and each K's score is in ``selection_scores_``.
+    """
+
+    name = "uniroute-kmeans"
+
+    def __init__(
+        self,
+        n_clusters: str | int = "auto",
+        k_grid: Sequence[int] = DEFAULT_K_GRID,
+        prior_strength: float = 1.0,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.k_grid = k_grid
+        self.prior_strength = prior_strength
+        self.random_state = random_state
+
+    def _fit(
+        self,
+        X_train: np.ndarray,
+        S_train: np.ndarray,
+        X_val: np.ndarray,
+        S_val: np.ndarray,
+        costs: np.ndarray,
+    ) -> None:
+        self._fit_clusters(X_train, S_val, costs)
+
+    def _predict_error(self, X: np.ndarray) -> np.ndarray:
+        return self.pool_features_[:, self.clusters(X)].T

@@ -1,0 +1,1 @@
+"""HTTP serving: the OpenAI-compatible routing gateway and the replay upstream used to test it."""

@@ -1,0 +1,166 @@
+"""Gateway settings: timeouts, retries, circuit breaker, body limit and where secrets come from.
+
+A config file is TOML or JSON (chosen by extension) holding any subset of the fields of
+``GatewayConfig``, either at the top level or under a ``[gateway]`` table. Secrets are never
+written in the file itself: the file names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A gateway config file or value is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every tunable of the gateway, with defaults suited to a single-host deployment."""
+
+    #: Seconds one upstream call may take, from sending the request to the last byte of a
+    #: non-streamed answer or to the first byte of a streamed one.
+    upstream_timeout_s: float = 60.0
+    #: Seconds to open a TCP connection to an upstream.
+    connect_timeout_s: float = 5.0
+    #: Longest silence between two chunks of a streamed answer before it is abandoned.
+    stream_idle_timeout_s: float = 60.0
+    #: Extra attempts on the same model after a connection error (refused, reset, connect timeout).
+    connect_retries: int = 1
+    #: Pause before such a retry; doubled on each further retry.
+    retry_backoff_s: float = 0.05
+    #: Most models tried for one routed request (the first choice plus fallbacks).
+    max_models_per_request: int = 3
+    #: Consecutive failures that take a model out of rotation.
+    breaker_failure_threshold: int = 3
+    #: Seconds a tripped model stays out before one probe request is let through.
+    breaker_cooldown_s: float = 30.0
+    #: Largest accepted request body in bytes.
+    max_body_bytes: int = 1_000_000
+    #: Name of the environment variable with comma-separated client API keys; when that variable
+    #: is unset or empty, the /v1 API needs no key.
+    client_keys_env: str = "UNIROUTE_CLIENT_KEYS"
+    #: Name of the environment variable holding the admin bearer token; when unset or empty the
+    #: admin API answers 403 to everyone.
+    admin_token_env: str = "UNIROUTE_ADMIN_TOKEN"
+    #: Threads that embed prompts and compute routing decisions (off the event loop).
+    routing_threads: int = 2
+    #: Most prompts embedded in one encoder call when requests arrive together.
+    routing_batch_size: int = 32
+    #: Seconds between checks of the registry's pool version (changes made by other processes).
+    registry_poll_s: float = 1.0
+    #: Open connections to the upstreams, in total.
+    max_upstream_connections: int = 256
+    #: Connection pools those connections are spread over (smaller pools cost less CPU).
+    upstream_client_shards: int = 8
+    #: Directory for the answer cache of onboarding jobs; None puts it beside the registry file.
+    onboarding_cache_dir: str | None = None
+    #: Level of the gateway's own logs (access logs are always written at INFO).
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "upstream_timeout_s",
+            "connect_timeout_s",
+            "stream_idle_timeout_s",
+            "breaker_cooldown_s",
+            "registry_poll_s",
+        )
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        at_least_one = (
+            "max_models_per_request",
+            "breaker_failure_threshold",
+            "max_body_bytes",
+            "routing_threads",
+            "routing_batch_size",
+            "max_upstream_connections",
+            "upstream_client_shards",
+        )
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.connect_retries < 0:
+            raise ConfigError(f"connect_retries must be >= 0, got {self.connect_retries!r}")
+        if self.retry_backoff_s < 0:
+            raise ConfigError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s!r}")
+        for name in ("client_keys_env", "admin_token_env"):
+            value = getattr(self, name)
+            if not value or not value.replace("_", "").isalnum():
+                raise ConfigError(f"{name} must name an environment variable, got {value!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(
+                f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}"
+            )
+
+    def client_keys(self) -> frozenset[str]:
+        """The accepted client API keys, read from the environment now (empty: no key needed)."""
+        raw = os.environ.get(self.client_keys_env, "")
+        return frozenset(key.strip() for key in raw.split(",") if key.strip())
+
+    def admin_token(self) -> str | None:
+        """The admin bearer token from the environment, or None when the admin API is off."""
+        return os.environ.get(self.admin_token_env) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (holds variable names only, never secrets)."""
+        return asdict(self)
+
+
+def config_from_mapping(values: dict[str, Any], source: str = "config") -> GatewayConfig:
+    """Build a config from a mapping, naming unknown fields and wrongly typed values."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a table of settings, got {type(values).__name__}")
+    known = {f.name: f for f in fields(GatewayConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {unknown}; valid ones are {sorted(known)}")
+    defaults = GatewayConfig()
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        expected = type(getattr(defaults, name))
+        if name == "onboarding_cache_dir":
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{source}: {name} must be a path string, got {value!r}")
+            converted[name] = value
+        elif expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+            converted[name] = float(value)
+        elif (expected is int and isinstance(value, int) and not isinstance(value, bool)) or (
+            expected is str and isinstance(value, str)
+        ):
+            converted[name] = value
+        else:
+            raise ConfigError(f"{source}: {name} must be a {expected.__name__}, got {value!r}")
+    try:
+        return GatewayConfig(**converted)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path | None) -> GatewayConfig:
+    """Read a TOML (.toml) or JSON (.json) config file; None gives the defaults."""
+    if path is None:
+        return GatewayConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            values = tomllib.loads(text)
+        elif suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: config must be a .toml or .json file")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from None
+    if isinstance(values, dict) and set(values) == {"gateway"}:
+        values = values["gateway"]
+    return config_from_mapping(values, source=str(path))

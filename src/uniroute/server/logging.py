@@ -1,0 +1,105 @@
+"""Structured JSON logs: one access-log line per request, tied together by a request id.
+
+Nothing that could hold a secret is logged: no request or response headers, no bodies, and
+no upstream keys (those are read from the environment at call time and never stored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import queue
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+ACCESS_LOGGER = "uniroute.access"
+GATEWAY_LOGGER = "uniroute.gateway"
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_STANDARD_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+}
+
+
+def new_request_id(client_value: str | None = None) -> str:
+    """The client's x-request-id when it is short and plain, else a fresh random id."""
+    if client_value and _CLIENT_REQUEST_ID.match(client_value):
+        return client_value
+    return uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: time, level, logger, message and any extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON line for the record."""
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_RECORD_KEYS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exc_type"] = record.exc_info[0].__name__
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class _RecordQueueHandler(logging.handlers.QueueHandler):
+    """Queues records as they are; the writer thread formats them (extra fields included)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record itself: nothing is formatted on the caller's thread."""
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Send the gateway's and uvicorn's logs to ``stream`` (stderr) as JSON lines.
+
+    Records are handed to a writer thread through a queue, so a slow log consumer (a full
+    pipe) never stalls the event loop, and formatting and I/O stay off it.
+    """
+    global _listener
+    stop_logging()
+    writer = logging.StreamHandler(stream or sys.stderr)
+    writer.setFormatter(JsonFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
+    handler = _RecordQueueHandler(records)
+    for name in (GATEWAY_LOGGER, "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers[:] = [handler]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    # uvicorn's own access log would duplicate ours without the request id.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def stop_logging() -> None:
+    """Write out every queued record and stop the writer thread (at shutdown)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+def log_access(**fields: Any) -> None:
+    """Write one access-log line with the given fields (request id, path, status, model, ...)."""
+    logging.getLogger(ACCESS_LOGGER).info("request", extra=fields)

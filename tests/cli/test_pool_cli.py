@@ -1,0 +1,310 @@
+"""The pool commands: build, models (add, list, show, remove, ...), route and calibrate."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uniroute.cli.main import main
+from uniroute.data.dataset import RoutingDataset
+from uniroute.data.loading import load_dataset
+from uniroute.data.paths import default_data_dir
+from uniroute.pool.registry import Registry
+
+ARC_TEST = default_data_dir() / "routerbench" / "arc_challenge_test.csv"
+HOLDOUT = "claude-v2,gpt-4-1106-preview"
+
+
+@pytest.fixture(scope="module")
+def dataset() -> RoutingDataset:
+    return load_dataset(ARC_TEST, "routerbench")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """An artifact and a seeded registry built through `uniroute build`; returns the output too."""
+    root = tmp_path_factory.mktemp("cli")
+    artifact, registry = root / "artifact", root / "pool.db"
+    argv = [
+        "build", "--data", str(ARC_TEST), "--format", "routerbench", "--out", str(artifact),
+        "--encoder", "tfidf", "--encoder-params", '{"n_components": 32}',
+        "--router-params", '{"n_clusters": 6}', "--holdout-models", HOLDOUT,
+        "--val-fraction", "0.25", "--registry", str(registry), "--no-cache",
+    ]  # fmt: skip
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert main(argv) == 0
+    return artifact, registry, output.getvalue()
+
+
+@pytest.fixture
+def paths(built: tuple[Path, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A private copy of the registry, both locations given through the environment."""
+    artifact, registry, _ = built
+    private = tmp_path / "pool.db"
+    shutil.copy(registry, private)
+    monkeypatch.setenv("UNIROUTE_ARTIFACT", str(artifact))
+    monkeypatch.setenv("UNIROUTE_REGISTRY", str(private))
+    return artifact, private
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _write_scores(path: Path, dataset: RoutingDataset, model: str) -> Path:
+    column = dataset.scores[:, dataset.model_index(model)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt_id", "score"])
+        for prompt_id, score in zip(dataset.prompt_ids, column, strict=True):
+            writer.writerow([prompt_id, "" if score != score else score])
+    return path
+
+
+def _route_json(capsys: pytest.CaptureFixture, *argv: str) -> dict:
+    code, out, err = _run(capsys, "route", "Which of these is a mammal?", "--json", *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_build_writes_an_artifact_and_seeds_the_registry(built, dataset) -> None:
+    artifact, registry, output = built
+    assert (artifact / "manifest.json").is_file()
+    assert "router uniroute-kmeans, K=6, encoder tfidf-svd-32-" in output
+    assert "registry" in output and "9 training models added" in output
+    with Registry(registry) as opened:
+        names = [r.name for r in opened.list_models()]
+    assert names == sorted(m for m in dataset.models if m not in HOLDOUT.split(","))
+
+
+def test_models_add_makes_a_model_routable_at_once(paths, dataset, capsys, tmp_path) -> None:
+    before = _route_json(capsys, "--lambda", "10000")
+    assert before["model"] == "mistralai/mistral-7b-chat"  # the cheapest training model
+    assert "gpt-4-1106-preview" not in before["estimated_error"]
+    scores = _write_scores(tmp_path / "gpt4.csv", dataset, "gpt-4-1106-preview")
+    code, out, err = _run(
+        capsys, "models", "add", "gpt-4-1106-preview", "--cost", "0", "--scores", str(scores),
+        "--tag", "held-out",
+    )  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads(Path(paths[0], "manifest.json").read_text())
+    n_representative = manifest["n_representative_prompts"]
+    assert n_representative == 111  # a quarter of the 445 prompts
+    assert f"scores on {n_representative} of {n_representative} representative prompts" in out
+    # Every other prompt id of the file with a (non-missing) score is reported as unknown.
+    representative = {
+        json.loads(line)["prompt_id"]
+        for line in Path(paths[0], "representative_prompts.jsonl").read_text().splitlines()
+    }
+    column = dataset.scores[:, dataset.model_index("gpt-4-1106-preview")]
+    unknown = sum(pid not in representative and s == s
+                  for pid, s in zip(dataset.prompt_ids, column, strict=True))  # fmt: skip
+    assert f"ignored {unknown} prompt id(s) that are not representative prompts" in out
+    assert re.search(r"routable now: \d+\.\d\d s from start to routable", out)
+    after = _route_json(capsys, "--lambda", "10000")
+    # Free of charge, it pays no lambda * cost and takes the prompt.
+    assert after["model"] == "gpt-4-1106-preview"
+    assert after["cost"]["gpt-4-1106-preview"] == 0.0
+
+
+def test_models_add_through_the_console_script(paths, dataset, capsys, tmp_path) -> None:
+    artifact, registry = paths
+    scores = tmp_path / "claude.jsonl"
+    column = dataset.scores[:, dataset.model_index("claude-v2")]
+    scores.write_text(
+        "".join(
+            json.dumps({"prompt_id": pid, "score": None if s != s else float(s)}) + "\n"
+            for pid, s in zip(dataset.prompt_ids, column, strict=True)
+        )
+    )
+    script = Path(sys.executable).with_name("uniroute")
+    completed = subprocess.run(
+        [str(script), "models", "add", "claude-v2", "--cost", "0.00002", "--scores", str(scores),
+         "--artifact", str(artifact), "--registry", str(registry)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "routable now" in completed.stdout
+    decision = _route_json(capsys, "--lambda", "0")
+    assert decision["cost"]["claude-v2"] == 0.00002
+
+
+def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
+    code, out, _ = _run(capsys, "models", "list")
+    assert code == 0
+    assert "claude-v1" in out and "yes" in out
+    code, out, _ = _run(capsys, "models", "show", "claude-v1", "--json")
+    shown = json.loads(out)
+    assert shown["n_scores"] > 100 and shown["enabled"] is True
+    assert set(shown["accuracy_per_task"]) == {"arc-challenge"}
+    assert 0.0 < shown["accuracy_per_task"]["arc-challenge"]["accuracy"] <= 1.0
+
+    assert _run(capsys, "models", "disable", "claude-v1")[0] == 0
+    assert "claude-v1" not in _route_json(capsys)["estimated_error"]
+    assert _run(capsys, "models", "enable", "claude-v1")[0] == 0
+    assert "claude-v1" in _route_json(capsys)["estimated_error"]
+
+    code, out, _ = _run(capsys, "models", "set-cost", "claude-v1", "--cost-per-1k-input", "0.5",
+                        "--cost-per-1k-output", "1.5", "--expected-output-tokens", "4")  # fmt: skip
+    assert code == 0 and "0.5/1k in + 1.5/1k out" in out
+    listed = json.loads(_run(capsys, "models", "list", "--json")[1])
+    record = next(m for m in listed["models"] if m["name"] == "claude-v1")
+    assert record["cost_per_query"] is None and record["cost_per_1k_output"] == 1.5
+
+    code, out, _ = _run(capsys, "models", "remove", "claude-v1")
+    assert code == 0 and "removed 'claude-v1'; the pool has 8 enabled models" in out
+    code, _, err = _run(capsys, "models", "show", "claude-v1")
+    assert code == 2 and "no model 'claude-v1' in the registry" in err
+
+
+def test_route_prints_the_decision_and_why(paths, capsys) -> None:
+    code, out, err = _run(capsys, "route", "What do plants need to make food?", "--max-cost",
+                          "0.0004")  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("routed to: ")
+    assert "budget = 0.0004 per query" in out
+    assert re.search(r"cluster \d of 6, weight 1\.00", out)
+    assert "over budget" in out  # claude-v1 and others cost more
+    for model in ("claude-v1", "mistralai/mistral-7b-chat", "zero-one-ai/Yi-34B-Chat"):
+        assert model in out
+
+
+def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
+    code, out, err = _run(capsys, "calibrate", "--target-cost", "0.0005")
+    assert code == 0, err
+    assert "target: expected cost per query <= 0.0005" in out
+    expected = float(re.search(r"expected cost per query: (\S+)", out).group(1))
+    assert expected <= 0.0005
+    assert "stored as the default policy" in out
+    decision = _route_json(capsys)
+    assert decision["policy"] == "default" and decision["warning"] is None
+    with Registry(paths[1]) as registry:
+        assert decision["lam"] == registry.get_policy().lam
+
+    code, out, err = _run(capsys, "calibrate", "--target-share-of", "claude-v1", "0.25", "--json")
+    assert code == 0, err
+    policy = json.loads(out)
+    assert policy["target"] == {"kind": "share", "value": 0.25, "model": "claude-v1"}
+    code, _, err = _run(capsys, "calibrate", "--target-cost", "0.00000001")
+    assert code == 2 and "below the cheapest possible expected cost" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("prompt_id,score\narc-challenge.test.1004,2\n", "bad.csv, row 1: score '2' is outside"),
+        ("prompt_id,score\nnot-a-prompt,1\n", "bad.csv: none of its 1 prompt ids"),
+        ("id,value\n1,1\n", "bad.csv: missing column"),
+    ],
+)
+def test_bad_scores_files_are_clear_errors_and_change_nothing(
+    paths, capsys, tmp_path, content, message
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    with Registry(paths[1]) as registry:
+        version = registry.pool_version()
+    code, _, err = _run(capsys, "models", "add", "newbie", "--cost", "1", "--scores", str(bad))
+    assert code == 2
+    assert err.startswith("uniroute: error: ") and message in err
+    with Registry(paths[1]) as registry:
+        assert registry.pool_version() == version and not registry.has_model("newbie")
+
+
+def test_a_literal_key_is_refused_and_not_echoed(paths, dataset, capsys, tmp_path) -> None:
+    secret = "sk-proj-Abc123def456ghi789jkl012mno345pqr678"
+    scores = _write_scores(tmp_path / "s.csv", dataset, "claude-v2")
+    code, out, err = _run(
+        capsys, "models", "add", "claude-v2", "--cost", "1", "--scores", str(scores),
+        "--endpoint", "http://127.0.0.1:9/v1", "--api-key-env", secret,
+    )  # fmt: skip
+    assert code == 2 and "NAME of the environment variable" in err
+    assert secret not in out + err
+    with Registry(paths[1]) as registry:
+        assert not registry.has_model("claude-v2")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["models", "add", "m", "--scores", "x.csv"], "give --cost C, or --cost-per-1k-input"),
+        (["models", "add", "m", "--cost", "1"], "give --scores FILE, or --endpoint URL"),
+        (
+            [
+                "models",
+                "add",
+                "m",
+                "--cost",
+                "1",
+                "--cost-per-1k-input",
+                "1",
+                "--cost-per-1k-output",
+                "1",
+                "--scores",
+                "x.csv",
+            ],
+            "not both",
+        ),
+        (["models", "add", "m", "--cost-per-1k-input", "1", "--scores", "x.csv"], "needs both"),
+    ],
+)
+def test_bad_price_options(paths, capsys, argv, message) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and message in err
+
+
+def test_missing_locations_are_clear_errors(capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("UNIROUTE_ARTIFACT", raising=False)
+    monkeypatch.delenv("UNIROUTE_REGISTRY", raising=False)
+    code, _, err = _run(capsys, "route", "hello")
+    assert code == 2 and "pass --artifact DIR or set UNIROUTE_ARTIFACT" in err
+    code, _, err = _run(capsys, "models", "list", "--registry", str(tmp_path / "typo.db"))
+    assert code == 2 and "typo.db: no such registry" in err
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_unreachable_endpoint_leaves_the_registry_unchanged(paths, capsys, tmp_path) -> None:
+    with Registry(paths[1]) as registry:
+        version = registry.pool_version()
+    code, _, err = _run(
+        capsys, "models", "add", "ghost", "--cost", "0.001", "--endpoint", "http://127.0.0.1:9/v1",
+        "--retries", "0", "--timeout", "2", "--no-progress",
+        "--answer-cache", str(tmp_path / "answers.sqlite3"),
+    )  # fmt: skip
+    assert code == 2 and "uniroute: error:" in err
+    with Registry(paths[1]) as registry:
+        assert registry.pool_version() == version and not registry.has_model("ghost")
+
+
+def test_models_add_by_querying_a_replayed_endpoint(paths, dataset, capsys, tmp_path) -> None:
+    from uniroute.server.replay import ReplayServerProcess
+
+    with ReplayServerProcess(ARC_TEST, "gpt-4-1106-preview") as server:
+        code, out, err = _run(
+            capsys, "models", "add", "gpt-4-1106-preview", "--cost", "0.006",
+            "--endpoint", server.v1_url, "--no-progress", "--concurrency", "16",
+            "--answer-cache", str(tmp_path / "answers.sqlite3"),
+        )  # fmt: skip
+    assert code == 0, err
+    assert "arc-challenge" in out and "accuracy" in out and "routable now" in out
+    with Registry(paths[1]) as registry:
+        record = registry.get_model("gpt-4-1106-preview")
+        graded = registry.get_scores("gpt-4-1106-preview")
+    assert record.endpoint == server.v1_url
+    # The graded answers agree with RouterBench's recorded scores on nearly every prompt.
+    recorded = dict(zip(dataset.prompt_ids, dataset.scores[:, dataset.model_index(record.name)],
+                        strict=True))  # fmt: skip
+    agree = sum(graded[p] == recorded[p] for p in graded)
+    assert len(graded) >= 100 and agree >= 0.95 * len(graded)
