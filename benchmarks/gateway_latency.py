@@ -39,6 +39,8 @@ from uniroute.embeddings.factory import EMBEDDING_CACHE_SUBDIR
 from uniroute.server.process import GatewayProcess
 from uniroute.server.replay import ReplayServerProcess
 
+#: What went wrong with each failed request, printed at the end.
+ERROR_LOG: list[str] = []
 MODELS = ("mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview")
 PROBE_TOKENS = 200
 
@@ -113,8 +115,11 @@ async def run_load(
                 try:
                     response = await client.post(url(body) if callable(url) else url, json=body)
                     ok = response.status_code == 200
-                except httpx.HTTPError:
+                    if not ok:
+                        ERROR_LOG.append(f"HTTP {response.status_code}: {response.text[:300]}")
+                except httpx.HTTPError as exc:
                     ok = False
+                    ERROR_LOG.append(f"client: {type(exc).__name__}: {exc}")
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
 
@@ -333,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     errors = sum(e for phases, _ in figures.values() for _, e, _ in phases.values())
     print(f"errors over all phases: {errors}")
+    for line in sorted(set(ERROR_LOG)):
+        print(f"  {ERROR_LOG.count(line)} x {line}")
     print("load average at end (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
 

@@ -313,12 +313,14 @@ N_PROMPTS = 1000
 WRITER = textwrap.dedent(
     """
     import sys
+    import time
     import numpy as np
     from uniroute.pool.costs import ModelCost
     from uniroute.pool.registry import ModelRecord, Registry
 
     path = sys.argv[1]
     start, count, n_prompts = (int(value) for value in sys.argv[2:5])
+    pause = float(sys.argv[5])
     rng = np.random.default_rng(start)
     with Registry(path) as registry:
         print("ready", flush=True)
@@ -330,14 +332,24 @@ WRITER = textwrap.dedent(
                 {"art": rng.random(50)},
             )
             print(i, flush=True)
+            time.sleep(pause)
     """
 )
 
 
-def _start_writer(path: Path, start: int, count: int) -> subprocess.Popen:
+def _start_writer(path: Path, start: int, count: int, pause: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), str(start), str(count), str(N_PROMPTS)],
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            str(start),
+            str(count),
+            str(N_PROMPTS),
+            str(pause),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -361,7 +373,8 @@ def _assert_every_model_complete(registry: Registry) -> list[str]:
 def test_readers_see_consistent_snapshots_while_a_writer_writes(tmp_path: Path) -> None:
     path = tmp_path / "pool.db"
     Registry(path).close()
-    writer = _start_writer(path, 0, 30)
+    # Short pauses between models keep the writer busy for a while even on a fast machine.
+    writer = _start_writer(path, 0, 30, pause=0.01)
     seen_counts = []
     try:
         with Registry(path, timeout=10.0) as reader:

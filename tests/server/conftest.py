@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# The tests run with --import-mode=importlib, so sibling helper modules are not importable by
+# The tests run with --import-mode=importlib, so sibling support modules are not importable by
 # default; this folder is put on the path once, here, before any test module is imported.
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="on",
             log_level=config.log_level.lower(), timeout_graceful_shutdown=10,
+            timeout_keep_alive=max(1, round(config.client_keepalive_s)),
         )
     )  # fmt: skip
 

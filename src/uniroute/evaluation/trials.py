@@ -21,7 +21,7 @@ from uniroute.routers import make_router
 log = logging.getLogger(__name__)
 
 METRICS = ("area", "area_50", "qnc", "peak_accuracy")
-BASELINE_FOR_SIGN_TEST = "knn"
+SIGN_TEST_BASELINES = ("knn", "zero")
 
 
 @dataclass
@@ -192,16 +192,14 @@ def aggregate(
             entry[k] = {"mean": mean, "std": std}
         entry["qnc_reached"] = int(sum(bool(o.metrics[name]["qnc_reached"]) for o in outcomes))
         entry["fit_seconds"] = float(np.mean([o.fit_seconds[name] for o in outcomes]))
-        entry["sign_test_vs_knn"] = None
-        if name != BASELINE_FOR_SIGN_TEST and BASELINE_FOR_SIGN_TEST in config.routers:
-            baseline = [o.metrics[BASELINE_FOR_SIGN_TEST]["area"] for o in outcomes]
-            test = sign_test(per_trial["area"], baseline)
-            entry["sign_test_vs_knn"] = {
-                "wins": test.wins,
-                "losses": test.losses,
-                "ties": test.ties,
-                "p_value": test.p_value,
-            }
+        # Paired sign tests of the per-trial area against each baseline that was run.
+        entry["sign_tests"] = {}
+        for baseline_name in SIGN_TEST_BASELINES:
+            if name == baseline_name or baseline_name not in config.routers:
+                continue
+            baseline = [o.metrics[baseline_name]["area"] for o in outcomes]
+            entry["sign_tests"][baseline_name] = sign_test(per_trial["area"], baseline).to_dict()
+        entry["sign_test_vs_knn"] = entry["sign_tests"].get("knn")
         routers[name] = entry
     return {
         "dataset": dataset,

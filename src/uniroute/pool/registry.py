@@ -674,7 +674,7 @@ class Registry:
         with self._write() as connection:
             connection.execute("DELETE FROM policy")
 
-    # -------------------------------------------------------------- helpers
+    # -------------------------------------------------------------- internals
     @staticmethod
     def _next_version(connection: sqlite3.Connection) -> int:
         row = connection.execute("SELECT value FROM meta WHERE key = 'pool_version'").fetchone()

@@ -56,6 +56,13 @@ class GatewayConfig:
     registry_poll_s: float = 1.0
     #: Open connections to the upstreams, in total.
     max_upstream_connections: int = 256
+    #: Seconds an idle upstream connection is kept for reuse. Kept below the upstreams' own
+    #: idle timeouts (uvicorn's is 5 s), so the gateway never reuses a connection that the
+    #: upstream is closing at that very moment.
+    upstream_keepalive_s: float = 2.0
+    #: Seconds the gateway keeps an idle client connection open. Kept above the idle timeouts
+    #: of client libraries (httpx: 5 s), for the same reason in the other direction.
+    client_keepalive_s: float = 75.0
     #: Connection pools those connections are spread over (smaller pools cost less CPU).
     upstream_client_shards: int = 8
     #: Directory for the answer cache of onboarding jobs; None puts it beside the registry file.
@@ -70,6 +77,8 @@ class GatewayConfig:
             "stream_idle_timeout_s",
             "breaker_cooldown_s",
             "registry_poll_s",
+            "upstream_keepalive_s",
+            "client_keepalive_s",
         )
         for name in positive:
             if not getattr(self, name) > 0:

@@ -79,10 +79,6 @@ class PoolView:
         """Re-read the registry if its pool version changed."""
         return self.router.refresh()
 
-    def route(self, text: str, lam: float | None, max_cost: float | None) -> Decision:
-        """The decision for one prompt (embeds it with the artifact's encoder)."""
-        return self.router.route(text, lam=lam, budget=max_cost)
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of prompts with the artifact's encoder, one row each."""
         return self.router.embed(texts)

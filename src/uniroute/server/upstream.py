@@ -163,7 +163,11 @@ class UpstreamClient:
         self.clients = [
             httpx.AsyncClient(
                 timeout=httpx.Timeout(config.upstream_timeout_s, connect=config.connect_timeout_s),
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                limits=httpx.Limits(
+                    max_connections=per_shard,
+                    max_keepalive_connections=per_shard,
+                    keepalive_expiry=config.upstream_keepalive_s,
+                ),
                 follow_redirects=False,
                 trust_env=False,
             )
