@@ -17,44 +17,19 @@ from uniroute.artifact import (
     split_representative,
 )
 from uniroute.data.dataset import DataError, RoutingDataset
-from uniroute.data.loading import load_dataset
-from uniroute.data.paths import default_data_dir
-from uniroute.embeddings import make_encoder
-
-HOLDOUT = ["claude-v2", "gpt-4-1106-preview"]
-
-
-@pytest.fixture(scope="module")
-def dataset() -> RoutingDataset:
-    """Real RouterBench data: the ARC-Challenge test file (445 prompts, 11 LLMs)."""
-    return load_dataset(
-        default_data_dir() / "routerbench" / "arc_challenge_test.csv", "routerbench"
-    )
-
-
-@pytest.fixture(scope="module")
-def built(dataset: RoutingDataset, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    return build_artifact(
-        dataset,
-        tmp_path_factory.mktemp("build") / "artifact",
-        encoder=make_encoder("tfidf", n_components=32),
-        router="uniroute-kmeans",
-        router_params={"n_clusters": 6},
-        holdout_models=HOLDOUT,
-        val_fraction=0.2,
-        seed=3,
-    )
 
 
 @pytest.fixture
-def copy_of(built: Artifact, tmp_path: Path) -> Path:
+def copy_of(arc_artifact: Artifact, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
-    shutil.copytree(built.path, target)
+    shutil.copytree(arc_artifact.path, target)
     return target
 
 
-def test_layout_and_manifest(built: Artifact, dataset: RoutingDataset) -> None:
-    root = built.path
+def test_layout_and_manifest(
+    arc_artifact: Artifact, arc_dataset: RoutingDataset, arc_holdout_models: list[str]
+) -> None:
+    root = arc_artifact.path
     for name in ("manifest.json", "representative_prompts.jsonl", "encoder", "router", "training"):
         assert (root / name).exists(), name
     manifest = json.loads((root / "manifest.json").read_text())
@@ -64,52 +39,58 @@ def test_layout_and_manifest(built: Artifact, dataset: RoutingDataset) -> None:
     assert manifest["router"]["name"] == "uniroute-kmeans"
     assert manifest["n_clusters"] == 6
     assert manifest["created_at"].endswith("+00:00")
-    expected_training = [m for m in dataset.models if m not in HOLDOUT]
+    expected_training = [m for m in arc_dataset.models if m not in arc_holdout_models]
     assert manifest["training"]["models"] == expected_training
     assert (
-        manifest["n_representative_prompts"] + manifest["n_training_prompts"] == dataset.n_prompts
+        manifest["n_representative_prompts"] + manifest["n_training_prompts"]
+        == arc_dataset.n_prompts
     )
     # Every file except the manifest is listed with its real checksum.
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == files - {"manifest.json"}
     for relative, checksum in manifest["files"].items():
         assert sha256_file(root / relative) == checksum
-    assert built.artifact_id == manifest["artifact_id"]
+    assert arc_artifact.artifact_id == manifest["artifact_id"]
 
 
 def test_representative_prompts_come_from_the_data_with_derived_references(
-    built: Artifact, dataset: RoutingDataset
+    arc_artifact: Artifact, arc_dataset: RoutingDataset
 ) -> None:
-    prompts = built.representative_prompts
-    assert len(prompts) == round(0.2 * dataset.n_prompts)
-    by_id = {pid: i for i, pid in enumerate(dataset.prompt_ids)}
+    prompts = arc_artifact.representative_prompts
+    assert len(prompts) == round(0.2 * arc_dataset.n_prompts)
+    by_id = {pid: i for i, pid in enumerate(arc_dataset.prompt_ids)}
     for prompt in prompts:
         i = by_id[prompt.prompt_id]
-        assert prompt.text == dataset.prompts[i]
-        assert prompt.task == dataset.tasks[i] == "arc-challenge"
+        assert prompt.text == arc_dataset.prompts[i]
+        assert prompt.task == arc_dataset.tasks[i] == "arc-challenge"
     # ARC-Challenge has no reference column: the letters are derived from recorded answers.
     assert sum(p.reference in ("A", "B", "C", "D") for p in prompts) >= 0.9 * len(prompts)
 
 
 def test_training_scores_are_the_training_models_scores_on_the_representative_prompts(
-    built: Artifact, dataset: RoutingDataset
+    arc_artifact: Artifact, arc_dataset: RoutingDataset, arc_holdout_models: list[str]
 ) -> None:
-    rows = [list(dataset.prompt_ids).index(pid) for pid in built.prompt_ids]
-    for j, model in enumerate(built.training_models):
-        expected = dataset.scores[rows, dataset.model_index(model)]
-        np.testing.assert_array_equal(built.training_scores[:, j], expected)
-        assert built.training_costs[j] == dataset.model_costs[dataset.model_index(model)]
-    assert not set(HOLDOUT) & set(built.router.pool_names_)
+    rows = [list(arc_dataset.prompt_ids).index(pid) for pid in arc_artifact.prompt_ids]
+    for j, model in enumerate(arc_artifact.training_models):
+        expected = arc_dataset.scores[rows, arc_dataset.model_index(model)]
+        np.testing.assert_array_equal(arc_artifact.training_scores[:, j], expected)
+        assert (
+            arc_artifact.training_costs[j]
+            == arc_dataset.model_costs[arc_dataset.model_index(model)]
+        )
+    assert not set(arc_holdout_models) & set(arc_artifact.router.pool_names_)
 
 
-def test_load_reproduces_encoder_and_router_exactly(built: Artifact) -> None:
-    loaded = Artifact.load(built.path)
-    texts = [p.text for p in built.representative_prompts[:20]] + ["an unseen prompt"]
-    X = built.encoder.encode(texts)
+def test_load_reproduces_encoder_and_router_exactly(arc_artifact: Artifact) -> None:
+    loaded = Artifact.load(arc_artifact.path)
+    texts = [p.text for p in arc_artifact.representative_prompts[:20]] + ["an unseen prompt"]
+    X = arc_artifact.encoder.encode(texts)
     np.testing.assert_array_equal(loaded.encoder.encode(texts), X)
-    np.testing.assert_array_equal(loaded.router.predict_error(X), built.router.predict_error(X))
-    assert loaded.representative_prompts == built.representative_prompts
-    assert loaded.artifact_id == built.artifact_id
+    np.testing.assert_array_equal(
+        loaded.router.predict_error(X), arc_artifact.router.predict_error(X)
+    )
+    assert loaded.representative_prompts == arc_artifact.representative_prompts
+    assert loaded.artifact_id == arc_artifact.artifact_id
 
 
 def test_the_split_is_seeded_and_stratified_by_task() -> None:
@@ -185,13 +166,13 @@ def test_not_an_artifact(tmp_path: Path) -> None:
 
 
 def test_a_failed_build_leaves_the_previous_artifact_in_place(
-    dataset: RoutingDataset, copy_of: Path
+    arc_dataset: RoutingDataset, copy_of: Path
 ) -> None:
     before = Artifact.load(copy_of).artifact_id
     with pytest.raises(DataError, match="hold-out model\\(s\\) \\['no-such-model'\\]"):
-        build_artifact(dataset, copy_of, encoder="tfidf", holdout_models=["no-such-model"])
+        build_artifact(arc_dataset, copy_of, encoder="tfidf", holdout_models=["no-such-model"])
     with pytest.raises(DataError, match="at least 2 training models"):
-        build_artifact(dataset, copy_of, encoder="tfidf", holdout_models=dataset.models[1:])
+        build_artifact(arc_dataset, copy_of, encoder="tfidf", holdout_models=arc_dataset.models[1:])
     assert Artifact.load(copy_of).artifact_id == before
     assert [p.name for p in copy_of.parent.iterdir()] == ["copy"]  # no staging debris
 
@@ -208,11 +189,11 @@ def test_a_lazy_encoder_is_checked_when_first_used(copy_of: Path) -> None:
 
 
 def test_build_refuses_to_replace_a_directory_that_is_not_an_artifact(
-    dataset: RoutingDataset, tmp_path: Path
+    arc_dataset: RoutingDataset, tmp_path: Path
 ) -> None:
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "todo.txt").write_text("keep me")
     with pytest.raises(StateError, match="not empty and not a router artifact"):
-        build_artifact(dataset, precious, encoder="tfidf")
+        build_artifact(arc_dataset, precious, encoder="tfidf")
     assert (precious / "todo.txt").read_text() == "keep me"

@@ -14,47 +14,25 @@ import pytest
 from uniroute._io import StateError
 from uniroute.artifact import Artifact, build_artifact
 from uniroute.data.dataset import DataError, RoutingDataset
-from uniroute.data.loading import load_dataset
-from uniroute.data.paths import default_data_dir
-from uniroute.deployment import Decision, Router, seed_registry
+from uniroute.deployment import Decision, Router, cluster_weights, seed_registry
 from uniroute.embeddings import make_encoder
 from uniroute.pool.costs import ModelCost
 from uniroute.pool.registry import Registry, RegistryError
+from uniroute.routers import KNNRouter, ZeroRouter
 from uniroute.routers.base import RouterError
-
-HOLDOUT = ["claude-v2", "gpt-4-1106-preview"]
-
-
-@pytest.fixture(scope="module")
-def dataset() -> RoutingDataset:
-    return load_dataset(
-        default_data_dir() / "routerbench" / "arc_challenge_test.csv", "routerbench"
-    )
-
-
-@pytest.fixture(scope="module")
-def artifact(dataset: RoutingDataset, tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    return build_artifact(
-        dataset,
-        tmp_path_factory.mktemp("deploy") / "artifact",
-        encoder=make_encoder("tfidf", n_components=32),
-        router_params={"n_clusters": 6},
-        holdout_models=HOLDOUT,
-        val_fraction=0.25,
-    )
 
 
 @pytest.fixture
-def registry_path(artifact: Artifact, tmp_path: Path) -> Path:
+def registry_path(arc_artifact: Artifact, tmp_path: Path) -> Path:
     path = tmp_path / "pool.db"
     with Registry(path) as registry:
-        seed_registry(artifact, registry)
+        seed_registry(arc_artifact, registry)
     return path
 
 
 @pytest.fixture
-def router(artifact: Artifact, registry_path: Path) -> Router:
-    return Router.load(artifact, registry_path)
+def router(arc_artifact: Artifact, registry_path: Path) -> Router:
+    return Router.load(arc_artifact, registry_path)
 
 
 def _scores_of(dataset: RoutingDataset, model: str) -> dict[str, float]:
@@ -71,18 +49,18 @@ def _test_prompts(dataset: RoutingDataset, artifact: Artifact, n: int = 25) -> l
 
 # ------------------------------------------------------------------------------- routing
 def test_routes_real_prompts_and_explains_the_choice(
-    router: Router, artifact: Artifact, dataset: RoutingDataset
+    router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset
 ) -> None:
-    prompts = _test_prompts(dataset, artifact)
+    prompts = _test_prompts(arc_dataset, arc_artifact)
     decisions = router.route(prompts, lam=50.0)
     assert len(decisions) == len(prompts)
-    X = artifact.encoder.encode(prompts)
+    X = arc_artifact.encoder.encode(prompts)
     # The training models' Psi in the registry reproduce the artifact's own fitted router.
-    expected = artifact.router.predict_error(X)
+    expected = arc_artifact.router.predict_error(X)
     for i, decision in enumerate(decisions):
         assert isinstance(decision, Decision)
-        assert set(decision.estimated_error) == set(artifact.training_models)
-        for j, model in enumerate(artifact.router.pool_names_):
+        assert set(decision.estimated_error) == set(arc_artifact.training_models)
+        for j, model in enumerate(arc_artifact.router.pool_names_):
             assert decision.estimated_error[model] == pytest.approx(expected[i, j])
             assert decision.objective[model] == pytest.approx(
                 decision.estimated_error[model] + 50.0 * decision.cost[model]
@@ -97,15 +75,15 @@ def test_routes_real_prompts_and_explains_the_choice(
         assert decision.cluster_weights[decision.cluster] == 1.0
         assert sum(decision.cluster_weights) == 1.0
         assert len(decision.cluster_weights) == 6
-        assert decision.cluster == int(artifact.router.clusters(X[i : i + 1])[0])
+        assert decision.cluster == int(arc_artifact.router.clusters(X[i : i + 1])[0])
         assert decision.policy == "explicit" and decision.warning is None
     assert len({d.model for d in decisions}) >= 1
 
 
 def test_single_prompt_batch_and_embeddings_agree(
-    router: Router, artifact: Artifact, dataset: RoutingDataset
+    router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset
 ) -> None:
-    prompts = _test_prompts(dataset, artifact, 10)
+    prompts = _test_prompts(arc_dataset, arc_artifact, 10)
     single = [router.route(p, lam=20.0) for p in prompts]
     batch = router.route(prompts, lam=20.0)
     embedded = router.route_embeddings(router.embed(prompts), lam=20.0)
@@ -114,8 +92,8 @@ def test_single_prompt_batch_and_embeddings_agree(
     assert router.route([]) == []
 
 
-def test_decision_is_json_serialisable(router: Router, dataset: RoutingDataset) -> None:
-    decision = router.route(str(dataset.prompts[0]), budget=0.0004)
+def test_decision_is_json_serialisable(router: Router, arc_dataset: RoutingDataset) -> None:
+    decision = router.route(str(arc_dataset.prompts[0]), budget=0.0004)
     data = json.loads(json.dumps(decision.to_dict()))
     assert set(data) == {
         "model",
@@ -135,11 +113,11 @@ def test_decision_is_json_serialisable(router: Router, dataset: RoutingDataset) 
 
 
 def test_budget_picks_the_most_accurate_model_within_it(
-    router: Router, artifact: Artifact, dataset: RoutingDataset
+    router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset
 ) -> None:
     costs = router.pool_costs
     budget = sorted(costs.values())[3]  # four models are within it
-    for decision in router.route(_test_prompts(dataset, artifact), budget=budget):
+    for decision in router.route(_test_prompts(arc_dataset, arc_artifact), budget=budget):
         within = [m for m, c in costs.items() if c <= budget]
         assert sorted(decision.ranking) == sorted(within)
         assert sorted(decision.over_budget) == sorted(set(costs) - set(within))
@@ -152,8 +130,8 @@ def test_budget_picks_the_most_accurate_model_within_it(
         router.route("a prompt", budget=costs[cheapest] / 2)
 
 
-def test_lambda_zero_and_large_lambda_extremes(router: Router, dataset: RoutingDataset) -> None:
-    prompt = str(dataset.prompts[3])
+def test_lambda_zero_and_large_lambda_extremes(router: Router, arc_dataset: RoutingDataset) -> None:
+    prompt = str(arc_dataset.prompts[3])
     accurate = router.route(prompt, lam=0.0)
     assert accurate.estimated_error[accurate.model] == min(accurate.estimated_error.values())
     frugal = router.route(prompt, lam=1e9)
@@ -177,29 +155,33 @@ def test_without_a_policy_lambda_is_zero_with_a_warning(router: Router) -> None:
 
 # ------------------------------------------------------------------------------- the pool
 def test_added_model_is_routable_at_once_and_changes_decisions(
-    router: Router, artifact: Artifact, dataset: RoutingDataset
+    router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset
 ) -> None:
-    prompts = _test_prompts(dataset, artifact)
+    prompts = _test_prompts(arc_dataset, arc_artifact)
     before = router.route(prompts, lam=1e4)
     cheapest = min(router.pool_costs, key=router.pool_costs.get)
     assert {d.model for d in before} == {cheapest}
-    added = router.add_model("gpt-4-1106-preview", _scores_of(dataset, "gpt-4-1106-preview"), 0.0)
-    assert added.n_matched == len(artifact.prompt_ids)
-    assert len(added.unknown_ids) == dataset.n_prompts - len(artifact.prompt_ids)
+    added = router.add_model(
+        "gpt-4-1106-preview", _scores_of(arc_dataset, "gpt-4-1106-preview"), 0.0
+    )
+    assert added.n_matched == len(arc_artifact.prompt_ids)
+    assert len(added.unknown_ids) == arc_dataset.n_prompts - len(arc_artifact.prompt_ids)
     after = router.route(prompts, lam=1e4)
     # At cost 0 it pays no lambda * cost (at least 0.89 for every other model here): it wins.
     assert {d.model for d in after} == {"gpt-4-1106-preview"}
     # Its Psi is the artifact router's description of those scores.
-    values = np.array([_scores_of(dataset, "gpt-4-1106-preview")[p] for p in artifact.prompt_ids])
+    values = np.array(
+        [_scores_of(arc_dataset, "gpt-4-1106-preview")[p] for p in arc_artifact.prompt_ids]
+    )
     X = router.embed(prompts[:3])
-    psi = artifact.router.model_features(values)
+    psi = arc_artifact.router.model_features(values)
     for i, decision in enumerate(after[:3]):
-        k = int(artifact.router.clusters(X[i : i + 1])[0])
+        k = int(arc_artifact.router.clusters(X[i : i + 1])[0])
         assert decision.estimated_error["gpt-4-1106-preview"] == pytest.approx(psi[k])
 
 
-def test_disabled_models_are_never_routed_to(router: Router, dataset: RoutingDataset) -> None:
-    prompt = str(dataset.prompts[5])
+def test_disabled_models_are_never_routed_to(router: Router, arc_dataset: RoutingDataset) -> None:
+    prompt = str(arc_dataset.prompts[5])
     first = router.route(prompt, lam=0.0).model
     router.set_enabled(first, False)
     decision = router.route(prompt, lam=0.0)
@@ -208,8 +190,8 @@ def test_disabled_models_are_never_routed_to(router: Router, dataset: RoutingDat
     assert router.route(prompt, lam=0.0).model == first
 
 
-def test_an_empty_pool_loads_but_cannot_route(artifact: Artifact, tmp_path: Path) -> None:
-    empty = Router.load(artifact, tmp_path / "empty.db")
+def test_an_empty_pool_loads_but_cannot_route(arc_artifact: Artifact, tmp_path: Path) -> None:
+    empty = Router.load(arc_artifact, tmp_path / "empty.db")
     assert empty.pool_models == []
     with pytest.raises(RouterError, match="no enabled model in the registry"):
         empty.route("anything")
@@ -229,9 +211,9 @@ def test_refresh_picks_up_changes_made_through_another_connection(
 
 
 def test_routing_is_safe_while_the_pool_changes(
-    router: Router, dataset: RoutingDataset, artifact: Artifact
+    router: Router, arc_dataset: RoutingDataset, arc_artifact: Artifact
 ) -> None:
-    X = router.embed(_test_prompts(dataset, artifact, 5))
+    X = router.embed(_test_prompts(arc_dataset, arc_artifact, 5))
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -260,17 +242,17 @@ def test_routing_is_safe_while_the_pool_changes(
 
 
 def test_add_model_errors_leave_the_registry_unchanged(
-    router: Router, dataset: RoutingDataset
+    router: Router, arc_dataset: RoutingDataset
 ) -> None:
     version = router.registry.pool_version()
     with pytest.raises(DataError, match="none of its 2 prompt ids"):
         router.add_model("x", {"nope-1": 1.0, "nope-2": 0.0}, 0.1, source="x.csv")
     with pytest.raises(RegistryError, match="already in the registry"):
-        router.add_model("claude-v1", _scores_of(dataset, "claude-v1"), 0.1)
+        router.add_model("claude-v1", _scores_of(arc_dataset, "claude-v1"), 0.1)
     with pytest.raises(RegistryError, match="NAME of the environment variable"):
         router.add_model(
             "y",
-            _scores_of(dataset, "claude-v2"),
+            _scores_of(arc_dataset, "claude-v2"),
             0.1,
             api_key_env="sk-proj-Abc123def456ghi789jkl012mno345pqr678",
         )
@@ -278,19 +260,19 @@ def test_add_model_errors_leave_the_registry_unchanged(
     assert "x" not in router.pool_models and "y" not in router.pool_models
 
 
-def test_a_registry_of_other_prompts_is_refused(artifact: Artifact, tmp_path: Path) -> None:
+def test_a_registry_of_other_prompts_is_refused(arc_artifact: Artifact, tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     with Registry(path) as registry:
         registry.bind("another-artifact", ["q1", "q2"])
     with pytest.raises(StateError, match="holds scores on the representative prompts of artifact"):
-        Router.load(artifact, path)
+        Router.load(arc_artifact, path)
 
 
 def test_token_priced_models_get_an_expected_per_query_cost(
-    router: Router, dataset: RoutingDataset
+    router: Router, arc_dataset: RoutingDataset
 ) -> None:
     cost = ModelCost(per_1k_input=0.01, per_1k_output=0.03, expected_output_tokens=5)
-    router.add_model("claude-v2", _scores_of(dataset, "claude-v2"), cost)
+    router.add_model("claude-v2", _scores_of(arc_dataset, "claude-v2"), cost)
     texts = [p.text for p in router.artifact.representative_prompts]
     mean_tokens = sum(len(t) for t in texts) / len(texts) / 4
     expected = mean_tokens / 1000 * 0.01 + 5 / 1000 * 0.03
@@ -298,21 +280,21 @@ def test_token_priced_models_get_an_expected_per_query_cost(
 
 
 # ----------------------------------------------------------------------- default policy
-def test_calibrated_policy_becomes_the_default(router: Router, artifact: Artifact) -> None:
+def test_calibrated_policy_becomes_the_default(router: Router, arc_artifact: Artifact) -> None:
     policy = router.calibrate(target_quality=0.8)
     assert router.default_lambda == policy.lam and not router.policy_is_stale
     decision = router.route("What is the boiling point of water?")
     assert decision.lam == policy.lam and decision.policy == "default" and decision.warning is None
     # Loaded afresh, the stored policy is used as it is (same pool).
-    again = Router.load(artifact, router.registry.path)
+    again = Router.load(arc_artifact, router.registry.path)
     assert again.policy == policy
 
 
 def test_policy_is_solved_again_when_the_pool_changes(
-    router: Router, artifact: Artifact, dataset: RoutingDataset
+    router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset
 ) -> None:
     first = router.calibrate(target_cost=0.0004)
-    router.add_model("gpt-4-1106-preview", _scores_of(dataset, "gpt-4-1106-preview"), 0.0001)
+    router.add_model("gpt-4-1106-preview", _scores_of(arc_dataset, "gpt-4-1106-preview"), 0.0001)
     second = router.policy
     assert not router.policy_is_stale
     assert second.target == first.target
@@ -321,11 +303,11 @@ def test_policy_is_solved_again_when_the_pool_changes(
     # A cheap, accurate newcomer lets the same budget buy more quality.
     assert second.expected_quality > first.expected_quality
     # The re-solved policy was stored: a new process uses it without solving again.
-    assert Router.load(artifact, router.registry.path).policy == second
+    assert Router.load(arc_artifact, router.registry.path).policy == second
 
 
 def test_policy_is_flagged_stale_when_its_target_cannot_be_met(
-    router: Router, artifact: Artifact
+    router: Router, arc_artifact: Artifact
 ) -> None:
     expensive = max(router.pool_costs, key=router.pool_costs.get)
     policy = router.calibrate(target_share=(expensive, 0.2))
@@ -339,7 +321,7 @@ def test_policy_is_flagged_stale_when_its_target_cannot_be_met(
     # Re-calibrating with a reachable target clears it.
     router.calibrate(target_quality=0.7)
     assert not router.policy_is_stale
-    assert Router.load(artifact, router.registry.path).policy_is_stale is False
+    assert Router.load(arc_artifact, router.registry.path).policy_is_stale is False
 
 
 def test_import_uniroute_stays_light_and_exports_router_lazily() -> None:
@@ -353,21 +335,21 @@ def test_import_uniroute_stays_light_and_exports_router_lazily() -> None:
 
 
 def test_learned_cluster_map_gives_soft_cluster_weights(
-    dataset: RoutingDataset, tmp_path: Path
+    arc_dataset: RoutingDataset, arc_holdout_models: list[str], tmp_path: Path
 ) -> None:
     learned = build_artifact(
-        dataset,
+        arc_dataset,
         tmp_path / "learned",
         encoder=make_encoder("tfidf", n_components=16),
         router="uniroute-learned",
         router_params={"n_clusters": 4, "max_iter": 30},
-        holdout_models=HOLDOUT,
+        holdout_models=arc_holdout_models,
         val_fraction=0.25,
     )
     with Registry(tmp_path / "pool.db") as registry:
         seed_registry(learned, registry)
     router = Router.load(learned, tmp_path / "pool.db")
-    prompts = _test_prompts(dataset, learned, 5)
+    prompts = _test_prompts(arc_dataset, learned, 5)
     X = router.embed(prompts)
     for i, decision in enumerate(router.route(prompts, lam=0.0)):
         weights = np.array(decision.cluster_weights)
@@ -378,3 +360,14 @@ def test_learned_cluster_map_gives_soft_cluster_weights(
             psi = learned.router.pool_features_[j]
             assert decision.estimated_error[model] == pytest.approx(weights @ psi)
         np.testing.assert_allclose(weights, learned.router.soft_clusters(X[i : i + 1])[0])
+
+
+def test_cluster_weights_come_from_cluster_routers_only(
+    router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset
+) -> None:
+    X = router.embed(_test_prompts(arc_dataset, arc_artifact, 4))
+    weights = cluster_weights(arc_artifact.router, X)
+    np.testing.assert_array_equal(weights, arc_artifact.router.cluster_weights(X))
+    assert weights.shape == (4, 6)
+    for router_without_clusters in (KNNRouter(), ZeroRouter()):
+        assert cluster_weights(router_without_clusters, X) is None

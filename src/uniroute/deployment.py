@@ -31,7 +31,8 @@ import numpy as np
 from uniroute._io import StateError
 from uniroute.artifact import Artifact
 from uniroute.data.dataset import DataError
-from uniroute.pool.calibration import CalibrationError, Policy, Target, make_target, solve_target
+from uniroute.pool.calibration import CalibrationError, Policy, make_target
+from uniroute.pool.calibration import calibrate as calibrate_router
 from uniroute.pool.costs import ModelCost, mean_input_tokens
 from uniroute.pool.registry import (
     ModelRecord,
@@ -42,6 +43,7 @@ from uniroute.pool.registry import (
     prompts_fingerprint,
 )
 from uniroute.routers.base import BaseRouter, RouterError, route_argmin
+from uniroute.routers.uniroute_kmeans import ClusterProfileRouter
 
 # A budget compared with float costs gets this relative slack, so "--max-cost 0.002" admits a
 # model priced at exactly 0.002 after a round trip through the registry.
@@ -51,18 +53,10 @@ _BUDGET_SLACK = 1e-9
 def cluster_weights(router: BaseRouter, X: np.ndarray) -> np.ndarray | None:
     """Phi(x): each prompt's weights over the router's clusters, or None for other routers.
 
-    One-hot for the K-means map (``clusters``), the softmax weights for the learned map
-    (``soft_clusters``).
+    One-hot for the K-means map, the softmax weights for the learned map.
     """
-    if hasattr(router, "cluster_weights"):
-        return np.asarray(router.cluster_weights(X), dtype=float)
-    if hasattr(router, "soft_clusters"):
-        return np.asarray(router.soft_clusters(X), dtype=float)
-    if hasattr(router, "clusters"):
-        labels = np.asarray(router.clusters(X), dtype=int)
-        weights = np.zeros((len(labels), int(router.n_clusters_)))
-        weights[np.arange(len(labels)), labels] = 1.0
-        return weights
+    if isinstance(router, ClusterProfileRouter):
+        return router.cluster_weights(X)
     return None
 
 
@@ -289,25 +283,13 @@ class Router:
         if not self.auto_recalibrate:
             return stored, "the pool changed since the policy was calibrated"
         try:
-            policy = self._solve(router, stored.target, fingerprint)
+            policy = calibrate_router(router, target=stored.target, pool_fingerprint=fingerprint)
         except CalibrationError as exc:
             return stored, f"the pool changed and the target can no longer be met: {exc}"
         # Solving again is deterministic, so other processes need not be told (notify=False).
         with contextlib.suppress(StateError):
             self.registry.set_policy(policy, notify=False)
         return policy, None
-
-    @staticmethod
-    def _solve(router: BaseRouter, target: Target, fingerprint: str) -> Policy:
-        errors = router.predict_error(router.X_val_)
-        return solve_target(
-            errors,
-            router.pool_costs_,
-            router.pool_val_scores_,
-            list(router.pool_names_),
-            target,
-            pool_fingerprint=fingerprint,
-        )
 
     def refresh(self) -> bool:
         """Re-read the pool if the registry changed since the last read; True when it did.
@@ -535,7 +517,7 @@ class Router:
         state = self._state
         if state.router is None:
             raise CalibrationError(f"no enabled model in the registry {self.registry.path}")
-        policy = self._solve(state.router, target, state.fingerprint)
+        policy = calibrate_router(state.router, target=target, pool_fingerprint=state.fingerprint)
         if store:
             self.registry.set_policy(policy)
             self.refresh()

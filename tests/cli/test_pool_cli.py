@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from uniroute.cli.main import main
@@ -204,7 +205,7 @@ def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("prompt_id,score\narc-challenge.test.1004,2\n", "bad.csv, row 1: score '2' is outside"),
+        ("prompt_id,score\narc-challenge.test.1004,2\n", "bad.csv, line 2: score '2' is outside"),
         ("prompt_id,score\nnot-a-prompt,1\n", "bad.csv: none of its 1 prompt ids"),
         ("id,value\n1,1\n", "bad.csv: missing column"),
     ],
@@ -308,3 +309,112 @@ def test_models_add_by_querying_a_replayed_endpoint(paths, dataset, capsys, tmp_
                         strict=True))  # fmt: skip
     agree = sum(graded[p] == recorded[p] for p in graded)
     assert len(graded) >= 100 and agree >= 0.95 * len(graded)
+
+
+def test_models_add_stores_the_upstream_model_and_show_prints_it(
+    paths, dataset, capsys, tmp_path
+) -> None:
+    scores = _write_scores(tmp_path / "gpt4.csv", dataset, "gpt-4-1106-preview")
+    code, out, err = _run(
+        capsys, "models", "add", "gpt4-prod", "--cost", "0.006", "--scores", str(scores),
+        "--endpoint", "http://127.0.0.1:9/v1", "--upstream-model", "gpt-4-1106-preview",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "requests to http://127.0.0.1:9/v1 name the model 'gpt-4-1106-preview'" in out
+    with Registry(paths[1]) as registry:
+        assert registry.get_model("gpt4-prod").upstream_model == "gpt-4-1106-preview"
+        assert registry.get_model("claude-v1").upstream_model is None
+    code, out, _ = _run(capsys, "models", "show", "gpt4-prod")
+    assert code == 0 and "  upstream    gpt-4-1106-preview\n" in out
+    assert (
+        json.loads(_run(capsys, "models", "show", "gpt4-prod", "--json")[1])["upstream_model"]
+        == "gpt-4-1106-preview"
+    )
+    listed = json.loads(_run(capsys, "models", "list", "--json")[1])["models"]
+    assert {m["name"]: m["upstream_model"] for m in listed}["gpt4-prod"] == "gpt-4-1106-preview"
+
+
+def test_an_upstream_model_without_an_endpoint_is_refused(paths, dataset, capsys, tmp_path):
+    scores = _write_scores(tmp_path / "gpt4.csv", dataset, "gpt-4-1106-preview")
+    code, _, err = _run(
+        capsys, "models", "add", "gpt4-prod", "--cost", "0.006", "--scores", str(scores),
+        "--upstream-model", "gpt-4-1106-preview",
+    )  # fmt: skip
+    assert code == 2 and "give the endpoint too" in err
+    with Registry(paths[1]) as registry:
+        assert not registry.has_model("gpt4-prod")
+
+
+@pytest.fixture(scope="module")
+def arc_and_mbpp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """RouterBench ARC + MBPP test data (a folder of links) and an artifact and registry on it."""
+    root = tmp_path_factory.mktemp("arc-mbpp")
+    data = root / "data"
+    data.mkdir()
+    for name in ("arc_challenge_test.csv", "mbpp_test.csv"):
+        (data / name).symlink_to(ARC_TEST.with_name(name))
+    artifact, registry = root / "artifact", root / "pool.db"
+    argv = [
+        "build", "--data", str(data), "--format", "routerbench", "--out", str(artifact),
+        "--encoder", "tfidf", "--encoder-params", '{"n_components": 32}',
+        "--router-params", '{"n_clusters": 4}', "--holdout-models", "gpt-4-1106-preview",
+        "--val-fraction", "0.1", "--registry", str(registry), "--no-cache",
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    return data, artifact, registry
+
+
+def test_models_add_can_skip_tasks_that_cannot_be_graded(arc_and_mbpp, capsys, tmp_path) -> None:
+    from uniroute.server.replay import ReplayServerProcess
+
+    data, artifact, registry = arc_and_mbpp
+    prompts = [
+        json.loads(line)
+        for line in (artifact / "representative_prompts.jsonl").read_text().splitlines()
+    ]
+    mbpp = [p["prompt_id"] for p in prompts if p["task"] == "mbpp"]
+    # RouterBench ships no unit tests, so no MBPP prompt can be graded; every ARC one can.
+    assert mbpp and all(p["reference"] is None for p in prompts if p["task"] == "mbpp")
+    assert all(p["reference"] for p in prompts if p["task"] != "mbpp")
+    argv = [
+        "models", "add", "gpt-4-1106-preview", "--cost", "0.006", "--no-progress",
+        "--answer-cache", str(tmp_path / "answers.sqlite3"),
+        "--artifact", str(artifact), "--registry", str(registry),
+    ]  # fmt: skip
+    with ReplayServerProcess(data, "gpt-4-1106-preview") as server:
+        code, _, err = _run(capsys, *argv, "--endpoint", server.v1_url)
+        assert code == 2 and "task 'mbpp': none of its" in err
+        code, out, err = _run(
+            capsys, *argv, "--endpoint", server.v1_url, "--skip-ungradeable-tasks"
+        )
+        asked = httpx.get(f"{server.base_url}/stats", timeout=5).json()["chat_completions"]
+    assert code == 0, err
+    left = len(prompts) - len(mbpp)
+    assert (
+        f"skipped task(s) that cannot be graded: mbpp ({len(mbpp)} prompts); "
+        f"{left} of {len(prompts)} representative prompts left to grade"
+    ) in out
+    assert asked == left  # the first, refused run asked nothing
+    with Registry(registry) as opened:
+        scores = opened.get_scores("gpt-4-1106-preview")
+    # Skipped prompts stay missing, never 0.
+    assert not set(mbpp) & set(scores)
+    assert len(scores) == left
+
+
+def test_describe_skipped_separates_whole_tasks_from_single_prompts() -> None:
+    from uniroute.cli.models_cmd import describe_skipped
+    from uniroute.data.representative import RepresentativePrompt
+
+    prompts = [RepresentativePrompt(f"{task}{i}", "text", task) for task, n in
+               (("code", 2), ("quiz", 3)) for i in range(n)]  # fmt: skip
+    skipped = {"code0": "no tests", "code1": "no tests", "quiz2": "no reference"}
+    assert describe_skipped(prompts, skipped) == (
+        "skipped task(s) that cannot be graded: code (2 prompts); skipped 1 more prompt(s) "
+        "without a usable reference; 2 of 5 representative prompts left to grade"
+    )
+    assert describe_skipped(prompts, {"quiz0": "no reference"}) == (
+        "skipped 1 more prompt(s) without a usable reference; 4 of 5 representative prompts "
+        "left to grade"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import random
 import signal
@@ -25,6 +27,7 @@ from uniroute.pool.onboarding import (
     completion_url,
     normalise_base_url,
     onboard_endpoint,
+    onboard_endpoint_async,
 )
 from uniroute.pool.references import attach_references
 from uniroute.server.replay import ReplayServerProcess
@@ -313,6 +316,22 @@ def test_bad_arguments_are_rejected_before_any_request(arc) -> None:
         onboard_endpoint(MODEL, "http://127.0.0.1:9/v1", [prompts[0], prompts[0]])
     with pytest.raises(OnboardingError, match="http"):
         onboard_endpoint(MODEL, "ftp://example/v1", prompts)
+
+
+def test_the_blocking_form_takes_the_same_arguments_and_refuses_a_running_loop(arc) -> None:
+    _, prompts = arc
+    assert onboard_endpoint.__name__ == "onboard_endpoint"
+    assert inspect.signature(onboard_endpoint) == inspect.signature(onboard_endpoint_async)
+
+    async def call_it_inside_a_loop() -> None:
+        onboard_endpoint(MODEL, "http://127.0.0.1:9/v1", prompts)
+
+    with pytest.raises(
+        RuntimeError,
+        match=r"^onboard_endpoint\(\) blocks and cannot run inside an event loop; "
+        r"await onboard_endpoint_async\(\) instead$",
+    ):
+        asyncio.run(call_it_inside_a_loop())
 
 
 def test_base_url_normalisation() -> None:

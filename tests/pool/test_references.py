@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.loading import load_dataset
+from uniroute.data.paths import default_data_dir
 from uniroute.data.representative import RepresentativePrompt
 from uniroute.pool.references import (
     attach_references,
@@ -86,11 +88,30 @@ def test_attach_references_works_on_a_subset() -> None:
     assert out.references.tolist() == ["B", "B"]
 
 
-def test_attach_references_without_recorded_answers_is_a_clear_error() -> None:
-    dataset = _dataset(ROWS[:1])
-    dataset.meta = {}
-    with pytest.raises(DataError, match="no recorded model answers"):
-        attach_references(dataset)
+def test_without_recorded_answers_choice_prompts_keep_no_reference_and_are_counted() -> None:
+    given = np.array(["C", None, None, None, None, None], dtype=object)
+    for meta in ({}, {"responses": {}}):
+        dataset = _dataset(ROWS, references=given.copy())
+        dataset.meta = dict(meta)
+        out = attach_references(dataset)
+        # Kept where given; the other four arc prompts stay without one; mbpp is not touched.
+        assert out.references.tolist() == ["C", None, None, None, None, None]
+        stats = out.meta["reference_stats"]
+        assert stats["by_rule"] == {"kept": 1, "no-recorded-answers": 4}
+        assert stats["by_task"] == {"arc-challenge": {"kept": 1, "no-recorded-answers": 4}}
+        assert stats["unresolved_prompt_ids"] == []
+        assert dataset.references.tolist() == given.tolist()
+
+
+def test_attach_references_on_real_mmlupro_data_without_answers() -> None:
+    path = default_data_dir() / "mmlupro27" / "computer_science.json"
+    if not path.is_file():
+        pytest.skip(f"shared MMLU-Pro data not found at {path} (set UNIROUTE_DATA)")
+    dataset = load_dataset(path, "routerdc")
+    out = attach_references(dataset)
+    assert out.references.tolist() == [None] * dataset.n_prompts
+    assert out.meta["reference_stats"]["by_rule"] == {"no-recorded-answers": dataset.n_prompts}
+    np.testing.assert_array_equal(out.scores, dataset.scores)
 
 
 def test_derive_choice_reference_on_a_single_prompt() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,12 +23,14 @@ from uniroute.pool.costs import ModelCost
 from uniroute.pool.registry import (
     MIGRATIONS,
     REGISTRY_SCHEMA_VERSION,
+    Binding,
     ModelRecord,
     NewModel,
     Registry,
     RegistryError,
     align_scores,
     looks_like_secret,
+    migrate,
     read_scores_file,
 )
 
@@ -229,6 +232,36 @@ def test_bad_model_names_are_rejected(name: str) -> None:
         _record(name)
 
 
+def test_upstream_model_is_stored_and_read_back(registry: Registry) -> None:
+    endpoint = "http://127.0.0.1:9/v1"
+    stored = registry.add_model(
+        _record("prod-large", endpoint=endpoint, upstream_model="org/Large-70B-Instruct"),
+        {"p0": 1.0},
+    )
+    assert stored.upstream_model == "org/Large-70B-Instruct"
+    record = registry.get_model("prod-large")
+    assert record.upstream_model == "org/Large-70B-Instruct"
+    assert record.to_dict()["upstream_model"] == "org/Large-70B-Instruct"
+    # Replacing the model without one goes back to sending the pool name.
+    registry.add_model(_record("prod-large", endpoint=endpoint), {"p0": 1.0}, replace=True)
+    assert registry.get_model("prod-large").upstream_model is None
+    assert registry.list_models()[0].to_dict()["upstream_model"] is None
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"upstream_model": "org/m"}, "'m': an upstream model name \\('org/m'\\) is the name sent"),
+        ({"upstream_model": "", "endpoint": "http://h/v1"}, "'m': upstream model name must be"),
+        ({"upstream_model": " org/m", "endpoint": "http://h/v1"}, "upstream model name must be"),
+        ({"upstream_model": "a\tb", "endpoint": "http://h/v1"}, "upstream model name must be"),
+    ],
+)
+def test_bad_upstream_model_names_are_rejected(fields: dict, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        _record("m", **fields)
+
+
 def test_no_key_value_ever_reaches_the_file(tmp_path: Path) -> None:
     secret = "sk-proj-Abc123def456ghi789jkl012mno345pqr678"
     path = tmp_path / "pool.db"
@@ -243,48 +276,165 @@ def test_no_key_value_ever_reaches_the_file(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------- migrations
 def _add_notes_column(connection: sqlite3.Connection) -> None:
-    """A stand-in version-2 migration: a new column with a default, and a derived value."""
+    """A stand-in next migration: a new column with a default, and a derived value."""
     connection.execute("ALTER TABLE models ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
     connection.execute("UPDATE models SET notes = 'migrated:' || name")
 
 
+NEXT_VERSION = REGISTRY_SCHEMA_VERSION + 1
+
+# A registry written by the version-1 code: its models table and rows exactly as v1 wrote them.
+V1_PSI = {
+    ("alpha", "art-1"): [0.25, -1.5, 3.0],
+    ("alpha", "art-2"): [1.0],
+    ("beta", "art-1"): [0.0, 0.5, 0.125],
+}
+V1_SCORES = {"alpha": {"p0": 1.0, "p1": 0.0, "p3": 0.5}, "beta": {"p2": 1.0}}
+V1_POLICY = (
+    '{"achieved": 0.8, "created_at": "t", "expected_cost": 0.01, "expected_quality": 0.8, '
+    '"lam": 2.5, "n_prompts": 5, "pool_fingerprint": "fp", '
+    '"target": {"kind": "quality", "model": null, "value": 0.8}}'
+)
+
+
+def _write_v1_registry(path: Path) -> None:
+    """A schema-version-1 file with two models, their scores and Psi, a policy and a binding."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    assert migrate(connection, MIGRATIONS[:1]) == 1
+    v1_columns = (
+        "name, cost_per_query, cost_per_1k_input, cost_per_1k_output, expected_output_tokens,"
+        " endpoint, api_key_env, tags, enabled, revision, created_at, updated_at"
+    )
+    connection.executemany(
+        f"INSERT INTO models ({v1_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("alpha", 0.002, None, None, 256.0, "http://127.0.0.1:9/v1", "ALPHA_KEY",
+             '["open", "7b"]', 1, 1, "2025-01-01T00:00:00+00:00", "2025-01-02T00:00:00+00:00"),
+            ("beta", None, 0.5, 1.5, 64.0, None, None, "[]", 0, 2,
+             "2025-01-03T00:00:00+00:00", "2025-01-04T00:00:00+00:00"),
+        ],
+    )  # fmt: skip
+    connection.executemany(
+        "INSERT INTO scores (model, prompt_id, score) VALUES (?, ?, ?)",
+        [(model, p, v) for model, scores in V1_SCORES.items() for p, v in scores.items()],
+    )
+    connection.executemany(
+        "INSERT INTO features (model, artifact_id, psi) VALUES (?, ?, ?)",
+        [(m, a, np.array(v, dtype="<f8").tobytes()) for (m, a), v in V1_PSI.items()],
+    )
+    connection.execute("INSERT INTO policy (id, body, updated_at) VALUES (1, ?, 't')", (V1_POLICY,))
+    connection.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [("pool_version", "3"), ("artifact_id", "art-1"), ("prompts_fingerprint", "fp-1")],
+    )
+    connection.close()
+
+
+def _model_columns(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        return [row[1] for row in raw.execute("PRAGMA table_info(models)")]
+
+
+def _user_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        return raw.execute("PRAGMA user_version").fetchone()[0]
+
+
 def test_new_file_is_at_the_current_schema_version(tmp_path: Path) -> None:
     with Registry(tmp_path / "pool.db") as registry:
-        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS)
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 2
         mode = registry._connection.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
-    with sqlite3.connect(tmp_path / "pool.db") as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == REGISTRY_SCHEMA_VERSION
+    assert _user_version(tmp_path / "pool.db") == REGISTRY_SCHEMA_VERSION
+    assert "upstream_model" in _model_columns(tmp_path / "pool.db")
 
 
-def test_a_v1_file_opens_with_v2_code_and_keeps_its_data(tmp_path: Path) -> None:
+def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "pool.db"
-    with Registry(path) as v1:
-        v1.add_model(_record("a", 0.5), {"p0": 1.0, "p1": 0.0}, {"art": np.array([0.5])})
-        version_before = v1.pool_version()
-    with Registry(path, migrations=(*MIGRATIONS, _add_notes_column)) as v2:
-        assert v2.schema_version == 2
-        assert v2.get_model("a").cost.per_query == 0.5
-        assert v2.get_scores("a") == {"p0": 1.0, "p1": 0.0}
-        assert v2.pool_version() == version_before
-        notes = v2._connection.execute("SELECT notes FROM models WHERE name = 'a'").fetchone()
-        assert notes == ("migrated:a",)
-        v2.add_model(_record("b"), {"p0": 1.0})  # the v1 code paths still work on v2
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    _write_v1_registry(path)
+    assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
+    with Registry(path) as registry:
+        assert registry.schema_version == 2
+        alpha, beta = registry.list_models()
+        assert alpha == ModelRecord(
+            name="alpha", cost=ModelCost(per_query=0.002), endpoint="http://127.0.0.1:9/v1",
+            api_key_env="ALPHA_KEY", tags=("open", "7b"), enabled=True, revision=1,
+            created_at="2025-01-01T00:00:00+00:00", updated_at="2025-01-02T00:00:00+00:00",
+        )  # fmt: skip
+        assert beta == ModelRecord(
+            name="beta", cost=ModelCost(per_1k_input=0.5, per_1k_output=1.5,
+                                        expected_output_tokens=64.0),
+            enabled=False, revision=2,
+            created_at="2025-01-03T00:00:00+00:00", updated_at="2025-01-04T00:00:00+00:00",
+        )  # fmt: skip
+        # Models registered before v2 are sent upstream under their pool name.
+        assert alpha.upstream_model is None and beta.upstream_model is None
+        assert {name: registry.get_scores(name) for name in ("alpha", "beta")} == V1_SCORES
+        for artifact_id in ("art-1", "art-2"):
+            stored = registry.get_features(artifact_id)
+            expected = {m: v for (m, a), v in V1_PSI.items() if a == artifact_id}
+            assert {m: psi.tolist() for m, psi in stored.items()} == expected
+        assert registry.get_policy().lam == 2.5
+        assert registry.binding() == Binding("art-1", "fp-1")
+        # Migrating is not a pool change: a running server has nothing to re-read.
+        assert registry.pool_version() == 3
+        registry.add_model(
+            _record("gamma", endpoint="http://127.0.0.1:9/v1", upstream_model="org/gamma-7b"),
+            {"p0": 1.0},
+        )
+        assert registry.get_model("gamma").upstream_model == "org/gamma-7b"
+    assert _user_version(path) == 2
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("pool.db")] == []
+
+
+def test_the_v2_migration_is_one_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    _write_v1_registry(path)
+
+    def v2_then_crash(connection: sqlite3.Connection) -> None:
+        MIGRATIONS[1](connection)
+        raise RuntimeError("killed after the v2 step")
+
+    with pytest.raises(RuntimeError, match="killed after the v2 step"):
+        Registry(path, migrations=(MIGRATIONS[0], v2_then_crash))
+    assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
+    with Registry(path) as registry:
+        assert registry.schema_version == 2
+        assert [r.name for r in registry.list_models()] == ["alpha", "beta"]
+
+
+def test_a_file_opens_with_a_further_migration_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    with Registry(path) as current:
+        current.add_model(_record("a", 0.5), {"p0": 1.0, "p1": 0.0}, {"art": np.array([0.5])})
+        version_before = current.pool_version()
+    with Registry(path, migrations=(*MIGRATIONS, _add_notes_column)) as upgraded:
+        assert upgraded.schema_version == NEXT_VERSION
+        assert upgraded.get_model("a").cost.per_query == 0.5
+        assert upgraded.get_scores("a") == {"p0": 1.0, "p1": 0.0}
+        assert upgraded.pool_version() == version_before
+        notes = upgraded._connection.execute("SELECT notes FROM models WHERE name = 'a'")
+        assert notes.fetchone() == ("migrated:a",)
+        upgraded.add_model(_record("b"), {"p0": 1.0})  # the current code paths still work
+    assert _user_version(path) == NEXT_VERSION
 
 
 def test_a_newer_file_is_refused_by_older_code(tmp_path: Path) -> None:
     path = tmp_path / "pool.db"
     Registry(path, migrations=(*MIGRATIONS, _add_notes_column)).close()
-    with pytest.raises(StateError, match="schema version 2 is newer than this uniroute reads"):
+    with pytest.raises(
+        StateError, match=f"schema version {NEXT_VERSION} is newer than this uniroute reads"
+    ):
         Registry(path)
 
 
 def test_a_failing_migration_leaves_the_file_at_the_old_version(tmp_path: Path) -> None:
     path = tmp_path / "pool.db"
-    with Registry(path) as v1:
-        v1.add_model(_record("a"), {"p0": 1.0})
+    with Registry(path) as current:
+        current.add_model(_record("a"), {"p0": 1.0})
 
     def broken(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE models ADD COLUMN half_done TEXT")
@@ -292,10 +442,8 @@ def test_a_failing_migration_leaves_the_file_at_the_old_version(tmp_path: Path) 
 
     with pytest.raises(RuntimeError, match="migration bug"):
         Registry(path, migrations=(*MIGRATIONS, broken))
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
-        columns = [row[1] for row in raw.execute("PRAGMA table_info(models)")]
-    assert "half_done" not in columns
+    assert _user_version(path) == REGISTRY_SCHEMA_VERSION
+    assert "half_done" not in _model_columns(path)
     with Registry(path) as again:
         assert [r.name for r in again.list_models()] == ["a"]
 
@@ -437,21 +585,34 @@ def test_read_scores_from_csv_and_jsonl(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("a.csv", "prompt_id,score\np0,1\np1,1.5\n", "a.csv, row 2: score '1.5' is outside"),
-        ("b.csv", "prompt_id,score\np0,1\np0,0\n", "b.csv, row 2: prompt_id 'p0' appears twice"),
+        ("a.csv", "prompt_id,score\np0,1\np1,1.5\n", "a.csv, line 3: score '1.5' is outside"),
+        ("b.csv", "prompt_id,score\np0,1\np0,0\n", "b.csv, line 3: prompt_id 'p0' appears twice"),
         ("c.csv", "id,score\np0,1\n", "c.csv: missing column\\(s\\) \\['prompt_id'\\]"),
-        ("d.csv", "prompt_id,score\np0,yes\n", "d.csv, row 1: score 'yes' is not a number"),
-        ("e.jsonl", '{"prompt_id": "p0", "score": 1}\n{oops\n', "e.jsonl, row 2: not valid JSON"),
-        ("f.jsonl", '{"prompt_id": "p0"}\n', "f.jsonl, row 1: expected an object"),
+        ("d.csv", "prompt_id,score\np0,yes\n", "d.csv, line 2: score 'yes' is not a number"),
+        # A quoted cell spanning two lines: the error names the line the row ends on.
+        ("m.csv", 'prompt_id,score,note\np0,1,"two\nlines"\np1,2,x\n', "m.csv, line 4: score '2'"),
+        # A row cut short is an error, not a missing score (an empty cell is missing).
+        ("s.csv", "prompt_id,score\np0,\np1\n", "s.csv, line 3: the row ends before"),
+        ("u.csv", b"prompt_id,score\np0,1\n\xff,1\n", "u.csv: not UTF-8 text"),
+        (
+            "e.jsonl",
+            '{"prompt_id": "p0", "score": 1}\n\n{oops\n',
+            "e.jsonl, line 3: not valid JSON",
+        ),
+        ("f.jsonl", '{"prompt_id": "p0"}\n', "f.jsonl, line 1: expected an object with prompt_id"),
+        ("l.jsonl", '[{"prompt_id": "p0", "score": 1}]\n', "l.jsonl, line 1: expected a JSON obj"),
         ("g.txt", "prompt_id,score\n", "unknown scores file type"),
         ("h.csv", "prompt_id,score\n", "h.csv: no scores found"),
     ],
 )
-def test_scores_file_errors_name_the_file_and_row(
-    tmp_path: Path, name: str, content: str, message: str
+def test_scores_file_errors_name_the_file_and_line(
+    tmp_path: Path, name: str, content: str | bytes, message: str
 ) -> None:
     path = tmp_path / name
-    path.write_text(content)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     with pytest.raises(DataError, match=message):
         read_scores_file(path)
 

@@ -107,7 +107,9 @@ def test_training_lowers_the_training_loss_from_a_soft_start(two_groups):
 
 
 def test_training_never_sees_models_outside_the_training_pool(two_groups):
-    router = UniRouteLearnedMap(k_grid=(2, 3), max_iter=20).fit(*two_groups.fit_args())
+    # A fixed penalty keeps the optimiser moving on this easy problem, so the sentinel below
+    # (training with the extra model changes W) can detect leaks.
+    router = UniRouteLearnedMap(k_grid=(2, 3), l2=1e-3, max_iter=20).fit(*two_groups.fit_args())
     W, b = router.W_.copy(), router.b_.copy()
     # An unseen model joins and leaves: the learned map does not move.
     router.add_model("unseen", 1.0 - two_groups.val.S[:, 0], 0.5)
@@ -118,7 +120,7 @@ def test_training_never_sees_models_outside_the_training_pool(two_groups):
     # Training with that model among the training LLMs does change the map: the check above
     # would notice if models outside the training set leaked into training.
     train, val = two_groups.train, two_groups.val
-    with_unseen = UniRouteLearnedMap(k_grid=(2, 3), max_iter=20).fit(
+    with_unseen = UniRouteLearnedMap(k_grid=(2, 3), l2=1e-3, max_iter=20).fit(
         train.X,
         np.column_stack([train.S, 1.0 - train.S[:, 0]]),
         val.X,
@@ -151,3 +153,16 @@ def test_missing_training_scores_are_skipped(two_groups):
 def test_bad_parameters_are_reported_at_fit(params, message, two_groups):
     with pytest.raises(RouterError, match=message):
         UniRouteLearnedMap(k_grid=(2,), **params).fit(*two_groups.fit_args())
+
+
+def test_auto_penalty_is_chosen_from_the_grid_and_persisted(two_groups, tmp_path):
+    router = UniRouteLearnedMap(k_grid=(2, 3), l2_grid=(0.0, 1e-2), max_iter=20)
+    router.fit(*two_groups.fit_args())
+    assert router.l2_ in (0.0, 1e-2)
+    router.save(tmp_path / "r")
+    assert UniRouteLearnedMap.load(tmp_path / "r").l2_ == router.l2_
+
+
+def test_bad_penalty_is_a_clear_error(two_groups):
+    with pytest.raises(RouterError, match="l2"):
+        UniRouteLearnedMap(k_grid=(2, 3), l2="strong").fit(*two_groups.fit_args())

@@ -1,8 +1,10 @@
-"""Session fixtures of the gateway tests: ARC data, a small artifact, replay upstreams."""
+"""Session fixtures of the gateway tests: a small artifact, replay upstreams, distinct prompts.
+
+The ARC data itself (``arc_file``, ``arc_dataset``) comes from the top-level conftest.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,34 +15,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gateway_support import (  # noqa: E402
-    CHEAP,
     EXPENSIVE,
     HELD_OUT,
-    MID,
+    POOL,
     TO_ONBOARD,
-    UPSTREAM_KEY,
     UPSTREAM_KEY_ENV,
+    child_env,
     start_replays,
 )
-
-from uniroute.data.paths import default_data_dir  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def arc_file() -> Path:
-    """RouterBench ARC-Challenge test split: real prompts, scores and recorded answers."""
-    path = default_data_dir() / "routerbench" / "arc_challenge_test.csv"
-    if not path.is_file():
-        pytest.skip(f"shared RouterBench data not found at {path} (set UNIROUTE_DATA)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def arc_dataset(arc_file: Path):
-    """The ARC file loaded as a RoutingDataset."""
-    from uniroute.data.loading import load_dataset
-
-    return load_dataset(arc_file, "routerbench")
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +43,17 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory, arc_dataset) -> Path:
 @pytest.fixture(scope="session")
 def replays(arc_file: Path):
     """Replay upstreams for five RouterBench models; the GPT-4 one demands an API key."""
-    env = {**os.environ, UPSTREAM_KEY_ENV: UPSTREAM_KEY}
     servers = start_replays(
-        arc_file, [CHEAP, MID, EXPENSIVE, HELD_OUT, TO_ONBOARD],
-        extra={EXPENSIVE: ["--api-key-env", UPSTREAM_KEY_ENV]}, env=env,
+        arc_file, [*POOL, HELD_OUT, TO_ONBOARD],
+        extra={EXPENSIVE: ["--api-key-env", UPSTREAM_KEY_ENV]}, env=child_env(),
     )  # fmt: skip
     yield servers
     for server in servers.values():
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def unique_prompts(arc_dataset) -> list[str]:
+    """The real ARC prompts whose text occurs only once in the data, in data order."""
+    texts = [str(t) for t in arc_dataset.prompts]
+    return [t for t in dict.fromkeys(texts) if texts.count(t) == 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from uniroute.server.process import GatewayProcess
 from uniroute.server.replay import ReplayServerProcess
 
 CHEAP = "mistralai/mistral-7b-chat"
@@ -24,6 +26,9 @@ EXPENSIVE = "gpt-4-1106-preview"
 HELD_OUT = "claude-instant-v1"
 #: A training model that is not put in the pool at first: onboarded from its endpoint later.
 TO_ONBOARD = "zero-one-ai/Yi-34B-Chat"
+
+#: The servable pool the end-to-end gateways start with.
+POOL = (CHEAP, MID, EXPENSIVE)
 
 #: Per-query prices set by the tests (round numbers, so expected costs are easy to compute).
 COSTS = {CHEAP: 0.0001, MID: 0.0004, EXPENSIVE: 0.005}
@@ -100,6 +105,59 @@ def write_config(path: Path, **settings: Any) -> Path:
     """A JSON gateway config file."""
     path.write_text(json.dumps(settings))
     return path
+
+
+def child_env(**variables: str) -> dict[str, str]:
+    """The environment of a child server: the GPT-4 upstream's key set, gateway client keys and
+    admin token only when given (so a developer's own settings cannot change what a test sees)."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("UNIROUTE_CLIENT_KEYS", "UNIROUTE_ADMIN_TOKEN")
+    }
+    return {**inherited, UPSTREAM_KEY_ENV: UPSTREAM_KEY, **variables}
+
+
+@contextmanager
+def pool_gateway(
+    folder: Path,
+    artifact_dir: Path,
+    dataset: Any,
+    upstreams: Mapping[str, ReplayServerProcess],
+    config: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[GatewayProcess, Any, Path]]:
+    """A registry of the POOL models at ``upstreams`` and ``uniroute serve`` over it.
+
+    ``config`` is the gateway's JSON config and ``env`` extra environment variables (see
+    ``child_env``). Yields the running gateway, the registry's Router in this process and the
+    registry's path.
+    """
+    registry = folder / "registry.db"
+    router = make_registry(
+        artifact_dir, registry, dataset, {model: upstreams[model].v1_url for model in POOL},
+        api_key_envs={EXPENSIVE: UPSTREAM_KEY_ENV},
+    )  # fmt: skip
+    config_path = write_config(folder / "gateway.json", **config)
+    with GatewayProcess(
+        artifact_dir, registry, config=config_path, env=child_env(**(env or {}))
+    ) as gateway:
+        yield gateway, router, registry
+
+
+@contextmanager
+def admin_pool_gateway(
+    folder: Path,
+    artifact_dir: Path,
+    dataset: Any,
+    upstreams: Mapping[str, ReplayServerProcess],
+) -> Iterator[tuple[GatewayProcess, Any, Path]]:
+    """``pool_gateway`` with the admin API on (ADMIN_TOKEN), onboarding answers cached in
+    ``folder`` and pool changes picked up within 0.2 s."""
+    config = {"registry_poll_s": 0.2, "onboarding_cache_dir": str(folder / "cache")}
+    env = {"UNIROUTE_ADMIN_TOKEN": ADMIN_TOKEN}
+    with pool_gateway(folder, artifact_dir, dataset, upstreams, config, env) as running:
+        yield running
 
 
 def stats(server: ReplayServerProcess) -> dict[str, int]:

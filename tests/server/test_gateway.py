@@ -8,7 +8,6 @@ from the same artifact and registry.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import httpx
@@ -21,38 +20,29 @@ from gateway_support import (
     COSTS,
     EXPENSIVE,
     MID,
+    POOL,
     UPSTREAM_KEY,
-    UPSTREAM_KEY_ENV,
     chat_body,
-    make_registry,
+    pool_gateway,
     scores_of,
     set_fault,
     stats,
-    write_config,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from uniroute.server.process import GatewayProcess
 from uniroute.server.replay import recorded_answers
 
-POOL = (CHEAP, MID, EXPENSIVE)
 BODY_LIMIT = 100_000
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, artifact_dir, arc_dataset, replays):
     """A registry of three servable models and a gateway over it (client keys on, admin off)."""
-    folder = tmp_path_factory.mktemp("gateway-e2e")
-    router = make_registry(
-        artifact_dir, folder / "registry.db", arc_dataset,
-        {model: replays[model].v1_url for model in POOL},
-        api_key_envs={EXPENSIVE: UPSTREAM_KEY_ENV},
-    )  # fmt: skip
-    config = write_config(folder / "gateway.json", max_body_bytes=BODY_LIMIT, registry_poll_s=0.2)
-    env = {**os.environ, "UNIROUTE_CLIENT_KEYS": f"other-key,{CLIENT_KEY}",
-           UPSTREAM_KEY_ENV: UPSTREAM_KEY}  # fmt: skip
-    env.pop("UNIROUTE_ADMIN_TOKEN", None)
-    with GatewayProcess(artifact_dir, folder / "registry.db", config=config, env=env) as gateway:
+    with pool_gateway(
+        tmp_path_factory.mktemp("gateway-e2e"), artifact_dir, arc_dataset, replays,
+        config={"max_body_bytes": BODY_LIMIT, "registry_poll_s": 0.2},
+        env={"UNIROUTE_CLIENT_KEYS": f"other-key,{CLIENT_KEY}"},
+    ) as (gateway, router, _):  # fmt: skip
         yield gateway, router
 
 
@@ -70,11 +60,9 @@ def answers(arc_dataset) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def prompts(arc_dataset, answers) -> list[str]:
+def prompts(unique_prompts, answers) -> list[str]:
     """Distinct real ARC prompts that every pool model answered."""
-    texts = [str(t) for t in arc_dataset.prompts]
-    unique = [t for t in dict.fromkeys(texts) if texts.count(t) == 1]
-    return [t for t in unique if all(t in answers[m] for m in POOL)][:40]
+    return [t for t in unique_prompts if all(t in answers[m] for m in POOL)][:40]
 
 
 def _headers() -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -15,23 +14,19 @@ from gateway_support import (
     EXPENSIVE,
     HELD_OUT,
     MID,
+    POOL,
     TO_ONBOARD,
-    UPSTREAM_KEY,
-    UPSTREAM_KEY_ENV,
+    admin_pool_gateway,
     chat_body,
     free_port_socket,
-    make_registry,
     scores_of,
     sse_events,
     stats,
-    write_config,
 )
 
 from uniroute.deployment import Router
 from uniroute.pool.registry import Registry
-from uniroute.server.process import GatewayProcess
 
-POOL = (CHEAP, MID, EXPENSIVE)
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -39,25 +34,8 @@ AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 def setup(tmp_path_factory, artifact_dir, arc_dataset, replays):
     """A gateway with the admin API on, over a registry of three models."""
     folder = tmp_path_factory.mktemp("gateway-admin")
-    registry = folder / "registry.db"
-    router = make_registry(
-        artifact_dir, registry, arc_dataset, {model: replays[model].v1_url for model in POOL},
-        api_key_envs={EXPENSIVE: UPSTREAM_KEY_ENV},
-    )  # fmt: skip
-    config = write_config(
-        folder / "gateway.json", registry_poll_s=0.2, onboarding_cache_dir=str(folder / "cache")
-    )
-    env = {**os.environ, "UNIROUTE_ADMIN_TOKEN": ADMIN_TOKEN, UPSTREAM_KEY_ENV: UPSTREAM_KEY}
-    env.pop("UNIROUTE_CLIENT_KEYS", None)
-    with GatewayProcess(artifact_dir, registry, config=config, env=env) as gateway:
-        yield gateway, router, registry
-
-
-@pytest.fixture(scope="module")
-def prompts(arc_dataset) -> list[str]:
-    """Distinct real ARC prompts."""
-    texts = [str(t) for t in arc_dataset.prompts]
-    return [t for t in dict.fromkeys(texts) if texts.count(t) == 1]
+    with admin_pool_gateway(folder, artifact_dir, arc_dataset, replays) as running:
+        yield running
 
 
 def _admin(gateway, method: str, path: str, **kwargs) -> httpx.Response:
@@ -81,14 +59,16 @@ def test_admin_api_needs_the_token(setup):
     assert all(m["n_scores"] > 0 and m["servable"] for m in listed)
 
 
-def test_model_added_while_traffic_flows_gets_routed_requests(setup, arc_dataset, replays, prompts):
+def test_model_added_while_traffic_flows_gets_routed_requests(
+    setup, arc_dataset, replays, unique_prompts
+):
     gateway, router, registry = setup
     results: list[tuple[str, int, str]] = []
     added_at: list[int] = []
     stop = threading.Event()
 
     def traffic() -> None:
-        for prompt in prompts[:150]:
+        for prompt in unique_prompts[:150]:
             if stop.is_set():
                 return
             response = httpx.post(f"{gateway.v1_url}/chat/completions", json=chat_body(prompt),
@@ -179,9 +159,9 @@ def test_failed_onboarding_leaves_the_registry_unchanged(setup):
     assert "unreachable-model" not in names
 
 
-def test_disable_and_enable_take_effect_at_once(setup, prompts):
+def test_disable_and_enable_take_effect_at_once(setup, unique_prompts):
     gateway, router, _ = setup
-    prompt = next(p for p in prompts if router.route(p, lam=0.0).model == EXPENSIVE)
+    prompt = next(p for p in unique_prompts if router.route(p, lam=0.0).model == EXPENSIVE)
     body = chat_body(prompt, model="uniroute:lambda=0")
     assert _admin(gateway, "POST", f"/models/{EXPENSIVE}/disable").status_code == 200
     assert EXPENSIVE not in _served(gateway)
@@ -192,23 +172,23 @@ def test_disable_and_enable_take_effect_at_once(setup, prompts):
     assert response.headers["x-uniroute-model"] == EXPENSIVE
 
 
-def test_cost_change_moves_traffic(setup, prompts):
+def test_cost_change_moves_traffic(setup, unique_prompts):
     gateway, _, _ = setup
     ceiling = (COSTS[CHEAP] + COSTS[MID]) / 2
-    body = {"prompt": prompts[0], "model": f"uniroute:max-cost={ceiling}"}
+    body = {"prompt": unique_prompts[0], "model": f"uniroute:max-cost={ceiling}"}
     decision = httpx.post(f"{gateway.v1_url}/route", json=body).json()
     assert decision["model"] in (CHEAP, HELD_OUT)
     response = _admin(gateway, "POST", f"/models/{CHEAP}/cost", json={"cost": 1.0})
     assert response.status_code == 200 and response.json()["model"]["cost_per_query"] == 1.0
     try:
-        decision = httpx.post(f"{gateway.v1_url}/route", json={"prompt": prompts[0]}).json()
+        decision = httpx.post(f"{gateway.v1_url}/route", json={"prompt": unique_prompts[0]}).json()
         assert decision["cost"][CHEAP] == 1.0
         assert decision["model"] != CHEAP
     finally:
         _admin(gateway, "POST", f"/models/{CHEAP}/cost", json={"cost": COSTS[CHEAP]})
 
 
-def test_removed_model_is_gone(setup, arc_dataset, replays, prompts):
+def test_removed_model_is_gone(setup, arc_dataset, replays, unique_prompts):
     gateway, router, _ = setup
     # A pool name of our own for the CHEAP upstream: answers must carry the pool name.
     scores = scores_of(arc_dataset, CHEAP, router.artifact.prompt_ids)
@@ -220,7 +200,7 @@ def test_removed_model_is_gone(setup, arc_dataset, replays, prompts):
     for stream in (False, True):
         answer = httpx.post(
             f"{gateway.v1_url}/chat/completions",
-            json=chat_body(prompts[1], model="team/alias-model", stream=stream),
+            json=chat_body(unique_prompts[1], model="team/alias-model", stream=stream),
         )
         assert answer.headers["x-uniroute-model"] == "team/alias-model"
         payloads = sse_events(answer.content)[:-1] if stream else [answer.json()]
@@ -228,7 +208,7 @@ def test_removed_model_is_gone(setup, arc_dataset, replays, prompts):
     assert _admin(gateway, "DELETE", "/models/team/alias-model").status_code == 200
     assert "team/alias-model" not in _served(gateway)
     gone = httpx.post(f"{gateway.v1_url}/chat/completions",
-                      json=chat_body(prompts[1], model="team/alias-model"))  # fmt: skip
+                      json=chat_body(unique_prompts[1], model="team/alias-model"))  # fmt: skip
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
     assert _admin(gateway, "DELETE", "/models/team/alias-model").status_code == 404
 

@@ -6,7 +6,6 @@ clears them after each test), and kills an upstream of its own.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -17,21 +16,15 @@ from gateway_support import (
     COSTS,
     EXPENSIVE,
     MID,
-    UPSTREAM_KEY,
-    UPSTREAM_KEY_ENV,
     chat_body,
-    make_registry,
+    pool_gateway,
     set_fault,
     sse_events,
     start_replays,
     stats,
-    write_config,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from uniroute.server.process import GatewayProcess
-
-POOL = (CHEAP, MID, EXPENSIVE)
 TIMEOUT_S = 1.0
 COOLDOWN_S = 1.0
 #: Only CHEAP and MID cost at most this much per query.
@@ -41,35 +34,24 @@ CHEAP_OR_MID = (COSTS[MID] + COSTS[EXPENSIVE]) / 2
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, artifact_dir, arc_dataset, arc_file, replays):
     """A registry over shared upstreams plus a MID one of its own; a gateway with short timeouts."""
-    folder = tmp_path_factory.mktemp("gateway-fallback")
     own = start_replays(arc_file, [MID])
     upstreams = {CHEAP: replays[CHEAP], EXPENSIVE: replays[EXPENSIVE], MID: own[MID]}
+    config = {
+        "upstream_timeout_s": TIMEOUT_S, "stream_idle_timeout_s": 1.0, "connect_retries": 1,
+        "retry_backoff_s": 0.02, "breaker_failure_threshold": 2, "breaker_cooldown_s": COOLDOWN_S,
+        "max_models_per_request": 3, "registry_poll_s": 0.2,
+    }  # fmt: skip
     try:
-        router = make_registry(
-            artifact_dir, folder / "registry.db", arc_dataset,
-            {model: upstreams[model].v1_url for model in POOL},
-            api_key_envs={EXPENSIVE: UPSTREAM_KEY_ENV},
-        )  # fmt: skip
-        config = write_config(
-            folder / "gateway.json", upstream_timeout_s=TIMEOUT_S, stream_idle_timeout_s=1.0,
-            connect_retries=1, retry_backoff_s=0.02, breaker_failure_threshold=2,
-            breaker_cooldown_s=COOLDOWN_S, max_models_per_request=3, registry_poll_s=0.2,
-        )  # fmt: skip
-        env = {**os.environ, UPSTREAM_KEY_ENV: UPSTREAM_KEY}
-        env.pop("UNIROUTE_CLIENT_KEYS", None)
-        with GatewayProcess(
-            artifact_dir, folder / "registry.db", config=config, env=env
-        ) as gateway:
+        with pool_gateway(
+            tmp_path_factory.mktemp("gateway-fallback"),
+            artifact_dir,
+            arc_dataset,
+            upstreams,
+            config,
+        ) as (gateway, router, _):
             yield gateway, router, upstreams
     finally:
         own[MID].stop()
-
-
-@pytest.fixture(scope="module")
-def prompts(arc_dataset) -> list[str]:
-    """Distinct real ARC prompts."""
-    texts = [str(t) for t in arc_dataset.prompts]
-    return [t for t in dict.fromkeys(texts) if texts.count(t) == 1]
 
 
 def _first_choice(router, prompts, model, n, **policy) -> list[str]:
@@ -96,9 +78,9 @@ def _circuit_open(gateway, model) -> float:
     return 0.0
 
 
-def test_500s_fall_back_then_the_breaker_opens_and_recovers(setup, prompts):
+def test_500s_fall_back_then_the_breaker_opens_and_recovers(setup, unique_prompts):
     gateway, router, upstreams = setup
-    chosen = _first_choice(router, prompts, EXPENSIVE, 5, lam=0.0)
+    chosen = _first_choice(router, unique_prompts, EXPENSIVE, 5, lam=0.0)
     set_fault(upstreams[EXPENSIVE], fail_rate=1.0, fail_status=500)
     try:
         for prompt in chosen[:2]:
@@ -130,9 +112,9 @@ def test_500s_fall_back_then_the_breaker_opens_and_recovers(setup, prompts):
     assert _circuit_open(gateway, EXPENSIVE) == 0.0
 
 
-def test_slow_upstream_times_out_and_falls_back(setup, prompts):
+def test_slow_upstream_times_out_and_falls_back(setup, unique_prompts):
     gateway, router, upstreams = setup
-    prompt = _first_choice(router, prompts, EXPENSIVE, 1, lam=0.0)[0]
+    prompt = _first_choice(router, unique_prompts, EXPENSIVE, 1, lam=0.0)[0]
     set_fault(upstreams[EXPENSIVE], delay_ms=int(TIMEOUT_S * 1000 * 4))
     try:
         started = time.perf_counter()
@@ -147,9 +129,9 @@ def test_slow_upstream_times_out_and_falls_back(setup, prompts):
     assert _post(gateway, chat_body(prompt, model=EXPENSIVE)).status_code == 200
 
 
-def test_streaming_falls_back_before_the_first_byte(setup, prompts):
+def test_streaming_falls_back_before_the_first_byte(setup, unique_prompts):
     gateway, router, upstreams = setup
-    prompt = _first_choice(router, prompts, EXPENSIVE, 1, lam=0.0)[0]
+    prompt = _first_choice(router, unique_prompts, EXPENSIVE, 1, lam=0.0)[0]
     set_fault(upstreams[EXPENSIVE], fail_first=1, fail_status=503)
     try:
         response = _post(gateway, chat_body(prompt, model="uniroute:lambda=0", stream=True))
@@ -164,11 +146,11 @@ def test_streaming_falls_back_before_the_first_byte(setup, prompts):
     assert _post(gateway, chat_body(prompt, model=EXPENSIVE)).status_code == 200
 
 
-def test_stream_that_stalls_after_the_first_byte_ends_with_an_error_event(setup, prompts):
+def test_stream_that_stalls_after_the_first_byte_ends_with_an_error_event(setup, unique_prompts):
     gateway, _, upstreams = setup
     set_fault(upstreams[CHEAP], chunk_delay_ms=3000, fixed_answer="too slow")
     try:
-        response = _post(gateway, chat_body(prompts[0], model=CHEAP, stream=True))
+        response = _post(gateway, chat_body(unique_prompts[0], model=CHEAP, stream=True))
     finally:
         set_fault(upstreams[CHEAP], fixed_answer=None, chunk_delay_ms=0)
     # The status was sent with the first chunk, so the failure is reported in the stream.
@@ -176,16 +158,16 @@ def test_stream_that_stalls_after_the_first_byte_ends_with_an_error_event(setup,
     events = sse_events(response.content)
     assert events[0]["model"] == CHEAP
     assert events[-1]["error"]["code"] == "upstream_stream_broken"
-    assert _post(gateway, chat_body(prompts[0], model=CHEAP)).status_code == 200
+    assert _post(gateway, chat_body(unique_prompts[0], model=CHEAP)).status_code == 200
 
 
-def test_every_candidate_failing_gives_a_clear_502(setup, prompts):
+def test_every_candidate_failing_gives_a_clear_502(setup, unique_prompts):
     gateway, _, upstreams = setup
     ceiling = f"uniroute:max-cost={CHEAP_OR_MID}"
     for model in (CHEAP, MID):
         set_fault(upstreams[model], fail_first=1, fail_status=500)
     try:
-        response = _post(gateway, chat_body(prompts[1], model=ceiling))
+        response = _post(gateway, chat_body(unique_prompts[1], model=ceiling))
     finally:
         for model in (CHEAP, MID):
             set_fault(upstreams[model])
@@ -195,9 +177,9 @@ def test_every_candidate_failing_gives_a_clear_502(setup, prompts):
     assert "HTTP 500" in error["message"] and CHEAP in error["message"] and MID in error["message"]
 
 
-def test_killing_an_upstream_mid_traffic_loses_no_request(setup, prompts):
+def test_killing_an_upstream_mid_traffic_loses_no_request(setup, unique_prompts):
     gateway, router, upstreams = setup
-    chosen = _first_choice(router, prompts, MID, 12, budget=CHEAP_OR_MID)
+    chosen = _first_choice(router, unique_prompts, MID, 12, budget=CHEAP_OR_MID)
     results: list[tuple[int, str]] = []
 
     def traffic() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,7 @@ from uniroute.cli.pool_options import (
 )
 
 if TYPE_CHECKING:
+    from uniroute.data.representative import RepresentativePrompt
     from uniroute.pool.registry import Registry
 
 # How many unknown prompt ids of a scores file are named in the report.
@@ -46,12 +49,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--api-key-env", help="NAME of the environment variable holding the endpoint's API key"
     )
-    add.add_argument("--upstream-model", help="model name sent to the endpoint (default: NAME)")
+    add.add_argument(
+        "--upstream-model",
+        help="model name the endpoint expects, when it differs from NAME (stored; the gateway "
+        "sends it upstream and still reports NAME to clients)",
+    )
     add.add_argument("--api-style", choices=("chat", "completions"), default="chat")
     add.add_argument("--concurrency", type=int, default=8, help="parallel requests (default 8)")
     add.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     add.add_argument("--retries", type=int, default=3, help="retries per prompt")
     add.add_argument("--answer-cache", type=Path, help="answer cache file (resumable onboarding)")
+    add.add_argument(
+        "--skip-ungradeable-tasks",
+        action="store_true",
+        help="skip tasks none of whose prompts can be graded (e.g. coding tasks without unit "
+        "tests) instead of failing; their scores stay missing",
+    )
     add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     add.add_argument("--disabled", action="store_true", help="add it disabled")
     add.add_argument("--replace", action="store_true", help="replace a model of the same name")
@@ -97,12 +110,22 @@ def run_add(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from uniroute.artifact import Artifact
     from uniroute.deployment import Router
-    from uniroute.pool.registry import RegistryError, check_api_key_env, read_scores_file
+    from uniroute.pool.adding import add_model_record
+    from uniroute.pool.registry import ModelRecord, RegistryError, read_scores_file
 
     if args.scores is None and args.endpoint is None:
         raise RegistryError("give --scores FILE, or --endpoint URL to query the model")
     cost = parse_cost(args)
-    check_api_key_env(args.api_key_env)
+    # Every field is checked before anything is read or any endpoint is asked.
+    record = ModelRecord(
+        name=args.name,
+        cost=cost,
+        endpoint=args.endpoint,
+        upstream_model=args.upstream_model,
+        api_key_env=args.api_key_env,
+        tags=tuple(args.tag),
+        enabled=not args.disabled,
+    )
     # Adding a model never embeds a prompt: the encoder is not even read.
     artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
     router = Router.load(artifact, registry_path(args, must_exist=False))
@@ -128,27 +151,22 @@ def run_add(args: argparse.Namespace) -> int:
             retries=args.retries,
             cache_path=args.answer_cache,
             progress=not args.no_progress,
+            skip_ungradeable_tasks=args.skip_ungradeable_tasks,
         )
         print(result.summary())
+        if result.skipped:
+            print(describe_skipped(router.artifact.representative_prompts, result.skipped))
         scores = result.scores
         source = f"endpoint {args.endpoint}"
-    added = router.add_model(
-        args.name,
-        scores,
-        cost,
-        endpoint=args.endpoint,
-        api_key_env=args.api_key_env,
-        tags=args.tag,
-        enabled=not args.disabled,
-        replace=args.replace,
-        source=source,
-    )
+    added = add_model_record(router, record, scores, replace=args.replace, source=source)
     elapsed = time.perf_counter() - started
     print(
         f"added {args.name!r}: scores on {added.n_matched} of {added.n_representative} "
         f"representative prompts, price {cost.describe()} "
         f"(~{cost.per_query_cost(router.mean_input_tokens):.6g} per query)"
     )
+    if record.upstream_model is not None:
+        print(f"  requests to {record.endpoint} name the model {record.upstream_model!r}")
     if added.unknown_ids:
         shown = ", ".join(added.unknown_ids[:_SHOWN_UNKNOWN_IDS])
         more = " ..." if len(added.unknown_ids) > _SHOWN_UNKNOWN_IDS else ""
@@ -164,6 +182,23 @@ def run_add(args: argparse.Namespace) -> int:
     if router.policy_is_stale:
         print(f"warning: default policy is stale: {router.policy_stale_reason}")
     return 0
+
+
+def describe_skipped(prompts: Sequence[RepresentativePrompt], skipped: Mapping[str, str]) -> str:
+    """Which tasks onboarding skipped whole, other skipped prompts, and how many prompts remain."""
+    per_task = Counter(prompt.task for prompt in prompts)
+    skipped_per_task = Counter(prompt.task for prompt in prompts if prompt.prompt_id in skipped)
+    whole = sorted(task for task, n in skipped_per_task.items() if n == per_task[task])
+    parts = []
+    if whole:
+        listed = ", ".join(f"{task} ({per_task[task]} prompts)" for task in whole)
+        parts.append(f"skipped task(s) that cannot be graded: {listed}")
+    partly = sum(n for task, n in skipped_per_task.items() if task not in whole)
+    if partly:
+        parts.append(f"skipped {partly} more prompt(s) without a usable reference")
+    left = len(prompts) - sum(skipped_per_task.values())
+    parts.append(f"{left} of {len(prompts)} representative prompts left to grade")
+    return "; ".join(parts)
 
 
 def _open_registry(args: argparse.Namespace) -> Registry:
@@ -226,6 +261,9 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"{record.name}  ({'enabled' if record.enabled else 'disabled'})")
     print(f"  price       {record.cost.describe()}")
     print(f"  endpoint    {record.endpoint or '-'}")
+    if record.endpoint:
+        upstream = record.upstream_model or f"{record.name} (the pool name)"
+        print(f"  upstream    {upstream}")
     print(f"  api key env {record.api_key_env or '-'}")
     print(f"  tags        {', '.join(record.tags) or '-'}")
     mean = "-" if info["mean_score"] is None else f"{info['mean_score']:.3f}"

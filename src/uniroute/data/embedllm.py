@@ -128,6 +128,28 @@ def _one_value_per_id(rows: _Rows, id_column: str, column: str) -> pd.Series:
     return values.groupby(ids, sort=False).first()
 
 
+def _labelled_table_rows(
+    table_ids: pd.Series,
+    rows: _Rows,
+    id_column: str,
+    codes: np.ndarray,
+    distinct_ids: pd.Index,
+    table_path: Path,
+) -> np.ndarray:
+    """Which entries of an id table the data rows label; an id absent from it is a DataError.
+
+    ``codes`` / ``distinct_ids`` are ``pd.factorize`` of the data rows' ``id_column``.
+    """
+    known = pd.Index(table_ids)
+    unknown = (known.get_indexer(distinct_ids) < 0)[codes]
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise DataError(
+            f"{rows.where(i)}: {id_column} {rows.frame[id_column].iloc[i]!r} is not in {table_path}"
+        )
+    return known.isin(distinct_ids)
+
+
 def load_embedllm(
     path: str | Path,
     costs: Mapping[str, float] | None = None,
@@ -182,14 +204,9 @@ def load_embedllm(
 
     # Prompts: question-table order, keeping those with at least one label.
     if questions is not None:
-        known = pd.Index(questions["prompt_id"])
-        unknown = (known.get_indexer(distinct_prompts) < 0)[prompt_codes]
-        if unknown.any():
-            i = int(np.flatnonzero(unknown)[0])
-            raise DataError(
-                f"{rows.where(i)}: prompt_id {prompt_ids.iloc[i]!r} is not in {question_path}"
-            )
-        seen = known.isin(distinct_prompts)
+        seen = _labelled_table_rows(
+            questions["prompt_id"], rows, "prompt_id", prompt_codes, distinct_prompts, question_path
+        )
         prompt_index = pd.Index(questions["prompt_id"][seen])
         prompt_texts = questions["prompt"][seen].to_numpy(dtype=object)
         table_tasks = questions["category"][seen] if "category" in questions.columns else None
@@ -207,14 +224,9 @@ def load_embedllm(
 
     # Models: model-table order, keeping those with at least one label.
     if model_table is not None:
-        known = pd.Index(model_table["model_id"])
-        unknown = (known.get_indexer(distinct_models) < 0)[model_codes]
-        if unknown.any():
-            i = int(np.flatnonzero(unknown)[0])
-            raise DataError(
-                f"{rows.where(i)}: model_id {model_ids.iloc[i]!r} is not in {model_path}"
-            )
-        seen = known.isin(distinct_models)
+        seen = _labelled_table_rows(
+            model_table["model_id"], rows, "model_id", model_codes, distinct_models, model_path
+        )
         model_index = pd.Index(model_table["model_id"][seen])
         model_names = model_table["model_name"][seen].tolist()
     else:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.jsonl import read_json_file
 
 FORMATS = ("routerbench", "routerdc", "embedllm", "long")
 
@@ -24,15 +24,7 @@ def load_cost_map(path: str | Path) -> dict[str, float]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: cost map not found")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-    return check_cost_map(raw, str(path))
+    return check_cost_map(read_json_file(path), str(path))
 
 
 def check_cost_map(raw: object, source: str = "cost map") -> dict[str, float]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from uniroute._io import atomic_write_bytes
 from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.jsonl import iter_jsonl_objects
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "model", "score")
 OPTIONAL_COLUMNS = ("cost", "task", "reference")
@@ -99,23 +100,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    records, line_numbers = [], []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {line_number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path}, line {line_number}: expected a JSON object, "
-                    f"got {type(record).__name__}"
-                )
-            records.append(record)
-            line_numbers.append(line_number)
-    return pd.DataFrame.from_records(records), np.array(line_numbers, dtype=int)
+    numbered = list(iter_jsonl_objects(path))
+    records = [record for _, record in numbered]
+    line_numbers = np.array([line_number for line_number, _ in numbered], dtype=int)
+    return pd.DataFrame.from_records(records), line_numbers
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from uniroute.data.dataset import DataError
+from uniroute.data.jsonl import iter_jsonl_objects
 
 
 @dataclass(frozen=True)
@@ -30,22 +31,18 @@ def write_representative_prompts(path: Path, prompts: Iterable[RepresentativePro
 def read_representative_prompts(path: Path) -> list[RepresentativePrompt]:
     """Read prompts written by write_representative_prompts, naming the line of any bad record."""
     prompts = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                prompts.append(
-                    RepresentativePrompt(
-                        prompt_id=str(record["prompt_id"]),
-                        text=str(record["text"]),
-                        task=str(record["task"]),
-                        reference=record.get("reference"),
-                    )
+    for line_number, record in iter_jsonl_objects(path):
+        try:
+            prompts.append(
+                RepresentativePrompt(
+                    prompt_id=str(record["prompt_id"]),
+                    text=str(record["text"]),
+                    task=str(record["task"]),
+                    reference=record.get("reference"),
                 )
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataError(
-                    f"{path}, line {line_number}: bad representative prompt ({exc})"
-                ) from None
+            )
+        except KeyError as exc:
+            raise DataError(
+                f"{path}, line {line_number}: bad representative prompt (no {exc.args[0]!r} field)"
+            ) from None
     return prompts

@@ -6,7 +6,6 @@ Each file is a JSON list of ``{"question": str, "scores": {model: score in [0, 1
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.jsonl import read_json_file
 
 # A trailing split marker in a file stem: "gsm8k-train", "mmlu_test", "arc_easy_val".
 _SPLIT_MARKER = re.compile(r"[-_.](train|test|val|valid|validation|dev)$", re.IGNORECASE)
@@ -52,15 +52,7 @@ def load_routerdc(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            records = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+    records = read_json_file(path)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     if not records:

@@ -198,7 +198,13 @@ def aggregate(
             if name == baseline_name or baseline_name not in config.routers:
                 continue
             baseline = [o.metrics[baseline_name]["area"] for o in outcomes]
-            entry["sign_tests"][baseline_name] = sign_test(per_trial["area"], baseline).to_dict()
+            difference = np.asarray(per_trial["area"]) - np.asarray(baseline)
+            mean_difference, std_difference = mean_std(difference.tolist())
+            entry["sign_tests"][baseline_name] = {
+                **sign_test(per_trial["area"], baseline).to_dict(),
+                "mean_area_difference": mean_difference,
+                "std_area_difference": std_difference,
+            }
         entry["sign_test_vs_knn"] = entry["sign_tests"].get("knn")
         routers[name] = entry
     return {

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
@@ -33,6 +35,9 @@ API_STYLES = ("chat", "completions")
 # Answers seen before giving up early on an endpoint none of whose answers can be graded.
 _EARLY_GARBAGE_CHECK = 20
 _MAX_RETRY_AFTER = 30.0
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class OnboardingError(DataError):
@@ -588,58 +593,35 @@ def _grade(plan: _Plan, answer: str) -> tuple[float, bool]:
     return score, gradeable
 
 
-def onboard_endpoint(
-    name: str,
-    base_url: str,
-    prompts: Sequence[RepresentativePrompt],
-    *,
-    upstream_model: str | None = None,
-    api_key_env: str | None = None,
-    api_style: str = "chat",
-    concurrency: int = 8,
-    timeout: float = 60.0,
-    retries: int = 3,
-    backoff: float = 0.5,
-    cache_path: str | Path | None = None,
-    progress: bool = True,
-    max_tokens: int = 512,
-    temperature: float = 0.0,
-    graders: Mapping[str, Grader] | None = None,
-    skip_ungradeable_tasks: bool = False,
-    max_failure_rate: float = 0.1,
-    max_ungradeable_rate: float = 0.5,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> OnboardingResult:
-    """Blocking form of ``onboard_endpoint_async`` (same arguments), for the CLI and scripts."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "onboard_endpoint() blocks and cannot run inside an event loop; "
-            "await onboard_endpoint_async() instead"
-        )
-    return asyncio.run(
-        onboard_endpoint_async(
-            name,
-            base_url,
-            prompts,
-            upstream_model=upstream_model,
-            api_key_env=api_key_env,
-            api_style=api_style,
-            concurrency=concurrency,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            cache_path=cache_path,
-            progress=progress,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            graders=graders,
-            skip_ungradeable_tasks=skip_ungradeable_tasks,
-            max_failure_rate=max_failure_rate,
-            max_ungradeable_rate=max_ungradeable_rate,
-            on_progress=on_progress,
-        )
+def _blocking_form(
+    coroutine_function: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, _R]:
+    """A function taking the same arguments that runs the coroutine to completion and returns.
+
+    Named after the coroutine function without its ``_async`` suffix; it refuses to run inside
+    an event loop, where it would block every other task.
+    """
+    async_name = coroutine_function.__name__
+    blocking_name = async_name.removesuffix("_async")
+
+    @functools.wraps(coroutine_function)
+    def run_to_completion(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                f"{blocking_name}() blocks and cannot run inside an event loop; "
+                f"await {async_name}() instead"
+            )
+        return asyncio.run(coroutine_function(*args, **kwargs))
+
+    run_to_completion.__name__ = run_to_completion.__qualname__ = blocking_name
+    run_to_completion.__doc__ = (
+        f"Blocking form of ``{async_name}`` (same arguments), for the CLI and scripts."
     )
+    return run_to_completion
+
+
+onboard_endpoint = _blocking_form(onboard_endpoint_async)

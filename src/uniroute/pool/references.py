@@ -16,8 +16,16 @@ from uniroute.data.dataset import DataError, RoutingDataset
 from uniroute.data.representative import RepresentativePrompt
 from uniroute.pool.graders import MultipleChoiceGrader, grader_for, parse_options
 
-#: How each reference was obtained, in the order the rules are tried.
-RULES = ("kept", "correct-models-agree", "only-letter-no-wrong-model-chose", "unresolved")
+#: How each reference was obtained, in the order the rules are tried. ``no-recorded-answers``:
+#: the data set records no model answers at all (MMLU-Pro logs keep only scores), so there was
+#: nothing to derive from; such prompts keep no reference and onboarding skips them.
+RULES = (
+    "kept",
+    "correct-models-agree",
+    "only-letter-no-wrong-model-chose",
+    "unresolved",
+    "no-recorded-answers",
+)
 
 
 @dataclass
@@ -26,6 +34,7 @@ class ReferenceStats:
 
     by_rule: Counter = field(default_factory=Counter)
     by_task: dict[str, Counter] = field(default_factory=dict)
+    #: Prompts whose recorded answers left the letter open (rule ``unresolved``).
     unresolved_prompt_ids: list[str] = field(default_factory=list)
 
     def count(self, task: str, rule: str) -> None:
@@ -125,7 +134,8 @@ def attach_references(dataset: RoutingDataset) -> RoutingDataset:
 
     Existing references are kept. Only prompts graded by a MultipleChoiceGrader (``grader_for``
     their task) and lacking a reference are derived, from ``dataset.meta["responses"]`` (the
-    RouterBench loader's recorded answers). Counts per rule and task are stored in
+    RouterBench loader's recorded answers). Without recorded answers those prompts keep no
+    reference (rule ``no-recorded-answers``). Counts per rule and task are stored in
     ``meta["reference_stats"]`` (see ``ReferenceStats.to_dict``).
     """
     n = dataset.n_prompts
@@ -133,28 +143,26 @@ def attach_references(dataset: RoutingDataset) -> RoutingDataset:
         np.full(n, None, dtype=object) if dataset.references is None else dataset.references.copy()
     )
     stats = ReferenceStats()
+    graders = {task: grader_for(task) for task in {str(t) for t in dataset.tasks}}
     choice_rows = [
-        i for i in range(n) if isinstance(grader_for(dataset.tasks[i]), MultipleChoiceGrader)
+        i for i in range(n) if isinstance(graders[str(dataset.tasks[i])], MultipleChoiceGrader)
     ]
-    needs = [i for i in choice_rows if not _present(references[i])]
-    responses = recorded_responses(dataset) if needs and "responses" in dataset.meta else {}
-    if needs and not responses:
-        raise DataError(
-            f"dataset {dataset.name!r}: {len(needs)} multiple-choice prompts have no reference "
-            "and no recorded model answers to derive one from"
-        )
-    needs_set = set(needs)
+    needs = {i for i in choice_rows if not _present(references[i])}
+    responses = recorded_responses(dataset) if needs and dataset.meta.get("responses") else {}
     for i in choice_rows:
         task = str(dataset.tasks[i])
-        if i not in needs_set:
+        if i not in needs:
             stats.count(task, "kept")
+            continue
+        if not responses:
+            references[i] = None
+            stats.count(task, "no-recorded-answers")
             continue
         prompt_id = str(dataset.prompt_ids[i])
         prompt = RepresentativePrompt(prompt_id, str(dataset.prompts[i]), task)
-        grader = grader_for(task)
         answers = {model: by_prompt.get(prompt_id) for model, by_prompt in responses.items()}
         scores = {m: float(dataset.scores[i, j]) for j, m in enumerate(dataset.models)}
-        letter, rule = derive_choice_reference(prompt, answers, scores, grader)
+        letter, rule = derive_choice_reference(prompt, answers, scores, graders[task])
         references[i] = letter
         stats.count(task, rule)
         if letter is None:

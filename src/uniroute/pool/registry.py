@@ -1,10 +1,11 @@
 """The model-pool registry: one SQLite file holding every routable model, its scores and Psi.
 
-Layout (schema version 1, kept in ``PRAGMA user_version``):
+Layout (schema version 2, kept in ``PRAGMA user_version``):
 
-* ``models``: name, price (per query or per 1k input/output tokens), optional endpoint and the
-  *name* of the environment variable holding its API key, tags, enabled flag, ``revision`` (the
-  pool version at which its scores or price last changed), creation and update times;
+* ``models``: name, price (per query or per 1k input/output tokens), optional endpoint, the
+  model name the endpoint expects (``upstream_model``; NULL = the pool name) and the *name* of
+  the environment variable holding its API key, tags, enabled flag, ``revision`` (the pool
+  version at which its scores or price last changed), creation and update times;
 * ``scores``: (model, prompt_id, score) for the representative prompts; a missing score has no
   row and reads back as NaN;
 * ``features``: (model, artifact_id, psi) — Psi(h) as little-endian float64 bytes, per artifact,
@@ -39,6 +40,7 @@ import numpy as np
 
 from uniroute._io import StateError
 from uniroute.data.dataset import DataError
+from uniroute.data.jsonl import iter_jsonl_objects
 from uniroute.pool.calibration import Policy
 from uniroute.pool.costs import ModelCost
 from uniroute.routers.base import RouterError
@@ -93,10 +95,15 @@ def _create_schema_v1(connection: sqlite3.Connection) -> None:
     connection.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (_now(),))
 
 
+def _add_upstream_model(connection: sqlite3.Connection) -> None:
+    # NULL for every existing model: they were served under their pool name.
+    connection.execute("ALTER TABLE models ADD COLUMN upstream_model TEXT")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 #: ``MIGRATIONS[v]`` upgrades a file from schema version v to v + 1 (version 0 = an empty file).
-MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1, _add_upstream_model)
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -197,15 +204,28 @@ def check_endpoint(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
-def check_model_name(name: str) -> str:
+def check_model_name(name: str, label: str = "model name") -> str:
     """Validate a model name (non-empty, printable, no surrounding whitespace)."""
     if not isinstance(name, str) or not name or name != name.strip():
         raise RegistryError(
-            f"model name must be a non-empty string without surrounding spaces: {name!r}"
+            f"{label} must be a non-empty string without surrounding spaces: {name!r}"
         )
     if len(name) > 200 or not name.isprintable():
-        raise RegistryError(f"model name must be printable and at most 200 characters: {name!r}")
+        raise RegistryError(f"{label} must be printable and at most 200 characters: {name!r}")
     return name
+
+
+def check_upstream_model(value: str | None, endpoint: str | None, name: str) -> str | None:
+    """Validate the model name sent to a model's endpoint (it needs an endpoint to be sent to)."""
+    if value is None:
+        return None
+    check_model_name(value, f"model {name!r}: upstream model name")
+    if endpoint is None:
+        raise RegistryError(
+            f"model {name!r}: an upstream model name ({value!r}) is the name sent to the "
+            "model's endpoint; give the endpoint too"
+        )
+    return value
 
 
 def _now() -> str:
@@ -226,10 +246,14 @@ class ModelRecord:
     revision: int = 0
     created_at: str = ""
     updated_at: str = ""
+    #: The ``model`` field the endpoint expects, when it differs from ``name`` (None: ``name``).
+    #: Last, so that positional construction written for schema version 1 still works.
+    upstream_model: str | None = None
 
     def __post_init__(self) -> None:
         check_model_name(self.name)
         object.__setattr__(self, "endpoint", check_endpoint(self.endpoint))
+        check_upstream_model(self.upstream_model, self.endpoint, self.name)
         object.__setattr__(self, "api_key_env", check_api_key_env(self.api_key_env))
         tags = tuple(self.tags)
         if not all(isinstance(tag, str) and tag.strip() for tag in tags):
@@ -245,6 +269,7 @@ class ModelRecord:
             "cost_per_1k_output": self.cost.per_1k_output,
             "expected_output_tokens": self.cost.expected_output_tokens,
             "endpoint": self.endpoint,
+            "upstream_model": self.upstream_model,
             "api_key_env": self.api_key_env,
             "tags": list(self.tags),
             "enabled": self.enabled,
@@ -482,10 +507,8 @@ class Registry:
                     connection.execute("DELETE FROM models WHERE name = ?", (record.name,))
                 new = _with_times(record, revision=version, created=created, updated=now)
                 connection.execute(
-                    "INSERT INTO models (name, cost_per_query, cost_per_1k_input,"
-                    " cost_per_1k_output, expected_output_tokens, endpoint, api_key_env, tags,"
-                    " enabled, revision, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO models ({_MODEL_COLUMNS})"
+                    f" VALUES ({', '.join('?' * len(_MODEL_COLUMN_NAMES))})",
                     _record_row(new),
                 )
                 connection.executemany(
@@ -696,10 +719,24 @@ def pool_fingerprint(artifact_id: str, models: Iterable[tuple[str, int]]) -> str
     return digest.hexdigest()[:32]
 
 
-_SELECT_MODELS = (
-    "SELECT name, cost_per_query, cost_per_1k_input, cost_per_1k_output, expected_output_tokens,"
-    " endpoint, api_key_env, tags, enabled, revision, created_at, updated_at FROM models"
+# The order of _record_row and _record_from_row.
+_MODEL_COLUMN_NAMES = (
+    "name",
+    "cost_per_query",
+    "cost_per_1k_input",
+    "cost_per_1k_output",
+    "expected_output_tokens",
+    "endpoint",
+    "upstream_model",
+    "api_key_env",
+    "tags",
+    "enabled",
+    "revision",
+    "created_at",
+    "updated_at",
 )
+_MODEL_COLUMNS = ", ".join(_MODEL_COLUMN_NAMES)
+_SELECT_MODELS = f"SELECT {_MODEL_COLUMNS} FROM models"
 
 
 def _record_row(record: ModelRecord) -> tuple:
@@ -710,6 +747,7 @@ def _record_row(record: ModelRecord) -> tuple:
         record.cost.per_1k_output,
         record.cost.expected_output_tokens,
         record.endpoint,
+        record.upstream_model,
         record.api_key_env,
         json.dumps(list(record.tags)),
         int(record.enabled),
@@ -727,6 +765,7 @@ def _record_from_row(row: tuple) -> ModelRecord:
         per_out,
         out_tokens,
         endpoint,
+        upstream_model,
         key_env,
         tags,
         enabled,
@@ -743,6 +782,7 @@ def _record_from_row(row: tuple) -> ModelRecord:
             expected_output_tokens=out_tokens,
         ),
         endpoint=endpoint,
+        upstream_model=upstream_model,
         api_key_env=key_env,
         tags=tuple(json.loads(tags)),
         enabled=bool(enabled),
@@ -761,7 +801,7 @@ def read_scores_file(path: str | Path) -> dict[str, float]:
     """Read a model's scores from CSV (columns prompt_id, score) or JSON Lines ({prompt_id, score}).
 
     An empty score cell (or JSON null) is a missing score and is skipped; any other bad value raises
-    DataError naming the file and the row.
+    DataError naming the file and the line (as an editor numbers it, the CSV header being line 1).
     """
     path = Path(path)
     if not path.is_file():
@@ -774,8 +814,8 @@ def read_scores_file(path: str | Path) -> dict[str, float]:
     else:
         raise DataError(f"{path}: unknown scores file type {suffix!r}; use .csv or .jsonl")
     scores: dict[str, float] = {}
-    for row_number, prompt_id, raw in records:
-        where = f"{path}, row {row_number}"
+    for line_number, prompt_id, raw in records:
+        where = f"{path}, line {line_number}"
         if prompt_id is None or str(prompt_id).strip() == "":
             raise DataError(f"{where}: empty prompt_id")
         prompt_id = str(prompt_id).strip()
@@ -795,34 +835,39 @@ def read_scores_file(path: str | Path) -> dict[str, float]:
     return scores
 
 
-def _scores_csv(path: Path, delimiter: str) -> list[tuple[int, Any, Any]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        columns = reader.fieldnames or []
-        missing = [c for c in ("prompt_id", "score") if c not in columns]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {missing}; the header must name prompt_id and score"
-            )
-        return [(n, row["prompt_id"], row["score"]) for n, row in enumerate(reader, start=1)]
-
-
-def _scores_jsonl(path: Path) -> list[tuple[int, Any, Any]]:
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, row {line_number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or "prompt_id" not in record or "score" not in record:
+def _scores_csv(path: Path, delimiter: str) -> Iterator[tuple[int, Any, Any]]:
+    """(line number, prompt_id, score cell) per data row; a short row is an error, not missing."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            columns = reader.fieldnames or []
+            missing = [c for c in ("prompt_id", "score") if c not in columns]
+            if missing:
                 raise DataError(
-                    f"{path}, row {line_number}: expected an object with prompt_id and score"
+                    f"{path}: missing column(s) {missing}; the header must name prompt_id and score"
                 )
-            records.append((line_number, record["prompt_id"], record["score"]))
-    return records
+            for row in reader:
+                # DictReader fills the cells of a row cut short with None (an empty cell is "").
+                if row["prompt_id"] is None or row["score"] is None:
+                    raise DataError(
+                        f"{path}, line {reader.line_num}: the row ends before its prompt_id and "
+                        "score columns"
+                    )
+                yield reader.line_num, row["prompt_id"], row["score"]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not readable as CSV ({exc})") from None
+
+
+def _scores_jsonl(path: Path) -> Iterator[tuple[int, Any, Any]]:
+    """(line number, prompt_id, score) per object of a JSON Lines file."""
+    for line_number, record in iter_jsonl_objects(path):
+        if "prompt_id" not in record or "score" not in record:
+            raise DataError(
+                f"{path}, line {line_number}: expected an object with prompt_id and score"
+            )
+        yield line_number, record["prompt_id"], record["score"]
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,17 @@ class ClusterProfileRouter(BaseRouter):
         """Hard cluster index k(x) of each prompt embedding."""
         return assign_clusters(self._normalized_prompts(X), self.centroids_)
 
+    def cluster_weights(self, X: np.ndarray) -> np.ndarray:
+        """Phi(x): each prompt's weights over the K clusters, shape (n, K); one-hot on k(x).
+
+        err(x, h) = Phi(x) . Psi(h) for every cluster router; the learned map overrides this
+        with its soft weights.
+        """
+        labels = self.clusters(X)
+        weights = np.zeros((len(labels), self.n_clusters_))
+        weights[np.arange(len(labels)), labels] = 1.0
+        return weights
+
     def _normalized_prompts(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted()
         X = np.asarray(X, dtype=float)

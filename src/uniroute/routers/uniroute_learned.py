@@ -27,6 +27,8 @@ from uniroute.routers.uniroute_kmeans import (
 EPS = 1e-6
 #: Inverse temperatures tried for the K-means initialisation when temperature_init is None.
 BETA_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
+#: Penalties tried when l2="auto" (the largest wins ties: the simpler map).
+DEFAULT_L2_GRID = (0.0, 1e-5, 1e-4, 1e-3)
 #: Share of the training prompts held out to choose the number of optimiser iterations.
 HOLDOUT_FRACTION = 0.1
 #: The held-out run stops after this many iterations without a better held-out loss.
@@ -126,7 +128,9 @@ class UniRouteLearnedMap(ClusterProfileRouter):
     iterations (at most ``max_iter``) is the one with the lowest log loss on a seeded 10% of the
     training prompts held out from a first run (stopped after ``PATIENCE`` iterations without
     improvement); the map is then refitted on all of them for that many iterations.
-    Learned state: ``W_``, ``b_``, ``beta_`` (initial inverse temperature), ``n_iter_``.
+    With ``l2="auto"`` the penalty is the value of ``l2_grid`` with the lowest held-out log loss
+    (each tried with its own start and iteration count).
+    Learned state: ``W_``, ``b_``, ``beta_`` (initial inverse temperature), ``n_iter_``, ``l2_``.
     """
 
     name = "uniroute-learned"
@@ -136,7 +140,8 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         n_clusters: str | int = "auto",
         k_grid: Sequence[int] = DEFAULT_K_GRID,
         prior_strength: float = 1.0,
-        l2: float = 1e-3,
+        l2: float | str = "auto",
+        l2_grid: Sequence[float] = DEFAULT_L2_GRID,
         max_iter: int = 200,
         temperature_init: float | None = None,
         random_state: int | None = 0,
@@ -145,6 +150,7 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         self.k_grid = k_grid
         self.prior_strength = prior_strength
         self.l2 = l2
+        self.l2_grid = l2_grid
         self.max_iter = max_iter
         self.temperature_init = temperature_init
         self.random_state = random_state
@@ -157,7 +163,14 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         S_val: np.ndarray,
         costs: np.ndarray,
     ) -> None:
-        l2 = check_non_negative(self.l2, "l2")
+        if isinstance(self.l2, str):
+            if self.l2 != "auto":
+                raise RouterError(f'l2 must be a number >= 0 or "auto", got {self.l2!r}')
+            l2_grid = tuple(check_non_negative(v, "l2_grid") for v in self.l2_grid)
+            if not l2_grid:
+                raise RouterError("l2_grid is empty")
+        else:
+            l2_grid = (check_non_negative(self.l2, "l2"),)
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, Integral):
             raise RouterError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
         if self.max_iter < 0:
@@ -188,30 +201,19 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         holdout = tuple(part[order[:n_holdout]] for part in data)
         fit_part = tuple(part[order[n_holdout:]] for part in data)
 
-        if self.temperature_init is not None:
-            beta = 1.0 / float(self.temperature_init)
-        else:
-            # The penalised objective, not the bare log loss: a start whose ||W||^2 dwarfs the
-            # data term would spend the first iterations only shrinking W.
-            losses = [
-                map_log_loss(self._initial_theta(b), *fit_part, profiles, l2)[0] for b in BETA_GRID
-            ]
-            beta = BETA_GRID[int(np.argmin(losses))]
+        # With l2="auto" the penalty is chosen, like the iteration count, by the log loss on the
+        # held-out training prompts: too strong a penalty flattens Phi towards uniform weights,
+        # which makes every prompt look alike (the ZeroRouter).
+        candidates = []
+        for l2 in l2_grid:
+            beta = self._initial_beta(fit_part, profiles, l2)
+            theta0 = self._initial_theta(beta)
+            n_iter, holdout_loss = self._iterations_by_holdout(
+                theta0, fit_part, holdout, profiles, l2
+            )
+            candidates.append((holdout_loss, l2, beta, n_iter))
+        _, l2, beta, n_iter = min(candidates, key=lambda c: (c[0], -c[1]))
         theta0 = self._initial_theta(beta)
-
-        n_iter = int(self.max_iter)
-        if n_holdout > 0 and len(fit_part[0]) > 0 and n_iter > 0:
-            holdout_losses = [map_log_loss(theta0, *holdout, profiles, 0.0)[0]]
-
-            def record(intermediate_result: OptimizeResult) -> None:
-                holdout_losses.append(
-                    map_log_loss(intermediate_result.x, *holdout, profiles, 0.0)[0]
-                )
-                if len(holdout_losses) - 1 - int(np.argmin(holdout_losses)) >= PATIENCE:
-                    raise StopIteration
-
-            _minimize(theta0, fit_part, profiles, l2, n_iter, record)
-            n_iter = int(np.argmin(holdout_losses))
         theta = _minimize(theta0, data, profiles, l2, n_iter)
 
         dim = X.shape[1]
@@ -219,6 +221,41 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         self.b_ = theta[self.n_clusters_ * dim :]
         self.beta_ = float(beta)
         self.n_iter_ = n_iter
+        self.l2_ = float(l2)
+
+    def _initial_beta(self, fit_part: tuple, profiles: np.ndarray, l2: float) -> float:
+        """Inverse temperature of the K-means start: given, or the best of BETA_GRID."""
+        if self.temperature_init is not None:
+            return 1.0 / float(self.temperature_init)
+        # The penalised objective, not the bare log loss: a start whose ||W||^2 dwarfs the
+        # data term would spend the first iterations only shrinking W.
+        losses = [
+            map_log_loss(self._initial_theta(b), *fit_part, profiles, l2)[0] for b in BETA_GRID
+        ]
+        return BETA_GRID[int(np.argmin(losses))]
+
+    def _iterations_by_holdout(
+        self,
+        theta0: np.ndarray,
+        fit_part: tuple,
+        holdout: tuple,
+        profiles: np.ndarray,
+        l2: float,
+    ) -> tuple[int, float]:
+        """Iteration count with the lowest held-out log loss, and that loss (inf: no hold-out)."""
+        n_iter = int(self.max_iter)
+        if len(holdout[0]) == 0 or len(fit_part[0]) == 0 or n_iter == 0:
+            return n_iter, math.inf
+        holdout_losses = [map_log_loss(theta0, *holdout, profiles, 0.0)[0]]
+
+        def record(intermediate_result: OptimizeResult) -> None:
+            holdout_losses.append(map_log_loss(intermediate_result.x, *holdout, profiles, 0.0)[0])
+            if len(holdout_losses) - 1 - int(np.argmin(holdout_losses)) >= PATIENCE:
+                raise StopIteration
+
+        _minimize(theta0, fit_part, profiles, l2, n_iter, record)
+        best = int(np.argmin(holdout_losses))
+        return best, float(holdout_losses[best])
 
     def _initial_theta(self, beta: float) -> np.ndarray:
         W, b = kmeans_initial_map(self.centroids_, beta)
@@ -227,6 +264,10 @@ class UniRouteLearnedMap(ClusterProfileRouter):
     def soft_clusters(self, X: np.ndarray) -> np.ndarray:
         """Phi_theta(x): each prompt's weights over the K clusters, shape (n, K)."""
         return softmax_rows(self._normalized_prompts(X) @ self.W_.T + self.b_)
+
+    def cluster_weights(self, X: np.ndarray) -> np.ndarray:
+        """Phi(x): the learned soft weights over the K clusters, shape (n, K); rows sum to 1."""
+        return self.soft_clusters(X)
 
     def _predict_error(self, X: np.ndarray) -> np.ndarray:
         return self.soft_clusters(X) @ self.pool_features_.T
@@ -238,6 +279,7 @@ class UniRouteLearnedMap(ClusterProfileRouter):
             "b": self.b_,
             "beta": np.array(self.beta_),
             "n_iter": np.array(self.n_iter_),
+            "l2": np.array(self.l2_),
         }
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -246,3 +288,4 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         self.b_ = arrays["b"]
         self.beta_ = float(arrays["beta"])
         self.n_iter_ = int(arrays["n_iter"])
+        self.l2_ = float(arrays["l2"])

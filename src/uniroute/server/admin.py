@@ -7,7 +7,8 @@ gateway reloads its pool at once, so it takes effect without a restart.
 ``GET    /admin/pool``                      artifact, registry, policy and breaker states
 ``GET    /admin/models``                    every registered model (enabled or not)
 ``POST   /admin/models``                    add a model with ``scores``, or ``onboard: true``
-                                            to start an endpoint-onboarding job (202)
+                                            to start an endpoint-onboarding job (202);
+                                            ``upstream_model`` names it for its endpoint
 ``DELETE /admin/models/{name}``             remove a model
 ``POST   /admin/models/{name}/enable``      put a model back in rotation
 ``POST   /admin/models/{name}/disable``     take a model out of rotation (kept in the registry)
@@ -36,6 +37,7 @@ from starlette.routing import Route
 from uniroute.server.openai_api import ApiError, parse_json_object
 
 if TYPE_CHECKING:
+    from uniroute.pool.registry import ModelRecord
     from uniroute.server.app import Gateway
 
 _ADD_FIELDS = {
@@ -45,6 +47,7 @@ _ADD_FIELDS = {
     "cost_per_1k_output",
     "expected_output_tokens",
     "endpoint",
+    "upstream_model",
     "api_key_env",
     "tags",
     "enabled",
@@ -267,6 +270,7 @@ async def add_model(request: Request) -> Response:
         raise ApiError(400, "'name' must be a non-empty string", param="name", code="missing_field")
     cost = _cost_from(body)
     endpoint = _string_or_none(body, "endpoint")
+    upstream_model = _string_or_none(body, "upstream_model")
     api_key_env = _string_or_none(body, "api_key_env")
     tags = body.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -285,6 +289,15 @@ async def add_model(request: Request) -> Response:
             param="scores",
             code="missing_field",
         )
+    record = _record_from(
+        name=name,
+        cost=cost,
+        endpoint=endpoint,
+        upstream_model=upstream_model,
+        api_key_env=api_key_env,
+        tags=tuple(tags),
+        enabled=enabled,
+    )
     router = gateway.pool.router
     if not replace and await anyio.to_thread.run_sync(router.registry.has_model, name):
         raise ApiError(
@@ -293,22 +306,17 @@ async def add_model(request: Request) -> Response:
             param="name",
             code="model_exists",
         )
-    options = dict(
-        name=name,
-        cost=cost,
-        endpoint=endpoint,
-        api_key_env=api_key_env,
-        tags=tuple(tags),
-        enabled=enabled,
-        replace=replace,
-    )
     if onboard:
-        return await _start_onboarding(gateway, body, options)
+        return await _start_onboarding(gateway, body, record, replace)
+
+    from uniroute.pool.adding import add_model_record
 
     scores = _scores_from(body["scores"])
     started = time.perf_counter()
     added = await _blocking(
-        lambda: router.add_model(scores=scores, source=f"scores of model {name!r}", **options)
+        lambda: add_model_record(
+            router, record, scores, replace=replace, source=f"scores of model {name!r}"
+        )
     )
     await gateway.refresh_pool(force=True)
     seconds = time.perf_counter() - started
@@ -326,11 +334,26 @@ async def add_model(request: Request) -> Response:
     )
 
 
-async def _start_onboarding(gateway: Gateway, body: dict, options: dict) -> Response:
+def _record_from(**fields: Any) -> ModelRecord:
+    """The ModelRecord to store; a field the registry refuses is a 400 naming it."""
+    from uniroute.pool.registry import ModelRecord
+
+    try:
+        return ModelRecord(**fields)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), code="invalid_request") from None
+
+
+async def _start_onboarding(
+    gateway: Gateway, body: dict, record: ModelRecord, replace: bool
+) -> Response:
     """Validate an onboarding request and start it as a background job."""
+    from dataclasses import replace as with_fields
+
+    from uniroute.pool.adding import add_model_record
     from uniroute.pool.onboarding import normalise_base_url, onboard_endpoint
 
-    name, endpoint = options["name"], options["endpoint"]
+    name, endpoint = record.name, record.endpoint
     if endpoint is None:
         raise ApiError(
             400,
@@ -342,6 +365,7 @@ async def _start_onboarding(gateway: Gateway, body: dict, options: dict) -> Resp
         endpoint = normalise_base_url(endpoint)
     except ValueError as exc:
         raise ApiError(400, str(exc), param="endpoint", code="invalid_endpoint") from None
+    record = with_fields(record, endpoint=endpoint)
     settings = body.get("onboarding", {})
     if not isinstance(settings, dict) or set(settings) - _ONBOARDING_OPTIONS:
         raise ApiError(
@@ -367,17 +391,16 @@ async def _start_onboarding(gateway: Gateway, body: dict, options: dict) -> Resp
             name,
             endpoint,
             prompts,
-            api_key_env=options["api_key_env"],
+            upstream_model=record.upstream_model,
+            api_key_env=record.api_key_env,
             progress=False,
             on_progress=lambda done, total: job.report(done, total),
             cache_path=cache_path,
             **settings,
         )
         job.message = "storing scores"
-        added = router.add_model(
-            scores=result.scores,
-            source=f"onboarding of {name!r}",
-            **{**options, "endpoint": endpoint},
+        added = add_model_record(
+            router, record, result.scores, replace=replace, source=f"onboarding of {name!r}"
         )
         # Reported as done only once the gateway serves the model.
         anyio.from_thread.run(gateway.refresh_pool, True, token=loop_token)

@@ -101,10 +101,11 @@ class PoolView:
             if record is None or not record.endpoint:
                 continue
             target = UpstreamTarget(
-                name, _base_url(record.endpoint), record.api_key_env,
-                # Registries that record the endpoint's own name for the model expose it here.
-                upstream_model=getattr(record, "upstream_model", None),
-            )  # fmt: skip
+                name,
+                _base_url(record.endpoint),
+                record.api_key_env,
+                upstream_model=record.upstream_model,
+            )
             models[name] = PoolEntry(name=name, cost=cost, target=target)
         return PoolSnapshot(
             version=version,

@@ -21,19 +21,15 @@ import itertools
 import json
 import math
 import os
-import queue
 import random
 import re
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -43,6 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.server.child_process import LISTENING_PREFIX, ChildServerProcess
 
 UNKNOWN_ANSWER = "I don't know."
 UPSTREAM_MODEL_HEADER = "x-upstream-model"
@@ -484,7 +481,7 @@ def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str =
     import uvicorn
 
     sock = bind_socket(host, port)
-    print(f"listening on {url_of(sock)}", flush=True)
+    print(f"{LISTENING_PREFIX}{url_of(sock)}", flush=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -550,11 +547,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class ReplayServerProcess:
+class ReplayServerProcess(ChildServerProcess):
     """A replay server in a child process, for tests and benchmarks; a context manager.
 
     ``base_url`` is the server root (``http://127.0.0.1:PORT``), ``v1_url`` the OpenAI base URL.
     """
+
+    label = "replay server"
 
     def __init__(
         self,
@@ -567,94 +566,12 @@ class ReplayServerProcess:
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
-        self.command = [
+        command = [
             sys.executable, "-m", "uniroute.server.replay", "--data", str(data),
             "--format", data_format, "--model", model, "--host", host, "--port", "0",
             *extra_args,
         ]  # fmt: skip
-        self.env = dict(os.environ if env is None else env)
-        self.startup_timeout = startup_timeout
-        self.process: subprocess.Popen | None = None
-        self.base_url = ""
-        self._stderr_lines: list[str] = []
-        self._readers: list[threading.Thread] = []
-
-    @property
-    def v1_url(self) -> str:
-        """The base URL an OpenAI client is given."""
-        return f"{self.base_url}/v1"
-
-    def start(self) -> ReplayServerProcess:
-        """Start the child and wait until it announces its address."""
-        self.process = subprocess.Popen(
-            self.command,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        stdout_lines: queue.Queue[str | None] = queue.Queue()
-
-        def read_stdout(stream) -> None:
-            for line in stream:
-                stdout_lines.put(line)
-            stdout_lines.put(None)
-
-        def read_stderr(stream) -> None:
-            for line in stream:
-                self._stderr_lines.append(line)
-
-        # Both pipes are drained for the child's whole life so that it never blocks on a full pipe.
-        for target, stream in (
-            (read_stdout, self.process.stdout),
-            (read_stderr, self.process.stderr),
-        ):
-            reader = threading.Thread(target=target, args=(stream,), daemon=True)
-            reader.start()
-            self._readers.append(reader)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            try:
-                line = stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.stop()
-                raise RuntimeError(
-                    f"replay server did not start within {self.startup_timeout} s"
-                ) from None
-            if line is None:
-                self.stop()
-                raise RuntimeError(f"replay server exited at start: {self.stderr_text()}")
-            if line.startswith("listening on "):
-                self.base_url = line.removeprefix("listening on ").strip()
-                return self
-
-    def stderr_text(self) -> str:
-        """What the child wrote to stderr so far."""
-        return "".join(self._stderr_lines).strip()
-
-    def stop(self) -> None:
-        """Terminate the child (then kill it if it lingers)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for reader in self._readers:
-            # Each reader ends at its pipe's end of file once the child has exited.
-            reader.join(timeout=5)
-
-    def __enter__(self) -> ReplayServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().__init__(command, env=env, startup_timeout=startup_timeout)
 
 
 if __name__ == "__main__":

@@ -258,6 +258,12 @@ class UpstreamClient:
                 if target.api_key_env
                 else " (the upstream wants an API key; set api_key_env for this model)"
             )
+        elif status == 404:
+            sent = target.upstream_model or target.model
+            hint = (
+                f" (the request named the model {sent!r}; if the endpoint knows it by another "
+                "name, register that name as the model's upstream_model)"
+            )
         raise UpstreamError(f"HTTP {status} from {target.model!r}{hint}", status=status)
 
     async def complete(
