@@ -299,19 +299,6 @@ def split_representative(
     return train_rows, val_rows
 
 
-def _attach_references(dataset: RoutingDataset) -> RoutingDataset:
-    """Derive missing reference answers from recorded model answers, when the data has them."""
-    if "responses" not in dataset.meta:
-        return dataset
-    try:
-        from uniroute.pool.references import attach_references
-    except ModuleNotFoundError as exc:
-        if exc.name != "uniroute.pool.references":
-            raise
-        return dataset
-    return attach_references(dataset)
-
-
 def build_artifact(
     dataset: RoutingDataset,
     out_dir: str | Path,
@@ -345,7 +332,9 @@ def build_artifact(
         raise DataError(
             f"at least 2 training models are needed; {dataset.name!r} leaves {training_models}"
         )
-    dataset = _attach_references(dataset).subset(models=training_models)
+    from uniroute.pool.references import attach_references
+
+    dataset = attach_references(dataset).subset(models=training_models)
     train_rows, val_rows = split_representative(dataset.tasks, float(val_fraction), int(seed))
 
     if isinstance(encoder, str):

@@ -447,6 +447,7 @@ class Router:
         *,
         endpoint: str | None = None,
         api_key_env: str | None = None,
+        upstream_model: str | None = None,
         tags: Sequence[str] = (),
         enabled: bool = True,
         replace: bool = False,
@@ -466,7 +467,22 @@ class Router:
             api_key_env=api_key_env,
             tags=tuple(tags),
             enabled=enabled,
+            upstream_model=upstream_model,
         )
+        return self.add_record(record, scores, replace=replace, source=source)
+
+    def add_record(
+        self,
+        record: ModelRecord,
+        scores: Mapping[str, float],
+        *,
+        replace: bool = False,
+        source: str = "scores",
+    ) -> AddedModel:
+        """Store a complete model record with its scores and Psi in one transaction.
+
+        No reader ever sees the model half-described; it is routable on return.
+        """
         aligned = align_scores(scores, self._prompt_ids, source)
         if not np.isfinite(aligned.values).any():
             raise DataError(f"{source}: every matched score is missing")

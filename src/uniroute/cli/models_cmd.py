@@ -110,7 +110,6 @@ def run_add(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from uniroute.artifact import Artifact
     from uniroute.deployment import Router
-    from uniroute.pool.adding import add_model_record
     from uniroute.pool.registry import ModelRecord, RegistryError, read_scores_file
 
     if args.scores is None and args.endpoint is None:
@@ -158,7 +157,7 @@ def run_add(args: argparse.Namespace) -> int:
             print(describe_skipped(router.artifact.representative_prompts, result.skipped))
         scores = result.scores
         source = f"endpoint {args.endpoint}"
-    added = add_model_record(router, record, scores, replace=args.replace, source=source)
+    added = router.add_record(record, scores, replace=args.replace, source=source)
     elapsed = time.perf_counter() - started
     print(
         f"added {args.name!r}: scores on {added.n_matched} of {added.n_representative} "

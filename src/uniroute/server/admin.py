@@ -309,13 +309,11 @@ async def add_model(request: Request) -> Response:
     if onboard:
         return await _start_onboarding(gateway, body, record, replace)
 
-    from uniroute.pool.adding import add_model_record
-
     scores = _scores_from(body["scores"])
     started = time.perf_counter()
     added = await _blocking(
-        lambda: add_model_record(
-            router, record, scores, replace=replace, source=f"scores of model {name!r}"
+        lambda: router.add_record(
+            record, scores, replace=replace, source=f"scores of model {name!r}"
         )
     )
     await gateway.refresh_pool(force=True)
@@ -350,7 +348,6 @@ async def _start_onboarding(
     """Validate an onboarding request and start it as a background job."""
     from dataclasses import replace as with_fields
 
-    from uniroute.pool.adding import add_model_record
     from uniroute.pool.onboarding import normalise_base_url, onboard_endpoint
 
     name, endpoint = record.name, record.endpoint
@@ -399,8 +396,8 @@ async def _start_onboarding(
             **settings,
         )
         job.message = "storing scores"
-        added = add_model_record(
-            router, record, result.scores, replace=replace, source=f"onboarding of {name!r}"
+        added = router.add_record(
+            record, result.scores, replace=replace, source=f"onboarding of {name!r}"
         )
         # Reported as done only once the gateway serves the model.
         anyio.from_thread.run(gateway.refresh_pool, True, token=loop_token)

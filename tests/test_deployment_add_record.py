@@ -1,4 +1,4 @@
-"""Adding a complete ModelRecord to a Router's pool: one transaction, routable on return."""
+"""Router.add_record: a complete registry record, its scores and Psi stored in one transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from uniroute.data.dataset import DataError
 from uniroute.deployment import Router
-from uniroute.pool.adding import add_model_record
 from uniroute.pool.costs import ModelCost
 from uniroute.pool.registry import ModelRecord, Registry
 
@@ -36,7 +35,7 @@ def test_the_record_scores_and_psi_are_stored_as_router_add_model_stores_them(
         name="gpt4-prod", cost=ModelCost(per_query=0.006), endpoint=endpoint,
         upstream_model=HELD_OUT, tags=("held-out",),
     )  # fmt: skip
-    added = add_model_record(router, record, scores, source="recorded scores")
+    added = router.add_record(record, scores, source="recorded scores")
     reference = router.add_model(HELD_OUT, scores, 0.006, endpoint=endpoint, tags=["held-out"])
 
     assert added.record.upstream_model == HELD_OUT and added.record.tags == ("held-out",)
@@ -66,8 +65,8 @@ def test_scores_that_are_all_missing_are_refused_and_nothing_is_written(router) 
     nan_scores = {prompt_id: float("nan") for prompt_id in router.artifact.prompt_ids}
     record = ModelRecord(name="blank", cost=ModelCost(per_query=0.001))
     with pytest.raises(DataError, match="blank scores: every matched score is missing"):
-        add_model_record(router, record, nan_scores, source="blank scores")
+        router.add_record(record, nan_scores, source="blank scores")
     with pytest.raises(DataError, match="other.csv: none of its 1 prompt ids"):
-        add_model_record(router, record, {"not-a-prompt": 1.0}, source="other.csv")
+        router.add_record(record, {"not-a-prompt": 1.0}, source="other.csv")
     assert router.registry.pool_version() == version
     assert not router.registry.has_model("blank")
