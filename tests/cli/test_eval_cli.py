@@ -84,3 +84,12 @@ def test_bad_input_gives_one_clear_line(tmp_path: Path, capsys, extra, message) 
     err = capsys.readouterr().err
     assert "uniroute: error:" in err and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("split", ["0.5,0.5", "a,b,c"])
+def test_malformed_split_is_a_usage_error_not_a_traceback(tmp_path: Path, capsys, split) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(eval_args(tmp_path / "run", "--split", split))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--split" in err and "Traceback" not in err

@@ -46,7 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trials", type=int, default=20, help="number of trials (new splits each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole run")
     parser.add_argument(
-        "--split", default="0.6,0.1,0.3", help="train,validation,test fractions of the prompts"
+        "--split",
+        type=_parse_split,
+        default="0.6,0.1,0.3",
+        help="train,validation,test fractions of the prompts",
     )
     parser.add_argument(
         "--router-params",
@@ -98,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--router-params is not valid JSON: {exc}") from None
     if not isinstance(router_params, dict):
         raise DataError("--router-params must be a JSON object {router: {param: value}}")
-    split = _parse_split(args.split)
 
     started = time.perf_counter()
     dataset = load_dataset(args.data, args.format, costs=args.costs)
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         test_models=args.test_models,
         trials=args.trials,
         seed=args.seed,
-        fractions=split,
+        fractions=args.split,
         router_params=router_params,
     )
     fixed_embeddings, encoder_id = None, None
