@@ -34,10 +34,10 @@ import numpy as np
 from uniroute.artifact import build_artifact
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_cache_dir, default_data_dir
-from uniroute.deployment import Router, seed_registry
+from uniroute.deployment.router import Router, seed_registry
 from uniroute.embeddings.factory import EMBEDDING_CACHE_SUBDIR
-from uniroute.server.process import GatewayProcess
-from uniroute.server.replay import ReplayServerProcess
+from uniroute.testing.process import GatewayProcess
+from uniroute.testing.replay import ReplayServerProcess
 
 #: What went wrong with each failed request, printed at the end.
 ERROR_LOG: list[str] = []

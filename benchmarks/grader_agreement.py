@@ -29,10 +29,10 @@ from uniroute.data.dataset import RoutingDataset
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.data.representative import RepresentativePrompt
-from uniroute.pool.graders import grader_for
-from uniroute.pool.onboarding import onboard_endpoint
-from uniroute.pool.references import attach_references
-from uniroute.server.replay import ReplayServerProcess
+from uniroute.onboarding.client import onboard_endpoint
+from uniroute.onboarding.graders import grader_for
+from uniroute.onboarding.references import attach_references
+from uniroute.testing.replay import ReplayServerProcess
 
 TARGET = 0.95
 

@@ -37,9 +37,9 @@ from uniroute.cli.main import main as cli_main
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.data.splits import split_models
-from uniroute.deployment import Router, seed_registry
-from uniroute.pool.costs import ModelCost
-from uniroute.pool.registry import ModelRecord, NewModel, Registry
+from uniroute.deployment.router import Router, seed_registry
+from uniroute.registry.costs import ModelCost
+from uniroute.registry.store import ModelRecord, NewModel, Registry
 from uniroute.routers import make_router
 
 N_REPRESENTATIVE = 1000

@@ -14,10 +14,10 @@ import pytest
 from uniroute._io import StateError
 from uniroute.artifact import Artifact, build_artifact
 from uniroute.data.dataset import DataError, RoutingDataset
-from uniroute.deployment import Decision, Router, cluster_weights, seed_registry
+from uniroute.deployment.router import Decision, Router, cluster_weights, seed_registry
 from uniroute.embeddings import make_encoder
-from uniroute.pool.costs import ModelCost
-from uniroute.pool.registry import Registry, RegistryError
+from uniroute.registry.costs import ModelCost
+from uniroute.registry.store import Registry, RegistryError
 from uniroute.routers import KNNRouter, ZeroRouter
 from uniroute.routers.base import RouterError
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from uniroute.data.dataset import DataError
-from uniroute.deployment import Router
-from uniroute.pool.costs import ModelCost
-from uniroute.pool.registry import ModelRecord, Registry
+from uniroute.deployment.router import Router
+from uniroute.registry.costs import ModelCost
+from uniroute.registry.store import ModelRecord, Registry
 
 HELD_OUT = "gpt-4-1106-preview"
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from uniroute.deployment import Router
+    from uniroute.deployment.router import Router
 
 __all__ = ["Router", "__version__"]
 
@@ -15,7 +15,7 @@ __all__ = ["Router", "__version__"]
 def __getattr__(name: str) -> Any:
     """Import the deployable ``Router`` on first use, so ``import uniroute`` stays light."""
     if name == "Router":
-        from uniroute.deployment import Router
+        from uniroute.deployment.router import Router
 
         return Router
     raise AttributeError(f"module 'uniroute' has no attribute {name!r}")

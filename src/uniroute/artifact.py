@@ -332,7 +332,7 @@ def build_artifact(
         raise DataError(
             f"at least 2 training models are needed; {dataset.name!r} leaves {training_models}"
         )
-    from uniroute.pool.references import attach_references
+    from uniroute.onboarding.references import attach_references
 
     dataset = attach_references(dataset).subset(models=training_models)
     train_rows, val_rows = split_representative(dataset.tasks, float(val_fraction), int(seed))

@@ -19,7 +19,7 @@ from uniroute.cli.main import main
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
-from uniroute.pool.registry import Registry
+from uniroute.registry.store import Registry
 
 ARC_TEST = default_data_dir() / "routerbench" / "arc_challenge_test.csv"
 HOLDOUT = "claude-v2,gpt-4-1106-preview"
@@ -290,7 +290,7 @@ def test_unreachable_endpoint_leaves_the_registry_unchanged(paths, capsys, tmp_p
 
 
 def test_models_add_by_querying_a_replayed_endpoint(paths, dataset, capsys, tmp_path) -> None:
-    from uniroute.server.replay import ReplayServerProcess
+    from uniroute.testing.replay import ReplayServerProcess
 
     with ReplayServerProcess(ARC_TEST, "gpt-4-1106-preview") as server:
         code, out, err = _run(
@@ -366,7 +366,7 @@ def arc_and_mbpp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 
 
 def test_models_add_can_skip_tasks_that_cannot_be_graded(arc_and_mbpp, capsys, tmp_path) -> None:
-    from uniroute.server.replay import ReplayServerProcess
+    from uniroute.testing.replay import ReplayServerProcess
 
     data, artifact, registry = arc_and_mbpp
     prompts = [

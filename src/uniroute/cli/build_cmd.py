@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from uniroute.data.loading import load_dataset
     from uniroute.data.paths import default_cache_dir
     from uniroute.embeddings import ENCODERS
-    from uniroute.pool.registry import Registry
+    from uniroute.registry.store import Registry
 
     started = time.perf_counter()
     if args.encoder not in ENCODERS:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(artifact.summary())
     registry_file = args.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
     if registry_file:
-        from uniroute.deployment import seed_registry
+        from uniroute.deployment.router import seed_registry
 
         with Registry(registry_file) as registry:
             records = seed_registry(artifact, registry)

@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Solve the target and store (or just print) the policy."""
     from uniroute.artifact import Artifact
-    from uniroute.deployment import Router
-    from uniroute.pool.calibration import CalibrationError
+    from uniroute.deployment.router import Router
+    from uniroute.registry.calibration import CalibrationError
 
     share = None
     if args.target_share_of is not None:

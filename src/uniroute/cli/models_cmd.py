@@ -20,7 +20,7 @@ from uniroute.cli.pool_options import (
 
 if TYPE_CHECKING:
     from uniroute.data.representative import RepresentativePrompt
-    from uniroute.pool.registry import Registry
+    from uniroute.registry.store import Registry
 
 # How many unknown prompt ids of a scores file are named in the report.
 _SHOWN_UNKNOWN_IDS = 5
@@ -109,8 +109,8 @@ def run_add(args: argparse.Namespace) -> int:
     """Add a model from a scores file or by onboarding its endpoint."""
     started = time.perf_counter()
     from uniroute.artifact import Artifact
-    from uniroute.deployment import Router
-    from uniroute.pool.registry import ModelRecord, RegistryError, read_scores_file
+    from uniroute.deployment.router import Router
+    from uniroute.registry.store import ModelRecord, RegistryError, read_scores_file
 
     if args.scores is None and args.endpoint is None:
         raise RegistryError("give --scores FILE, or --endpoint URL to query the model")
@@ -136,7 +136,7 @@ def run_add(args: argparse.Namespace) -> int:
         scores = read_scores_file(args.scores)
         source = str(args.scores)
     else:
-        from uniroute.pool.onboarding import onboard_endpoint
+        from uniroute.onboarding.client import onboard_endpoint
 
         result = onboard_endpoint(
             args.name,
@@ -201,7 +201,7 @@ def describe_skipped(prompts: Sequence[RepresentativePrompt], skipped: Mapping[s
 
 
 def _open_registry(args: argparse.Namespace) -> Registry:
-    from uniroute.pool.registry import Registry
+    from uniroute.registry.store import Registry
 
     return Registry(registry_path(args))
 

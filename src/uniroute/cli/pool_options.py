@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from uniroute.pool.costs import ModelCost
+    from uniroute.registry.costs import ModelCost
 
 ARTIFACT_ENV = "UNIROUTE_ARTIFACT"
 REGISTRY_ENV = "UNIROUTE_REGISTRY"
@@ -69,8 +69,8 @@ def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_cost(args: argparse.Namespace) -> ModelCost:
     """The ModelCost given on the command line; RegistryError naming the bad option."""
-    from uniroute.pool.costs import DEFAULT_OUTPUT_TOKENS, ModelCost
-    from uniroute.pool.registry import RegistryError
+    from uniroute.registry.costs import DEFAULT_OUTPUT_TOKENS, ModelCost
+    from uniroute.registry.store import RegistryError
 
     by_token = args.cost_per_1k_input is not None or args.cost_per_1k_output is not None
     if args.cost is None and not by_token:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
 
 if TYPE_CHECKING:
-    from uniroute.deployment import Decision, Router
+    from uniroute.deployment.router import Decision, Router
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Route the prompt and print the decision."""
-    from uniroute.deployment import Router
+    from uniroute.deployment.router import Router
 
     router = Router.load(artifact_path(args), registry_path(args))
     decision = router.route(args.prompt, lam=args.lam, budget=args.max_cost)

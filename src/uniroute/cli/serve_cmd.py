@@ -35,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from uniroute.cli.pool_options import artifact_path, registry_path
-    from uniroute.deployment import Router
-    from uniroute.server.app import create_app
-    from uniroute.server.config import ConfigError, load_config
-    from uniroute.server.logging import configure_logging, stop_logging
-    from uniroute.server.pool_view import PoolView
-    from uniroute.server.replay import bind_socket, url_of
+    from uniroute.deployment.router import Router
+    from uniroute.gateway.access_log import configure_logging, stop_logging
+    from uniroute.gateway.app import create_app
+    from uniroute.gateway.config import ConfigError, load_config
+    from uniroute.gateway.pool_view import PoolView
+    from uniroute.testing.replay import bind_socket, url_of
 
     try:
         config = load_config(args.config)

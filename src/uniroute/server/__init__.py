@@ -1,1 +1,0 @@
-"""HTTP serving: the OpenAI-compatible routing gateway and the replay upstream used to test it."""

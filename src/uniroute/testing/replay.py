@@ -1,0 +1,578 @@
+"""An OpenAI-compatible upstream that stands for one recorded model by replaying its answers.
+
+Tests and benchmarks need real HTTP endpoints that answer like real LLMs without any network or
+weights: this server looks each prompt up in a data set with recorded responses (RouterBench's
+``M|model_response`` columns) and returns the answer that model really gave. It speaks
+``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streaming),
+``GET /v1/models``, ``GET /healthz`` and ``GET /stats``, and injects faults on demand (delay,
+error rate, first-N errors, a fixed answer) from the command line or ``POST /admin/fault``
+(a JSON object of ``FaultConfig`` fields, plus ``"seed": N`` to reseed the random failures and
+``"reset_stats": true`` to zero the counters).
+
+Run it with ``python -m uniroute.testing.replay --data DIR --format routerbench --model NAME
+--port 0``; it prints ``listening on http://HOST:PORT`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import os
+import random
+import re
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.testing.child_process import LISTENING_PREFIX, ChildServerProcess
+
+UNKNOWN_ANSWER = "I don't know."
+UPSTREAM_MODEL_HEADER = "x-upstream-model"
+
+
+@dataclass
+class FaultConfig:
+    """Faults injected into completion requests; changeable at run time via POST /admin/fault.
+
+    ``delay_ms`` delays each answer (before its first byte), ``chunk_delay_ms`` each streamed
+    chunk; ``fail_first`` fails the next N requests and ``fail_rate`` a random share of the rest,
+    with HTTP status ``fail_status``; ``fixed_answer``, when set, replaces every answer.
+    """
+
+    delay_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+    fail_rate: float = 0.0
+    fail_status: int = 500
+    fail_first: int = 0
+    fixed_answer: str | None = None
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Apply a partial update, checking every value; raises ValueError naming a bad field."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown fault setting(s) {unknown}; known: {sorted(known)}")
+        staged = FaultConfig(**asdict(self))
+        for name, value in changes.items():
+            setattr(staged, name, _checked_fault_value(name, value))
+        for name in known:
+            setattr(self, name, getattr(staged, name))
+
+
+def _checked_fault_value(name: str, value: Any) -> Any:
+    if name == "fixed_answer":
+        if value is not None and not isinstance(value, str):
+            raise ValueError("fixed_answer must be a string or null")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if name == "fail_rate" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"fail_rate must lie in [0, 1], got {value}")
+    if name == "fail_status":
+        if int(value) != value or not 400 <= value <= 599:
+            raise ValueError(f"fail_status must be an HTTP error status (400-599), got {value}")
+        return int(value)
+    if name == "fail_first":
+        if int(value) != value or value < 0:
+            raise ValueError(f"fail_first must be a whole number >= 0, got {value}")
+        return int(value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+def normalise_whitespace(text: str) -> str:
+    """Collapse every run of whitespace to one space and trim: the lookup's fallback key."""
+    return " ".join(str(text).split())
+
+
+def recorded_answers(dataset: RoutingDataset, model: str) -> dict[str, str]:
+    """{prompt text: the model's recorded answer} for every prompt that has one.
+
+    The first answer wins when a prompt text appears twice.
+    """
+    from uniroute.onboarding.references import recorded_responses
+
+    dataset.model_index(model)
+    responses = recorded_responses(dataset).get(model)
+    if responses is None:
+        raise DataError(f"dataset {dataset.name!r} has no recorded responses for model {model!r}")
+    answers: dict[str, str] = {}
+    for prompt_id, text in zip(dataset.prompt_ids, dataset.prompts, strict=True):
+        answer = responses.get(prompt_id)
+        if answer is not None and text not in answers:
+            answers[str(text)] = str(answer)
+    if not answers:
+        raise DataError(f"dataset {dataset.name!r}: model {model!r} has no recorded answer at all")
+    return answers
+
+
+class _ReplayState:
+    """The answers, the fault settings and the request counters of one replay server."""
+
+    def __init__(
+        self,
+        model: str,
+        answers: dict[str, str],
+        *,
+        strict: bool,
+        faults: FaultConfig,
+        api_key: str | None,
+        seed: int,
+        unknown_answer: str,
+    ) -> None:
+        self.model = model
+        self.answers = answers
+        self.by_normalised: dict[str, str] = {}
+        for text, answer in answers.items():
+            self.by_normalised.setdefault(normalise_whitespace(text), answer)
+        self.strict = strict
+        self.faults = faults
+        self.api_key = api_key
+        self.unknown_answer = unknown_answer
+        self.rng = random.Random(seed)
+        self.stats: Counter = Counter()
+        self.ids = itertools.count(1)
+
+    def lookup(self, prompt: str) -> str | None:
+        """The recorded answer: by exact text, else by whitespace-normalised text."""
+        answer = self.answers.get(prompt)
+        if answer is None:
+            answer = self.by_normalised.get(normalise_whitespace(prompt))
+        return answer
+
+    def injected_failure(self) -> bool:
+        """Whether this request is one the fault settings make fail."""
+        if self.faults.fail_first > 0:
+            self.faults.fail_first -= 1
+            return True
+        return self.faults.fail_rate > 0 and self.rng.random() < self.faults.fail_rate
+
+
+def _error(status: int, message: str, error_type: str, code: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def _estimate_tokens(text: str) -> int:
+    # About four characters per token for English text; replayed answers carry no real counts.
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _message_text(content: Any) -> str | None:
+    """Text of a chat message's content: a string, or a list of {"type": "text"} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "\n".join(parts)
+    return None
+
+
+class _UpstreamModelHeader:
+    """ASGI middleware adding ``x-upstream-model`` to every response, streamed ones included."""
+
+    def __init__(self, app: ASGIApp, model: str) -> None:
+        self.app = app
+        self.header = (UPSTREAM_MODEL_HEADER.encode(), model.encode("utf-8"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_replay_app(
+    dataset: RoutingDataset,
+    model: str,
+    *,
+    strict: bool = False,
+    faults: FaultConfig | None = None,
+    api_key: str | None = None,
+    seed: int = 0,
+    unknown_answer: str = UNKNOWN_ANSWER,
+) -> ASGIApp:
+    """An ASGI app replaying ``model``'s recorded answers in ``dataset`` (see the module doc).
+
+    ``strict`` answers unknown prompts with 404 instead of ``unknown_answer``; ``api_key``, when
+    given, is required as ``Authorization: Bearer KEY`` on the /v1 routes (401 otherwise).
+    """
+    state = _ReplayState(
+        model,
+        recorded_answers(dataset, model),
+        strict=strict,
+        faults=faults or FaultConfig(),
+        api_key=api_key,
+        seed=seed,
+        unknown_answer=unknown_answer,
+    )
+
+    async def read_body(request: Request) -> dict | Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            state.stats["bad_requests"] += 1
+            return _error(400, "request body is not valid JSON", "invalid_request_error")
+        if not isinstance(body, dict):
+            state.stats["bad_requests"] += 1
+            return _error(400, "request body must be a JSON object", "invalid_request_error")
+        return body
+
+    def unauthorised(request: Request) -> Response | None:
+        if state.api_key is None:
+            return None
+        if request.headers.get("authorization", "") == f"Bearer {state.api_key}":
+            return None
+        state.stats["auth_failures"] += 1
+        return _error(
+            401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+        )
+
+    async def completion(request: Request, kind: str) -> Response:
+        state.stats["requests"] += 1
+        state.stats[kind] += 1
+        rejected = unauthorised(request)
+        if rejected is not None:
+            return rejected
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        prompts = _prompts_of(body, kind)
+        if isinstance(prompts, str):
+            state.stats["bad_requests"] += 1
+            return _error(400, prompts, "invalid_request_error")
+        if state.faults.delay_ms > 0:
+            await asyncio.sleep(state.faults.delay_ms / 1000)
+        if state.injected_failure():
+            state.stats["failures_injected"] += 1
+            status = state.faults.fail_status
+            return _error(status, f"injected failure (HTTP {status})", "server_error")
+        answers = []
+        for prompt in prompts:
+            fixed = state.faults.fixed_answer
+            answer = fixed if fixed is not None else state.lookup(prompt)
+            if answer is None:
+                state.stats["unknown_prompts"] += 1
+                if state.strict:
+                    return _error(404, "prompt not in the replayed data", "not_found_error")
+                answer = state.unknown_answer
+            answers.append(answer)
+        state.stats["answered"] += 1
+        ident = f"{'chatcmpl' if kind == 'chat_completions' else 'cmpl'}-replay-{next(state.ids)}"
+        if body.get("stream"):
+            state.stats["streamed"] += 1
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                _stream(state, kind, ident, prompts, answers, include_usage),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
+        return JSONResponse(_full_response(state.model, kind, ident, prompts, answers))
+
+    async def chat_completions(request: Request) -> Response:
+        return await completion(request, "chat_completions")
+
+    async def completions(request: Request) -> Response:
+        return await completion(request, "completions")
+
+    async def list_models(request: Request) -> Response:
+        rejected = unauthorised(request)
+        if rejected is not None:
+            return rejected
+        entry = {"id": state.model, "object": "model", "created": 0, "owned_by": "uniroute-replay"}
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": state.model})
+
+    async def stats(request: Request) -> Response:
+        keys = (
+            "requests", "chat_completions", "completions", "answered", "streamed",
+            "failures_injected", "unknown_prompts", "bad_requests", "auth_failures",
+        )  # fmt: skip
+        return JSONResponse({"model": state.model, **{k: state.stats[k] for k in keys}})
+
+    async def admin_fault(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        changes = dict(body)
+        reset = changes.pop("reset_stats", False)
+        seed = changes.pop("seed", None)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            return _error(
+                400, f"seed must be a whole number, got {seed!r}", "invalid_request_error"
+            )
+        try:
+            state.faults.update(changes)
+        except ValueError as exc:
+            return _error(400, str(exc), "invalid_request_error")
+        if seed is not None:
+            state.rng.seed(seed)
+        if reset:
+            state.stats.clear()
+        return JSONResponse({"model": state.model, "faults": asdict(state.faults)})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/stats", stats, methods=["GET"]),
+            Route("/admin/fault", admin_fault, methods=["POST"]),
+        ]
+    )
+    return _UpstreamModelHeader(app, model)
+
+
+def _prompts_of(body: dict, kind: str) -> list[str] | str:
+    """The prompt texts of a request, or an error message saying what is wrong with it."""
+    if kind == "chat_completions":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "'messages' must be a non-empty list"
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        if not users:
+            return "'messages' has no message with role 'user'"
+        text = _message_text(users[-1].get("content"))
+        if text is None:
+            return "the last user message has no text content"
+        return [text]
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return prompt
+    return "'prompt' must be a string or a non-empty list of strings"
+
+
+def _full_response(
+    model: str, kind: str, ident: str, prompts: list[str], answers: list[str]
+) -> dict:
+    usage = {
+        "prompt_tokens": sum(_estimate_tokens(p) for p in prompts),
+        "completion_tokens": sum(_estimate_tokens(a) for a in answers),
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if kind == "chat_completions":
+        choices = [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answers[0]},
+                "finish_reason": "stop",
+            }
+        ]
+        obj = "chat.completion"
+    else:
+        choices = [
+            {"index": i, "text": answer, "logprobs": None, "finish_reason": "stop"}
+            for i, answer in enumerate(answers)
+        ]
+        obj = "text_completion"
+    return {
+        "id": ident,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+def _pieces(answer: str) -> list[str]:
+    """An answer cut into word-sized pieces, as an LLM streams tokens."""
+    return re.findall(r"\s*\S+\s*|\s+", answer) or [""]
+
+
+async def _stream(
+    state: _ReplayState,
+    kind: str,
+    ident: str,
+    prompts: list[str],
+    answers: list[str],
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    chat = kind == "chat_completions"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(choices: list[dict], **extra: Any) -> bytes:
+        payload = {"id": ident, "object": obj, "created": created, "model": state.model}
+        payload.update(choices=choices, **extra)
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    for index, answer in enumerate(answers[:1] if chat else answers):
+        if chat:
+            yield event(
+                [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+            )
+        for piece in _pieces(answer):
+            if state.faults.chunk_delay_ms > 0:
+                await asyncio.sleep(state.faults.chunk_delay_ms / 1000)
+            if chat:
+                yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+            else:
+                yield event(
+                    [{"index": index, "text": piece, "logprobs": None, "finish_reason": None}]
+                )
+        if chat:
+            yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        else:
+            yield event([{"index": index, "text": "", "logprobs": None, "finish_reason": "stop"}])
+    if include_usage:
+        usage = _full_response(state.model, kind, ident, prompts, answers)["usage"]
+        yield event([], usage=usage)
+    yield b"data: [DONE]\n\n"
+
+
+# ---------------------------------------------------------------------------- running it
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # An explicit IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
+    # every response waits ~40 ms for a delayed ACK between its header and body writes.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    # Listening before the address is announced: early connections wait in the backlog.
+    sock.listen(2048)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The http:// URL a bound socket is reachable at."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    """Serve an app with uvicorn, printing ``listening on URL`` once connections are accepted."""
+    import uvicorn
+
+    sock = bind_socket(host, port)
+    print(f"{LISTENING_PREFIX}{url_of(sock)}", flush=True)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m uniroute.testing.replay``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m uniroute.testing.replay",
+        description="Serve one recorded model's answers as an OpenAI-compatible endpoint.",
+    )
+    parser.add_argument("--data", required=True, help="data file or folder with recorded answers")
+    parser.add_argument("--format", default="routerbench", help="data format (default routerbench)")
+    parser.add_argument("--model", required=True, help="the recorded model to stand for")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    parser.add_argument("--strict", action="store_true", help="404 for unknown prompts")
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--fail-status", type=int, default=500)
+    parser.add_argument("--fail-first", type=int, default=0)
+    parser.add_argument("--fixed-answer", default=None, help="answer every prompt with this text")
+    parser.add_argument(
+        "--api-key-env",
+        default=None,
+        help="require the key held by this environment variable (Authorization: Bearer KEY)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random failures")
+    parser.add_argument("--log-level", default="warning")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m uniroute.testing.replay``."""
+    args = build_arg_parser().parse_args(argv)
+    try:
+        from uniroute.data.loading import load_dataset
+
+        faults = FaultConfig()
+        faults.update(
+            {
+                "delay_ms": args.delay_ms,
+                "chunk_delay_ms": args.chunk_delay_ms,
+                "fail_rate": args.fail_rate,
+                "fail_status": args.fail_status,
+                "fail_first": args.fail_first,
+                "fixed_answer": args.fixed_answer,
+            }
+        )
+        api_key = None
+        if args.api_key_env:
+            api_key = os.environ.get(args.api_key_env)
+            if not api_key:
+                raise ValueError(f"environment variable {args.api_key_env} is not set")
+        dataset = load_dataset(args.data, args.format)
+        app = create_replay_app(
+            dataset, args.model, strict=args.strict, faults=faults, api_key=api_key, seed=args.seed
+        )
+        serve(app, args.host, args.port, args.log_level)
+    except (DataError, ValueError, OSError) as exc:
+        print(f"replay: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class ReplayServerProcess(ChildServerProcess):
+    """A replay server in a child process, for tests and benchmarks; a context manager.
+
+    ``base_url`` is the server root (``http://127.0.0.1:PORT``), ``v1_url`` the OpenAI base URL.
+    """
+
+    label = "replay server"
+
+    def __init__(
+        self,
+        data: str | Path,
+        model: str,
+        *,
+        data_format: str = "routerbench",
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        command = [
+            sys.executable, "-m", "uniroute.testing.replay", "--data", str(data),
+            "--format", data_format, "--model", model, "--host", host, "--port", "0",
+            *extra_args,
+        ]  # fmt: skip
+        super().__init__(command, env=env, startup_timeout=startup_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

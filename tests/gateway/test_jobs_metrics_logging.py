@@ -1,0 +1,120 @@
+"""Background jobs, the estimated cost and saving counters, and JSON log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+
+from uniroute.gateway.access_log import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    configure_logging,
+    log_access,
+    new_request_id,
+    stop_logging,
+)
+from uniroute.gateway.jobs import FAILED, SUCCEEDED, JobTracker
+from uniroute.gateway.metrics import GatewayMetrics
+
+
+def test_job_reports_progress_and_result() -> None:
+    tracker = JobTracker()
+
+    def work(job):
+        for done in range(1, 4):
+            job.report(done, 3)
+        return {"answer": 42}
+
+    job = tracker.start("onboard", "model-a", work)
+    tracker.wait(10)
+    record = tracker.get(job.id).to_dict()
+    assert record["status"] == SUCCEEDED and record["result"] == {"answer": 42}
+    assert record["progress"] == {"done": 3, "total": 3, "fraction": 1.0}
+    assert tracker.running_for("model-a") is None
+
+
+def test_failed_job_keeps_the_error() -> None:
+    tracker = JobTracker()
+
+    def work(job):
+        raise ValueError("endpoint unreachable")
+
+    job = tracker.start("onboard", "model-b", work)
+    tracker.wait(10)
+    assert job.status == FAILED and job.error == "ValueError: endpoint unreachable"
+
+
+def test_only_the_newest_finished_jobs_are_kept() -> None:
+    tracker = JobTracker(keep=2)
+    ids = []
+    for i in range(4):
+        ids.append(tracker.start("onboard", f"m{i}", lambda job: {}).id)
+        tracker.wait(10)
+    kept = [job.id for job in tracker.list()]
+    assert ids[0] not in kept and ids[-1] in kept and len(kept) <= 3
+
+
+def _value(metrics: GatewayMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_cost_saving_and_overspend() -> None:
+    metrics = GatewayMetrics()
+    metrics.record_answer("cheap", 0.001, reference_cost=0.01)
+    metrics.record_answer("cheap", 0.001, reference_cost=0.01)
+    metrics.record_answer("dear", 0.03, reference_cost=0.01)
+    metrics.record_answer("unknown", None, reference_cost=0.01)
+    assert _value(metrics, "uniroute_estimated_cost_total", model="cheap") == pytest.approx(0.002)
+    assert _value(metrics, "uniroute_estimated_cost_total", model="dear") == pytest.approx(0.03)
+    assert _value(metrics, "uniroute_estimated_saving_total") == pytest.approx(0.018)
+    assert _value(metrics, "uniroute_estimated_overspend_total") == pytest.approx(0.02)
+    assert b"\nuniroute_requests_total{" not in metrics.render()  # no request counted yet
+    assert GatewayMetrics().registry is not metrics.registry
+
+
+def test_request_ids() -> None:
+    assert new_request_id("trace-1.a:b") == "trace-1.a:b"
+    for bad in (None, "", "has space", "x" * 65, "new\nline"):
+        generated = new_request_id(bad)
+        assert generated != bad and len(generated) == 32
+
+
+@pytest.fixture
+def restore_loggers():
+    """Put back the handlers and levels that configure_logging changes."""
+    names = (ACCESS_LOGGER, "uniroute.gateway", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+def test_access_log_is_one_json_line(restore_loggers) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    log_access(request_id="r1", path="/v1/route", status=200, attempts=[{"model": "m"}])
+    stop_logging()  # the writer thread has written everything once stopped
+    line = stream.getvalue().strip()
+    record = json.loads(line)
+    assert record["logger"] == ACCESS_LOGGER and record["request_id"] == "r1"
+    assert record["status"] == 200 and record["attempts"] == [{"model": "m"}]
+
+
+def test_exceptions_are_logged_with_their_type() -> None:
+    try:
+        raise KeyError("x")
+    except KeyError:
+        record = logging.LogRecord("g", logging.ERROR, __file__, 1, "boom", None, None)
+        record.exc_info = sys.exc_info()
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["exc_type"] == "KeyError" and "Traceback" in entry["exc"]

@@ -1,0 +1,215 @@
+"""Calibration: the exact lambda path and solving cost, quality and share targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uniroute.data.loading import load_dataset
+from uniroute.data.paths import default_data_dir
+from uniroute.embeddings import make_encoder
+from uniroute.registry.calibration import (
+    CalibrationError,
+    Policy,
+    Target,
+    calibrate,
+    lambda_path,
+    make_target,
+    solve_target,
+)
+from uniroute.routers import make_router
+from uniroute.routers.base import route_argmin
+
+# Two prompts, three models (costs 1.0, 0.5, 0.1). Lines err_h + lambda * cost_h:
+#   prompt 0: 0.1 + l, 0.3 + 0.5 l, 0.6 + 0.1 l -> model 0, then 1 at l = 0.4 (0.2 / 0.5),
+#             then 2 at l = 0.75 (0.3 / 0.4);
+#   prompt 1: 0.2 + l, 0.25 + 0.5 l, 0.5 + 0.1 l -> model 0, then 1 at l = 0.1 (0.05 / 0.5),
+#             then 2 at l = 0.625 (0.25 / 0.4).
+ERRORS = np.array([[0.1, 0.3, 0.6], [0.2, 0.25, 0.5]])
+COSTS = np.array([1.0, 0.5, 0.1])
+SCORES = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+NAMES = ["big", "mid", "small"]
+
+
+def test_lambda_path_on_a_hand_computed_example() -> None:
+    path = lambda_path(ERRORS, COSTS, SCORES, share_model=1)
+    np.testing.assert_allclose(path.lambdas, [0.0, 0.1, 0.4, 0.625, 0.75])
+    # Choices (prompt 0, prompt 1): (0,0) (0,1) (1,1) (1,2) (2,2)
+    np.testing.assert_allclose(path.costs, [1.0, 0.75, 0.5, 0.3, 0.1])
+    np.testing.assert_allclose(path.qualities, [1.0, 0.5, 0.5, 1.0, 0.5])
+    np.testing.assert_allclose(path.shares, [0.0, 0.5, 1.0, 0.5, 0.0])
+    assert path.representative_lambda(0) == 0.0
+    assert path.representative_lambda(2) == pytest.approx((0.4 + 0.625) / 2)
+    assert path.representative_lambda(4) == pytest.approx(1.5)
+
+
+def test_targets_on_the_hand_computed_example() -> None:
+    # Cost <= 0.6: points 2 (0.5, q 0.5), 3 (0.3, q 1.0), 4 (0.1, q 0.5) -> point 3, the most
+    # accurate within budget; lambda in the middle of [0.625, 0.75).
+    policy = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("cost", 0.6), "fp")
+    assert policy.lam == pytest.approx(0.6875)
+    assert (policy.expected_cost, policy.expected_quality) == pytest.approx((0.3, 1.0))
+    assert policy.achieved == pytest.approx(0.3)
+    assert policy.pool_fingerprint == "fp"
+    assert policy.n_prompts == 2
+    # Quality >= 0.9: points 0 (cost 1.0) and 3 (cost 0.3) -> the cheaper, point 3.
+    policy = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("quality", 0.9))
+    assert (policy.expected_cost, policy.expected_quality) == pytest.approx((0.3, 1.0))
+    # Share of "mid" closest to 1.0: point 2 only.
+    policy = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 1.0, model="mid"))
+    assert policy.lam == pytest.approx(0.5125)
+    assert policy.achieved == 1.0
+    # Share 0.5: points 1 (cost 0.75) and 3 (cost 0.3) tie -> the cheaper.
+    policy = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.5, model="mid"))
+    assert policy.expected_cost == pytest.approx(0.3)
+    # Any lambda at least 0.75 sends everything to "small": a cost of 0.1 is the floor.
+    assert solve_target(ERRORS, COSTS, SCORES, NAMES, Target("cost", 0.1)).expected_cost == 0.1
+
+
+def test_unreachable_targets_are_clear_errors() -> None:
+    with pytest.raises(CalibrationError, match="below the cheapest possible expected cost 0.1"):
+        solve_target(ERRORS, COSTS, SCORES, NAMES, Target("cost", 0.05))
+    scores = np.array([[0.5, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    with pytest.raises(CalibrationError, match="above the best expected quality 0.5000"):
+        solve_target(ERRORS, COSTS, scores, NAMES, Target("quality", 0.9))
+    with pytest.raises(CalibrationError, match="'gone' is not in the pool"):
+        solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.5, model="gone"))
+
+
+def test_missing_scores_are_left_out_of_the_expected_quality() -> None:
+    scores = SCORES.copy()
+    scores[1, 0] = np.nan  # at lambda 0 only prompt 0's score (1.0) is known
+    path = lambda_path(ERRORS, COSTS, scores)
+    assert path.qualities[0] == 1.0
+    # After lambda 0.1 prompt 1 moves to model 1 (score 0): mean of 1.0 and 0.0.
+    assert path.qualities[1] == 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one"),
+        ({"target_cost": 1.0, "target_quality": 0.5}, "exactly one"),
+        ({"target_quality": 1.5}, "must lie in \\[0, 1\\]"),
+        ({"target_cost": -1.0}, ">= 0"),
+        ({"target_share": ("m", 2.0)}, "must lie in \\[0, 1\\]"),
+        ({"target_share": "m"}, "must be \\(model, share\\)"),
+    ],
+)
+def test_malformed_targets(kwargs: dict, message: str) -> None:
+    with pytest.raises(CalibrationError, match=message):
+        make_target(**kwargs)
+
+
+def test_policy_serialises_round_trip() -> None:
+    policy = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.5, model="mid"), "x")
+    assert Policy.from_dict(policy.to_dict()) == policy
+
+
+def _brute_force_outcomes(errors, costs, scores):
+    """(mean cost, mean quality) at 0, at every pairwise crossing, between them and beyond."""
+    n, m = errors.shape
+    crossings = [0.0]
+    for i in range(n):
+        for a in range(m):
+            for b in range(m):
+                if costs[a] > costs[b]:
+                    lam = (errors[i, b] - errors[i, a]) / (costs[a] - costs[b])
+                    if lam > 0:
+                        crossings.append(lam)
+    crossings = np.unique(crossings)
+    probes = np.concatenate(
+        [crossings, (crossings[1:] + crossings[:-1]) / 2, [crossings[-1] * 2 + 1]]
+    )
+    outcomes = set()
+    for lam in probes:
+        choice = route_argmin(errors, costs, lam)
+        chosen = scores[np.arange(n), choice]
+        outcomes.add((round(costs[choice].mean(), 9), round(np.nanmean(chosen), 9)))
+    return outcomes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lambda_path_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, m = 12, 5
+    # Coarse values make ties in error and in cost (equal-cost models) common.
+    errors = rng.integers(0, 5, size=(n, m)) / 4
+    costs = rng.integers(1, 4, size=m).astype(float)
+    scores = rng.integers(0, 2, size=(n, m)).astype(float)
+    path = lambda_path(errors, costs, scores)
+    assert np.all(np.diff(path.costs) < 0)
+    for j in range(len(path.lambdas)):
+        choice = route_argmin(errors, costs, path.representative_lambda(j))
+        assert costs[choice].mean() == pytest.approx(path.costs[j])
+        assert scores[np.arange(n), choice].mean() == pytest.approx(path.qualities[j])
+    found = {(round(c, 9), round(q, 9)) for c, q in zip(path.costs, path.qualities, strict=True)}
+    assert found == _brute_force_outcomes(errors, costs, scores)
+
+
+@pytest.fixture(scope="module")
+def fitted_router():
+    """UniRoute K-means fitted on real RouterBench ARC prompts with the TF-IDF encoder."""
+    data = load_dataset(
+        default_data_dir() / "routerbench" / "arc_challenge_test.csv", "routerbench"
+    )
+    rows = np.random.default_rng(0).permutation(data.n_prompts)
+    train, val = rows[:300], rows[300:]
+    texts = [str(t) for t in data.prompts]
+    encoder = make_encoder("tfidf", n_components=32).fit([texts[i] for i in train])
+    router = make_router("uniroute-kmeans", n_clusters=6)
+    router.fit(
+        encoder.encode([texts[i] for i in train]),
+        data.scores[train],
+        encoder.encode([texts[i] for i in val]),
+        data.scores[val],
+        data.models,
+        data.model_costs,
+    )
+    return router
+
+
+def _outcome(router, lam: float) -> tuple[float, float, np.ndarray]:
+    choice = router.route(router.X_val_, lam=lam)
+    chosen = router.pool_val_scores_[np.arange(len(choice)), choice]
+    return router.pool_costs_[choice].mean(), np.nanmean(chosen), choice
+
+
+GRID = np.concatenate([[0.0], np.logspace(-2, 6, 400)])
+
+
+def test_calibration_hits_a_cost_target_on_the_representative_prompts(fitted_router) -> None:
+    costs = fitted_router.pool_costs_
+    target = (costs.min() + costs.max()) / 4
+    policy = calibrate(fitted_router, target_cost=target)
+    cost, quality, _ = _outcome(fitted_router, policy.lam)
+    assert cost <= target
+    assert (cost, quality) == pytest.approx((policy.expected_cost, policy.expected_quality))
+    # No lambda on a wide grid does better within the budget.
+    best_on_grid = max(
+        q for c, q, _ in map(lambda lam: _outcome(fitted_router, lam), GRID) if c <= target
+    )
+    assert policy.expected_quality >= best_on_grid - 1e-12
+
+
+def test_calibration_hits_a_quality_target(fitted_router) -> None:
+    policy = calibrate(fitted_router, target_quality=0.8)
+    cost, quality, _ = _outcome(fitted_router, policy.lam)
+    assert quality >= 0.8
+    cheapest_on_grid = min(
+        c for c, q, _ in map(lambda lam: _outcome(fitted_router, lam), GRID) if q >= 0.8
+    )
+    assert cost <= cheapest_on_grid + 1e-15
+
+
+def test_calibration_hits_a_share_target(fitted_router) -> None:
+    model = fitted_router.pool_names_[int(np.argmax(fitted_router.pool_costs_))]
+    policy = calibrate(fitted_router, target_share=(model, 0.3))
+    _, _, choice = _outcome(fitted_router, policy.lam)
+    share = float((choice == fitted_router.pool_index(model)).mean())
+    assert share == pytest.approx(policy.achieved)
+    on_grid = [
+        float((_outcome(fitted_router, lam)[2] == fitted_router.pool_index(model)).mean())
+        for lam in GRID
+    ]
+    assert abs(share - 0.3) <= min(abs(s - 0.3) for s in on_grid) + 1e-12

@@ -1,0 +1,55 @@
+"""Model prices and their conversion to an expected per-query cost."""
+
+from __future__ import annotations
+
+import pytest
+
+from uniroute.registry.costs import (
+    DEFAULT_OUTPUT_TOKENS,
+    ModelCost,
+    estimate_tokens,
+    mean_input_tokens,
+)
+
+
+def test_per_query_cost_is_used_as_is() -> None:
+    cost = ModelCost(per_query=0.003)
+    assert not cost.is_per_token
+    assert cost.per_query_cost(mean_input_tokens=1234.0) == 0.003
+    assert cost.describe() == "0.003/query"
+
+
+def test_token_prices_become_an_expected_per_query_cost() -> None:
+    # Prompts of 400 and 200 characters: 100 and 50 tokens at 4 characters per token, mean 75.
+    tokens = mean_input_tokens(["abcd" * 100, "ab" * 100])
+    assert tokens == 75.0
+    cost = ModelCost(per_1k_input=2.0, per_1k_output=4.0)
+    assert cost.is_per_token
+    assert cost.expected_output_tokens == DEFAULT_OUTPUT_TOKENS == 256
+    # 75 / 1000 * 2.0 + 256 / 1000 * 4.0 = 0.15 + 1.024
+    assert cost.per_query_cost(tokens) == pytest.approx(1.174)
+    short_answers = ModelCost(per_1k_input=2.0, per_1k_output=4.0, expected_output_tokens=10)
+    # 0.15 + 10 / 1000 * 4.0 = 0.19
+    assert short_answers.per_query_cost(tokens) == pytest.approx(0.19)
+
+
+def test_token_estimate_and_empty_prompt_sets() -> None:
+    assert estimate_tokens("x" * 10) == 2.5
+    assert mean_input_tokens([]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({}, "no cost given"),
+        ({"per_query": 1.0, "per_1k_input": 1.0, "per_1k_output": 1.0}, "not both"),
+        ({"per_1k_input": 1.0}, "needs both the input and the output price"),
+        ({"per_query": -1.0}, "finite number >= 0"),
+        ({"per_query": float("inf")}, "finite number >= 0"),
+        ({"per_query": "cheap"}, "must be a number"),
+        ({"per_1k_input": 1.0, "per_1k_output": 1.0, "expected_output_tokens": -5}, ">= 0"),
+    ],
+)
+def test_invalid_prices_are_rejected(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelCost(**fields)

@@ -1,0 +1,626 @@
+"""The SQLite model registry: CRUD, field checks, migrations, WAL concurrency, kill safety."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uniroute._io import StateError
+from uniroute.data.dataset import DataError
+from uniroute.registry.calibration import Policy, Target
+from uniroute.registry.costs import ModelCost
+from uniroute.registry.store import (
+    MIGRATIONS,
+    REGISTRY_SCHEMA_VERSION,
+    Binding,
+    ModelRecord,
+    NewModel,
+    Registry,
+    RegistryError,
+    align_scores,
+    looks_like_secret,
+    migrate,
+    read_scores_file,
+)
+
+PROMPTS = [f"p{i}" for i in range(5)]
+
+
+def _record(name: str, cost: float = 1.0, **fields: object) -> ModelRecord:
+    return ModelRecord(name=name, cost=ModelCost(per_query=cost), **fields)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    with Registry(tmp_path / "pool.db") as opened:
+        yield opened
+
+
+# ------------------------------------------------------------------------------------- CRUD
+def test_add_get_and_list_round_trip(registry: Registry) -> None:
+    scores = {"p0": 1.0, "p1": 0.0, "p2": 0.5, "p3": float("nan")}
+    psi = np.array([0.25, 0.5, 0.125])
+    stored = registry.add_model(
+        _record(
+            "alpha",
+            0.002,
+            endpoint="http://127.0.0.1:9/v1/",
+            api_key_env="ALPHA_KEY",
+            tags=("open", "7b"),
+        ),
+        scores,
+        {"artifact-1": psi},
+    )
+    assert stored.revision == registry.pool_version() == 1
+    record = registry.get_model("alpha")
+    assert record.cost == ModelCost(per_query=0.002)
+    assert record.endpoint == "http://127.0.0.1:9/v1"  # trailing slash normalised away
+    assert record.api_key_env == "ALPHA_KEY"
+    assert record.tags == ("open", "7b")
+    assert record.enabled
+    # The NaN score is missing: not stored, and it reads back as NaN, never 0.
+    assert registry.get_scores("alpha") == {"p0": 1.0, "p1": 0.0, "p2": 0.5}
+    matrix = registry.scores_matrix(["alpha"], PROMPTS)
+    np.testing.assert_array_equal(matrix[:, 0], [1.0, 0.0, 0.5, np.nan, np.nan])
+    np.testing.assert_array_equal(registry.get_features("artifact-1")["alpha"], psi)
+    assert registry.get_features("artifact-2") == {}
+    assert [r.name for r in registry.list_models()] == ["alpha"]
+
+
+def test_every_change_bumps_pool_version_and_content_changes_bump_revision(
+    registry: Registry,
+) -> None:
+    registry.add_model(_record("a"), {"p0": 1.0})
+    registry.add_model(_record("b"), {"p0": 0.0})
+    assert registry.pool_version() == 2
+    registry.set_enabled("a", False)
+    assert registry.pool_version() == 3
+    assert registry.get_model("a").revision == 1  # enabling is not a content change
+    assert [r.name for r in registry.list_models(enabled_only=True)] == ["b"]
+    registry.set_cost("b", ModelCost(per_1k_input=0.5, per_1k_output=1.5))
+    assert registry.pool_version() == 4
+    assert registry.get_model("b").revision == 4
+    assert registry.get_model("b").cost.per_1k_output == 1.5
+    registry.remove_model("a")
+    assert registry.pool_version() == 5
+    assert [r.name for r in registry.list_models()] == ["b"]
+
+
+def test_remove_deletes_scores_and_features(registry: Registry) -> None:
+    registry.add_model(_record("a"), {"p0": 1.0, "p1": 1.0}, {"art": np.ones(2)})
+    registry.remove_model("a")
+    assert registry.score_counts() == {}
+    assert registry.get_features("art") == {}
+
+
+def test_duplicate_and_unknown_models_are_clear_errors(registry: Registry) -> None:
+    registry.add_model(_record("a"), {"p0": 1.0})
+    with pytest.raises(RegistryError, match="'a' is already in the registry"):
+        registry.add_model(_record("a"), {"p0": 0.0})
+    replaced = registry.add_model(_record("a", 3.0), {"p1": 0.0}, replace=True)
+    assert registry.get_scores("a") == {"p1": 0.0}
+    assert replaced.cost.per_query == 3.0
+    for call in (
+        lambda: registry.get_model("zzz"),
+        lambda: registry.remove_model("zzz"),
+        lambda: registry.set_enabled("zzz", True),
+        lambda: registry.set_cost("zzz", ModelCost(per_query=1.0)),
+        lambda: registry.get_scores("zzz"),
+    ):
+        with pytest.raises(RegistryError, match="no model 'zzz'.*models: a"):
+            call()
+
+
+def test_add_models_is_all_or_nothing(registry: Registry) -> None:
+    good = NewModel(_record("good"), {"p0": 1.0})
+    bad_psi = NewModel(_record("bad"), {"p0": 1.0}, {"art": np.array([np.nan])})
+    with pytest.raises(RegistryError, match="Psi must be"):
+        registry.add_models([good, bad_psi])
+    duplicate_in_db = NewModel(_record("good"), {"p0": 0.0})
+    registry.add_model(_record("existing"), {"p0": 1.0})
+    with pytest.raises(RegistryError, match="already in the registry"):
+        registry.add_models([good, NewModel(_record("existing"), {"p0": 1.0})])
+    assert [r.name for r in registry.list_models()] == ["existing"]
+    assert duplicate_in_db.record.name == "good"
+
+
+@pytest.mark.parametrize(
+    "scores, message",
+    [
+        ({"p0": 1.5}, "outside \\[0, 1\\]"),
+        ({"p0": "high"}, "not a number"),
+        ({"p0": float("nan")}, "no score on any"),
+        ({}, "no score on any"),
+    ],
+)
+def test_bad_scores_are_rejected(registry: Registry, scores: dict, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        registry.add_model(_record("m"), scores)
+    assert registry.list_models() == []
+
+
+def test_policy_round_trip(registry: Registry) -> None:
+    assert registry.get_policy() is None
+    policy = Policy(0.5, 0.01, 0.8, Target("share", 0.25, model="m"), "fp", 0.24, 100, "t")
+    registry.set_policy(policy)
+    assert registry.get_policy() == policy
+    version = registry.pool_version()
+    registry.set_policy(policy, notify=False)
+    assert registry.pool_version() == version
+    registry.clear_policy()
+    assert registry.get_policy() is None
+
+
+def test_pool_fingerprint_tracks_enabled_models_and_revisions(registry: Registry) -> None:
+    registry.add_model(_record("a"), {"p0": 1.0})
+    registry.add_model(_record("b"), {"p0": 1.0})
+    first = registry.pool_fingerprint("art")
+    registry.set_enabled("b", False)
+    assert registry.pool_fingerprint("art") != first
+    registry.set_enabled("b", True)
+    assert registry.pool_fingerprint("art") == first
+    assert registry.pool_fingerprint("other-artifact") != first
+    registry.set_cost("a", ModelCost(per_query=2.0))
+    assert registry.pool_fingerprint("art") != first
+
+
+def test_binding_refuses_other_representative_prompts(registry: Registry) -> None:
+    assert registry.binding() is None
+    registry.bind("art-1", PROMPTS)
+    registry.add_model(_record("a"), {"p0": 1.0})
+    # Same prompts, rebuilt artifact: allowed.
+    assert registry.bind("art-2", list(reversed(PROMPTS))).artifact_id == "art-2"
+    with pytest.raises(StateError, match="use a new registry file"):
+        registry.bind("art-3", ["q0", "q1"])
+
+
+# ------------------------------------------------------------------------------- field checks
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sk-proj-Abc123def456ghi789jkl012mno345pqr678",
+        "sk_live_51HxYzAbCdEfGhIjKlMnOpQr",
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "AKIAIOSFODNN7EXAMPLE",
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345",
+        "xJ8k2LmN4pQ7rS9tU1vW3yZ5aB6cD0eF",
+        "key with spaces",
+    ],
+)
+def test_api_key_env_rejects_values_that_look_like_keys(registry: Registry, value: str) -> None:
+    assert looks_like_secret(value)
+    with pytest.raises(RegistryError, match="NAME of the environment variable") as caught:
+        _record("m", api_key_env=value)
+    # The rejected value is never echoed back (it may be a real key).
+    assert value not in str(caught.value)
+    assert registry.list_models() == []
+
+
+@pytest.mark.parametrize("value", ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "my_gateway_key", "K2"])
+def test_api_key_env_accepts_variable_names(value: str) -> None:
+    assert not looks_like_secret(value)
+    assert _record("m", api_key_env=value).api_key_env == value
+
+
+@pytest.mark.parametrize(
+    "endpoint, message",
+    [
+        ("ftp://host/v1", "http\\(s\\) base URL"),
+        ("localhost:8000", "http\\(s\\) base URL"),
+        ("https://user:pw@host/v1", "must not embed credentials"),
+    ],
+)
+def test_bad_endpoints_are_rejected(endpoint: str, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        _record("m", endpoint=endpoint)
+
+
+@pytest.mark.parametrize("name", ["", " padded", "tab\tname"])
+def test_bad_model_names_are_rejected(name: str) -> None:
+    with pytest.raises(RegistryError, match="model name"):
+        _record(name)
+
+
+def test_upstream_model_is_stored_and_read_back(registry: Registry) -> None:
+    endpoint = "http://127.0.0.1:9/v1"
+    stored = registry.add_model(
+        _record("prod-large", endpoint=endpoint, upstream_model="org/Large-70B-Instruct"),
+        {"p0": 1.0},
+    )
+    assert stored.upstream_model == "org/Large-70B-Instruct"
+    record = registry.get_model("prod-large")
+    assert record.upstream_model == "org/Large-70B-Instruct"
+    assert record.to_dict()["upstream_model"] == "org/Large-70B-Instruct"
+    # Replacing the model without one goes back to sending the pool name.
+    registry.add_model(_record("prod-large", endpoint=endpoint), {"p0": 1.0}, replace=True)
+    assert registry.get_model("prod-large").upstream_model is None
+    assert registry.list_models()[0].to_dict()["upstream_model"] is None
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"upstream_model": "org/m"}, "'m': an upstream model name \\('org/m'\\) is the name sent"),
+        ({"upstream_model": "", "endpoint": "http://h/v1"}, "'m': upstream model name must be"),
+        ({"upstream_model": " org/m", "endpoint": "http://h/v1"}, "upstream model name must be"),
+        ({"upstream_model": "a\tb", "endpoint": "http://h/v1"}, "upstream model name must be"),
+    ],
+)
+def test_bad_upstream_model_names_are_rejected(fields: dict, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        _record("m", **fields)
+
+
+def test_no_key_value_ever_reaches_the_file(tmp_path: Path) -> None:
+    secret = "sk-proj-Abc123def456ghi789jkl012mno345pqr678"
+    path = tmp_path / "pool.db"
+    with Registry(path) as registry:
+        with pytest.raises(RegistryError):
+            registry.add_model(_record("m", api_key_env=secret), {"p0": 1.0})
+        registry.add_model(_record("m", api_key_env="OPENAI_API_KEY"), {"p0": 1.0})
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret.encode() not in raw
+    assert b"OPENAI_API_KEY" in raw
+
+
+# --------------------------------------------------------------------------------- migrations
+def _add_notes_column(connection: sqlite3.Connection) -> None:
+    """A stand-in next migration: a new column with a default, and a derived value."""
+    connection.execute("ALTER TABLE models ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
+    connection.execute("UPDATE models SET notes = 'migrated:' || name")
+
+
+NEXT_VERSION = REGISTRY_SCHEMA_VERSION + 1
+
+# A registry written by the version-1 code: its models table and rows exactly as v1 wrote them.
+V1_PSI = {
+    ("alpha", "art-1"): [0.25, -1.5, 3.0],
+    ("alpha", "art-2"): [1.0],
+    ("beta", "art-1"): [0.0, 0.5, 0.125],
+}
+V1_SCORES = {"alpha": {"p0": 1.0, "p1": 0.0, "p3": 0.5}, "beta": {"p2": 1.0}}
+V1_POLICY = (
+    '{"achieved": 0.8, "created_at": "t", "expected_cost": 0.01, "expected_quality": 0.8, '
+    '"lam": 2.5, "n_prompts": 5, "pool_fingerprint": "fp", '
+    '"target": {"kind": "quality", "model": null, "value": 0.8}}'
+)
+
+
+def _write_v1_registry(path: Path) -> None:
+    """A schema-version-1 file with two models, their scores and Psi, a policy and a binding."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    assert migrate(connection, MIGRATIONS[:1]) == 1
+    v1_columns = (
+        "name, cost_per_query, cost_per_1k_input, cost_per_1k_output, expected_output_tokens,"
+        " endpoint, api_key_env, tags, enabled, revision, created_at, updated_at"
+    )
+    connection.executemany(
+        f"INSERT INTO models ({v1_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("alpha", 0.002, None, None, 256.0, "http://127.0.0.1:9/v1", "ALPHA_KEY",
+             '["open", "7b"]', 1, 1, "2025-01-01T00:00:00+00:00", "2025-01-02T00:00:00+00:00"),
+            ("beta", None, 0.5, 1.5, 64.0, None, None, "[]", 0, 2,
+             "2025-01-03T00:00:00+00:00", "2025-01-04T00:00:00+00:00"),
+        ],
+    )  # fmt: skip
+    connection.executemany(
+        "INSERT INTO scores (model, prompt_id, score) VALUES (?, ?, ?)",
+        [(model, p, v) for model, scores in V1_SCORES.items() for p, v in scores.items()],
+    )
+    connection.executemany(
+        "INSERT INTO features (model, artifact_id, psi) VALUES (?, ?, ?)",
+        [(m, a, np.array(v, dtype="<f8").tobytes()) for (m, a), v in V1_PSI.items()],
+    )
+    connection.execute("INSERT INTO policy (id, body, updated_at) VALUES (1, ?, 't')", (V1_POLICY,))
+    connection.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [("pool_version", "3"), ("artifact_id", "art-1"), ("prompts_fingerprint", "fp-1")],
+    )
+    connection.close()
+
+
+def _model_columns(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        return [row[1] for row in raw.execute("PRAGMA table_info(models)")]
+
+
+def _user_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        return raw.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_new_file_is_at_the_current_schema_version(tmp_path: Path) -> None:
+    with Registry(tmp_path / "pool.db") as registry:
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 2
+        mode = registry._connection.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    assert _user_version(tmp_path / "pool.db") == REGISTRY_SCHEMA_VERSION
+    assert "upstream_model" in _model_columns(tmp_path / "pool.db")
+
+
+def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pool.db"
+    _write_v1_registry(path)
+    assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
+    with Registry(path) as registry:
+        assert registry.schema_version == 2
+        alpha, beta = registry.list_models()
+        assert alpha == ModelRecord(
+            name="alpha", cost=ModelCost(per_query=0.002), endpoint="http://127.0.0.1:9/v1",
+            api_key_env="ALPHA_KEY", tags=("open", "7b"), enabled=True, revision=1,
+            created_at="2025-01-01T00:00:00+00:00", updated_at="2025-01-02T00:00:00+00:00",
+        )  # fmt: skip
+        assert beta == ModelRecord(
+            name="beta", cost=ModelCost(per_1k_input=0.5, per_1k_output=1.5,
+                                        expected_output_tokens=64.0),
+            enabled=False, revision=2,
+            created_at="2025-01-03T00:00:00+00:00", updated_at="2025-01-04T00:00:00+00:00",
+        )  # fmt: skip
+        # Models registered before v2 are sent upstream under their pool name.
+        assert alpha.upstream_model is None and beta.upstream_model is None
+        assert {name: registry.get_scores(name) for name in ("alpha", "beta")} == V1_SCORES
+        for artifact_id in ("art-1", "art-2"):
+            stored = registry.get_features(artifact_id)
+            expected = {m: v for (m, a), v in V1_PSI.items() if a == artifact_id}
+            assert {m: psi.tolist() for m, psi in stored.items()} == expected
+        assert registry.get_policy().lam == 2.5
+        assert registry.binding() == Binding("art-1", "fp-1")
+        # Migrating is not a pool change: a running server has nothing to re-read.
+        assert registry.pool_version() == 3
+        registry.add_model(
+            _record("gamma", endpoint="http://127.0.0.1:9/v1", upstream_model="org/gamma-7b"),
+            {"p0": 1.0},
+        )
+        assert registry.get_model("gamma").upstream_model == "org/gamma-7b"
+    assert _user_version(path) == 2
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("pool.db")] == []
+
+
+def test_the_v2_migration_is_one_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    _write_v1_registry(path)
+
+    def v2_then_crash(connection: sqlite3.Connection) -> None:
+        MIGRATIONS[1](connection)
+        raise RuntimeError("killed after the v2 step")
+
+    with pytest.raises(RuntimeError, match="killed after the v2 step"):
+        Registry(path, migrations=(MIGRATIONS[0], v2_then_crash))
+    assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
+    with Registry(path) as registry:
+        assert registry.schema_version == 2
+        assert [r.name for r in registry.list_models()] == ["alpha", "beta"]
+
+
+def test_a_file_opens_with_a_further_migration_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    with Registry(path) as current:
+        current.add_model(_record("a", 0.5), {"p0": 1.0, "p1": 0.0}, {"art": np.array([0.5])})
+        version_before = current.pool_version()
+    with Registry(path, migrations=(*MIGRATIONS, _add_notes_column)) as upgraded:
+        assert upgraded.schema_version == NEXT_VERSION
+        assert upgraded.get_model("a").cost.per_query == 0.5
+        assert upgraded.get_scores("a") == {"p0": 1.0, "p1": 0.0}
+        assert upgraded.pool_version() == version_before
+        notes = upgraded._connection.execute("SELECT notes FROM models WHERE name = 'a'")
+        assert notes.fetchone() == ("migrated:a",)
+        upgraded.add_model(_record("b"), {"p0": 1.0})  # the current code paths still work
+    assert _user_version(path) == NEXT_VERSION
+
+
+def test_a_newer_file_is_refused_by_older_code(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    Registry(path, migrations=(*MIGRATIONS, _add_notes_column)).close()
+    with pytest.raises(
+        StateError, match=f"schema version {NEXT_VERSION} is newer than this uniroute reads"
+    ):
+        Registry(path)
+
+
+def test_a_failing_migration_leaves_the_file_at_the_old_version(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    with Registry(path) as current:
+        current.add_model(_record("a"), {"p0": 1.0})
+
+    def broken(connection: sqlite3.Connection) -> None:
+        connection.execute("ALTER TABLE models ADD COLUMN half_done TEXT")
+        raise RuntimeError("migration bug")
+
+    with pytest.raises(RuntimeError, match="migration bug"):
+        Registry(path, migrations=(*MIGRATIONS, broken))
+    assert _user_version(path) == REGISTRY_SCHEMA_VERSION
+    assert "half_done" not in _model_columns(path)
+    with Registry(path) as again:
+        assert [r.name for r in again.list_models()] == ["a"]
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="not a readable registry database"):
+        Registry(path)
+
+
+# ---------------------------------------------------------------------- concurrency and kills
+N_PROMPTS = 1000
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import time
+    import numpy as np
+    from uniroute.registry.costs import ModelCost
+    from uniroute.registry.store import ModelRecord, Registry
+
+    path = sys.argv[1]
+    start, count, n_prompts = (int(value) for value in sys.argv[2:5])
+    pause = float(sys.argv[5])
+    rng = np.random.default_rng(start)
+    with Registry(path) as registry:
+        print("ready", flush=True)
+        for i in range(start, start + count):
+            scores = {f"p{k}": float(v) for k, v in enumerate(rng.random(n_prompts))}
+            registry.add_model(
+                ModelRecord(name=f"m{i:05d}", cost=ModelCost(per_query=0.001 * (i + 1))),
+                scores,
+                {"art": rng.random(50)},
+            )
+            print(i, flush=True)
+            time.sleep(pause)
+    """
+)
+
+
+def _start_writer(path: Path, start: int, count: int, pause: float = 0.0) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(path),
+            str(start),
+            str(count),
+            str(N_PROMPTS),
+            str(pause),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout.readline().strip() == "ready", process.stderr.read()
+    return process
+
+
+def _assert_every_model_complete(registry: Registry) -> list[str]:
+    names = [r.name for r in registry.list_models()]
+    counts = registry.score_counts()
+    features = registry.get_features("art")
+    for name in names:
+        assert counts.get(name) == N_PROMPTS, f"{name} has {counts.get(name)} scores"
+        assert features[name].shape == (50,), f"{name} has no complete Psi"
+    assert set(counts) == set(features) == set(names)  # no orphan rows either
+    return names
+
+
+def test_readers_see_consistent_snapshots_while_a_writer_writes(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    Registry(path).close()
+    # Short pauses between models keep the writer busy for a while even on a fast machine.
+    writer = _start_writer(path, 0, 30, pause=0.01)
+    seen_counts = []
+    try:
+        with Registry(path, timeout=10.0) as reader:
+            deadline = time.monotonic() + 30
+            while writer.poll() is None and time.monotonic() < deadline:
+                with reader._read() as connection:
+                    names = [r[0] for r in connection.execute("SELECT name FROM models")]
+                    counts = dict(
+                        connection.execute("SELECT model, COUNT(*) FROM scores GROUP BY model")
+                    )
+                assert all(counts[name] == N_PROMPTS for name in names)
+                seen_counts.append(len(names))
+                reader.pool_version()
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == 0, writer.stderr.read()
+    # The reader ran while the writer was busy, and saw the pool grow.
+    assert len(set(seen_counts)) > 1
+    with Registry(path) as registry:
+        assert len(_assert_every_model_complete(registry)) == 30
+        assert registry.pool_version() == 30
+
+
+def test_a_writer_killed_mid_write_leaves_only_complete_models(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    Registry(path).close()
+    writer = _start_writer(path, 0, 100_000)
+    for _ in range(8):
+        committed = int(writer.stdout.readline())
+    # Nearly all of the writer's time is spent inside a transaction; kill it there, unannounced.
+    time.sleep(0.013)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=10)
+    assert writer.returncode == -signal.SIGKILL
+    with Registry(path) as registry:
+        integrity = registry._connection.execute("PRAGMA integrity_check").fetchone()[0]
+        assert integrity == "ok"
+        names = _assert_every_model_complete(registry)
+        assert f"m{committed:05d}" in names  # nothing acknowledged was lost
+        assert registry.pool_version() == len(names)
+        registry.add_model(_record("after-the-kill"), {"p0": 1.0})  # and it is writable again
+
+
+# ------------------------------------------------------------------------------- score files
+def test_read_scores_from_csv_and_jsonl(tmp_path: Path) -> None:
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_text("prompt_id,score,extra\np0,1,x\np1,0.25,y\np2,,z\n")
+    assert read_scores_file(csv_path) == {"p0": 1.0, "p1": 0.25}
+    jsonl_path = tmp_path / "s.jsonl"
+    jsonl_path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [{"prompt_id": "p0", "score": 0}, {"prompt_id": 7, "score": None}]
+        )
+        + "\n"
+    )
+    assert read_scores_file(jsonl_path) == {"p0": 0.0}
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("a.csv", "prompt_id,score\np0,1\np1,1.5\n", "a.csv, line 3: score '1.5' is outside"),
+        ("b.csv", "prompt_id,score\np0,1\np0,0\n", "b.csv, line 3: prompt_id 'p0' appears twice"),
+        ("c.csv", "id,score\np0,1\n", "c.csv: missing column\\(s\\) \\['prompt_id'\\]"),
+        ("d.csv", "prompt_id,score\np0,yes\n", "d.csv, line 2: score 'yes' is not a number"),
+        # A quoted cell spanning two lines: the error names the line the row ends on.
+        ("m.csv", 'prompt_id,score,note\np0,1,"two\nlines"\np1,2,x\n', "m.csv, line 4: score '2'"),
+        # A row cut short is an error, not a missing score (an empty cell is missing).
+        ("s.csv", "prompt_id,score\np0,\np1\n", "s.csv, line 3: the row ends before"),
+        ("u.csv", b"prompt_id,score\np0,1\n\xff,1\n", "u.csv: not UTF-8 text"),
+        (
+            "e.jsonl",
+            '{"prompt_id": "p0", "score": 1}\n\n{oops\n',
+            "e.jsonl, line 3: not valid JSON",
+        ),
+        ("f.jsonl", '{"prompt_id": "p0"}\n', "f.jsonl, line 1: expected an object with prompt_id"),
+        ("l.jsonl", '[{"prompt_id": "p0", "score": 1}]\n', "l.jsonl, line 1: expected a JSON obj"),
+        ("g.txt", "prompt_id,score\n", "unknown scores file type"),
+        ("h.csv", "prompt_id,score\n", "h.csv: no scores found"),
+    ],
+)
+def test_scores_file_errors_name_the_file_and_line(
+    tmp_path: Path, name: str, content: str | bytes, message: str
+) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_scores_file(path)
+
+
+def test_align_scores_reports_unknown_ids_and_refuses_a_file_matching_nothing() -> None:
+    aligned = align_scores({"p1": 1.0, "x9": 0.0, "p4": 0.5}, PROMPTS, "f.csv")
+    np.testing.assert_array_equal(aligned.values, [np.nan, 1.0, np.nan, np.nan, 0.5])
+    assert aligned.unknown_ids == ["x9"]
+    assert aligned.n_matched == 2
+    with pytest.raises(DataError, match="f.csv: none of its 2 prompt ids"):
+        align_scores({"x1": 1.0, "x2": 1.0}, PROMPTS, "f.csv")
