@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute._io import StateError, sha256_file
+from uniroute._io import sha256_file
 from uniroute.artifact import (
     ARTIFACT_SCHEMA_VERSION,
     Artifact,
     build_artifact,
     split_representative,
 )
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
+from uniroute.errors import DataError, StateError
 
 
 @pytest.fixture

@@ -11,15 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
 from uniroute.artifact import Artifact, build_artifact
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.deployment.router import Decision, Router, cluster_weights, seed_registry
 from uniroute.embeddings import make_encoder
+from uniroute.errors import DataError, RegistryError, RouterError, StateError
 from uniroute.registry.costs import ModelCost
-from uniroute.registry.store import Registry, RegistryError
+from uniroute.registry.store import Registry
 from uniroute.routers import KNNRouter, ZeroRouter
-from uniroute.routers.base import RouterError
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from uniroute.data.dataset import DataError
 from uniroute.deployment.router import Router
+from uniroute.errors import DataError
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.store import ModelRecord, Registry
 

@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-
-class StateError(ValueError):
-    """A saved state (router, artifact, registry) is missing, corrupt or of another version."""
+from uniroute.errors import StateError
 
 
 def sha256_file(path: Path) -> str:

@@ -35,21 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from uniroute._io import (
-    StateError,
-    atomic_directory,
-    load_arrays,
-    read_manifest,
-    save_arrays,
-    sha256_file,
-)
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute._io import atomic_directory, load_arrays, read_manifest, save_arrays, sha256_file
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.representative import (
     RepresentativePrompt,
     read_representative_prompts,
     write_representative_prompts,
 )
 from uniroute.embeddings.base import Encoder
+from uniroute.errors import DataError, StateError
 from uniroute.routers.base import BaseRouter
 
 ARTIFACT_SCHEMA_VERSION = 1

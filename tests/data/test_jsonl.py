@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from uniroute.data.dataset import DataError
 from uniroute.data.jsonl import iter_jsonl_objects, read_json_file
 from uniroute.data.representative import RepresentativePrompt, read_representative_prompts
+from uniroute.errors import DataError
 
 
 def test_objects_come_with_their_line_numbers_and_blank_lines_are_skipped(tmp_path):

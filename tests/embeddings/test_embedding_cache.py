@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.cache import CACHE_FILE_NAME, CachedEncoder, EmbeddingCache
+from uniroute.errors import StateError
 
 
 def test_empty_cache_reports_every_text_missing(tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
 from uniroute.embeddings import ENCODERS, CachedEncoder, cached, load_encoder, make_encoder
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.cache import CACHE_FILE_NAME
 from uniroute.embeddings.minilm import MiniLMEncoder
 from uniroute.embeddings.tfidf import TfidfSvdEncoder
+from uniroute.errors import StateError
 
 TEXTS = ["the cat sat", "the dog sat", "a cat and a dog", "stock prices fell", "prices rose"]
 

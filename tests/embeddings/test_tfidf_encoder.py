@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.tfidf import TfidfSvdEncoder
+from uniroute.errors import StateError
 
 CORPUS = [
     "the cat sat on the mat",

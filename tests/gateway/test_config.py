@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from uniroute.gateway.config import ConfigError, GatewayConfig, config_from_mapping, load_config
+from uniroute.errors import ConfigError
+from uniroute.gateway.config import GatewayConfig, config_from_mapping, load_config
 
 
 def test_defaults_without_a_file() -> None:

@@ -9,9 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
+from uniroute.errors import DataError
 from uniroute.testing.replay import (
     UNKNOWN_ANSWER,
     FaultConfig,

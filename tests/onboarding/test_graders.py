@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from uniroute.data.representative import RepresentativePrompt
+from uniroute.errors import GradingError
 from uniroute.onboarding import graders as graders_module
 from uniroute.onboarding.graders import (
     GRADERS,
     CodeGrader,
     CodeTests,
     ExactMatchGrader,
-    GradingError,
     MultipleChoiceGrader,
     NumericGrader,
     extract_code,

@@ -17,13 +17,12 @@ import httpx
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.data.representative import RepresentativePrompt, write_representative_prompts
+from uniroute.errors import OnboardingError, StateError
 from uniroute.onboarding.answer_cache import AnswerCache
 from uniroute.onboarding.client import (
-    OnboardingError,
     completion_url,
     normalise_base_url,
     onboard_endpoint,

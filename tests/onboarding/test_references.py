@@ -7,10 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.data.representative import RepresentativePrompt
+from uniroute.errors import DataError
 from uniroute.onboarding.references import (
     attach_references,
     derive_choice_reference,

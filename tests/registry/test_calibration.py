@@ -8,8 +8,8 @@ import pytest
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.embeddings import make_encoder
+from uniroute.errors import CalibrationError
 from uniroute.registry.calibration import (
-    CalibrationError,
     Policy,
     Target,
     calibrate,

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
-from uniroute.data.dataset import DataError
+from uniroute.errors import DataError, RegistryError, StateError
 from uniroute.registry.calibration import Policy, Target
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.store import (
@@ -27,7 +26,6 @@ from uniroute.registry.store import (
     ModelRecord,
     NewModel,
     Registry,
-    RegistryError,
     align_scores,
     looks_like_secret,
     migrate,

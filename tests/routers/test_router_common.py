@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from uniroute._io import StateError
+from uniroute.errors import StateError
 from uniroute.routers import ROUTERS, BaseRouter, RouterError, make_router
 from uniroute.routers.uniroute_kmeans import UniRouteKMeans
 

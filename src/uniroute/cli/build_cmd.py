@@ -69,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from uniroute.artifact import build_artifact
-    from uniroute.data.dataset import DataError
     from uniroute.data.loading import load_dataset
     from uniroute.data.paths import default_cache_dir
     from uniroute.embeddings import ENCODERS
+    from uniroute.errors import DataError
     from uniroute.registry.store import Registry
 
     started = time.perf_counter()
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _json_object(text: str, option: str) -> dict:
-    from uniroute.data.dataset import DataError
+    from uniroute.errors import DataError
 
     try:
         value = json.loads(text)

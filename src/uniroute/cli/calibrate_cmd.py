@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Solve the target and store (or just print) the policy."""
     from uniroute.artifact import Artifact
     from uniroute.deployment.router import Router
-    from uniroute.registry.calibration import CalibrationError
+    from uniroute.errors import CalibrationError
 
     share = None
     if args.target_share_of is not None:

@@ -1,4 +1,4 @@
-"""Turn the project's own errors into one clear line on stderr and a non-zero exit code."""
+"""Turn the project's own errors into one clear line on stderr and their exit code."""
 
 from __future__ import annotations
 
@@ -6,24 +6,22 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from uniroute._io import StateError
-from uniroute.data.dataset import DataError
+from uniroute.errors import UniRouteError
 
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that describe bad input rather than a bug."""
-    from uniroute.routers.base import RouterError
-
-    return (DataError, StateError, RouterError, FileNotFoundError, PermissionError)
+#: Errors of the operating system that describe bad input (a path), not a bug.
+_OS_INPUT_ERRORS = (FileNotFoundError, PermissionError)
 
 
 def run_with_clear_errors(
     func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace
 ) -> int:
-    """Run a command; user errors print 'uniroute: error: ...' and exit 2, not a traceback."""
+    """Run a command; our errors print 'uniroute: error: ...' and exit with their exit_code."""
     try:
         return int(func(args) or 0)
-    except user_errors() as exc:
+    except UniRouteError as exc:
+        print(f"uniroute: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except _OS_INPUT_ERRORS as exc:
         print(f"uniroute: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     """Load data, run the trials, write and print the results."""
     import numpy as np
 
-    from uniroute.data.dataset import DataError
     from uniroute.data.loading import load_dataset
     from uniroute.embeddings.factory import ENCODERS, cached, make_encoder
+    from uniroute.errors import DataError
     from uniroute.evaluation.report import results_table_markdown, write_results
     from uniroute.evaluation.trials import TrialConfig, run_trials
 

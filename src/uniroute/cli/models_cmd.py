@@ -110,7 +110,8 @@ def run_add(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from uniroute.artifact import Artifact
     from uniroute.deployment.router import Router
-    from uniroute.registry.store import ModelRecord, RegistryError, read_scores_file
+    from uniroute.errors import RegistryError
+    from uniroute.registry.store import ModelRecord, read_scores_file
 
     if args.scores is None and args.endpoint is None:
         raise RegistryError("give --scores FILE, or --endpoint URL to query the model")

@@ -32,7 +32,7 @@ def artifact_path(args: argparse.Namespace) -> Path:
     """The artifact directory from --artifact or the environment, with a clear error if neither."""
     value = getattr(args, "artifact", None) or os.environ.get(ARTIFACT_ENV, "").strip()
     if not value:
-        from uniroute._io import StateError
+        from uniroute.errors import StateError
 
         raise StateError(f"no artifact given: pass --artifact DIR or set {ARTIFACT_ENV}")
     return Path(value).expanduser()
@@ -41,7 +41,7 @@ def artifact_path(args: argparse.Namespace) -> Path:
 def registry_path(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
     """The registry file from --registry or the environment; by default it must already exist."""
     value = getattr(args, "registry", None) or os.environ.get(REGISTRY_ENV, "").strip()
-    from uniroute._io import StateError
+    from uniroute.errors import StateError
 
     if not value:
         raise StateError(f"no registry given: pass --registry FILE or set {REGISTRY_ENV}")
@@ -69,8 +69,8 @@ def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_cost(args: argparse.Namespace) -> ModelCost:
     """The ModelCost given on the command line; RegistryError naming the bad option."""
+    from uniroute.errors import RegistryError
     from uniroute.registry.costs import DEFAULT_OUTPUT_TOKENS, ModelCost
-    from uniroute.registry.store import RegistryError
 
     by_token = args.cost_per_1k_input is not None or args.cost_per_1k_output is not None
     if args.cost is None and not by_token:

@@ -36,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     from uniroute.cli.pool_options import artifact_path, registry_path
     from uniroute.deployment.router import Router
+    from uniroute.errors import ConfigError
     from uniroute.gateway.access_log import configure_logging, stop_logging
     from uniroute.gateway.app import create_app
-    from uniroute.gateway.config import ConfigError, load_config
+    from uniroute.gateway.config import load_config
     from uniroute.gateway.pool_view import PoolView
     from uniroute.testing.replay import bind_socket, url_of
 

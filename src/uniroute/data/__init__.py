@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.paths import default_cache_dir, default_data_dir
 from uniroute.data.splits import PromptSplit, split_models, split_prompts
+from uniroute.errors import DataError
 
 # The loaders import pandas; they load on first use so that `import uniroute.data` stays light.
 _LAZY = {

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """Bad routing data; the message names the file, row, column or model at fault."""
+from uniroute.errors import DataError
 
 
 @dataclass

@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.long_format import DEFAULT_TASK, parse_numbers
+from uniroute.errors import DataError
 
 QUESTION_TABLE = "question_order.csv"
 MODEL_TABLE = "model_order.csv"

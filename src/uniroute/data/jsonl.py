@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from uniroute.data.dataset import DataError
+from uniroute.errors import DataError
 
 
 def read_json_file(path: str | Path) -> Any:

@@ -6,8 +6,9 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.jsonl import read_json_file
+from uniroute.errors import DataError
 
 FORMATS = ("routerbench", "routerdc", "embedllm", "long")
 

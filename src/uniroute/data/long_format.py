@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from uniroute._io import atomic_write_bytes
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.jsonl import iter_jsonl_objects
+from uniroute.errors import DataError
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "model", "score")
 OPTIONAL_COLUMNS = ("cost", "task", "reference")

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from uniroute.data.dataset import DataError
 from uniroute.data.jsonl import iter_jsonl_objects
+from uniroute.errors import DataError
 
 
 @dataclass(frozen=True)

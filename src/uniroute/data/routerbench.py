@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.long_format import parse_numbers, text_cells
+from uniroute.errors import DataError
 
 FIXED_COLUMNS = ("sample_id", "prompt", "eval_name")
 COST_SUFFIX = "|total_cost"

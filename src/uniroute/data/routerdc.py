@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.jsonl import read_json_file
+from uniroute.errors import DataError
 
 # A trailing split marker in a file stem: "gsm8k-train", "mmlu_test", "arc_easy_val".
 _SPLIT_MARKER = re.compile(r"[-_.](train|test|val|valid|validation|dev)$", re.IGNORECASE)

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from uniroute._io import StateError
 from uniroute.artifact import Artifact
-from uniroute.data.dataset import DataError
-from uniroute.registry.calibration import CalibrationError, Policy, make_target
+from uniroute.errors import CalibrationError, DataError, RouterError, StateError
+from uniroute.registry.calibration import Policy, make_target
 from uniroute.registry.calibration import calibrate as calibrate_router
 from uniroute.registry.costs import ModelCost, mean_input_tokens
 from uniroute.registry.store import (
@@ -42,7 +41,7 @@ from uniroute.registry.store import (
     pool_fingerprint,
     prompts_fingerprint,
 )
-from uniroute.routers.base import BaseRouter, RouterError, route_argmin
+from uniroute.routers.base import BaseRouter, route_argmin
 from uniroute.routers.uniroute_kmeans import ClusterProfileRouter
 
 # A budget compared with float costs gets this relative slack, so "--max-cost 0.002" admits a

@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from uniroute._io import StateError, atomic_directory, atomic_write_json, read_manifest
+from uniroute._io import atomic_directory, atomic_write_json, read_manifest
+from uniroute.errors import StateError
 
 ENCODER_KIND = "encoder"
 ENCODER_SCHEMA_VERSION = 1

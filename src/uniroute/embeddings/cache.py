@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uniroute._io import StateError
 from uniroute.embeddings._common import as_text_list
 from uniroute.embeddings.base import Encoder
+from uniroute.errors import StateError
 
 CACHE_FILE_NAME = "embeddings.sqlite3"
 CACHE_SCHEMA_VERSION = 1

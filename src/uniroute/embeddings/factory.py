@@ -7,10 +7,10 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from uniroute._io import StateError
 from uniroute.embeddings._common import read_encoder_manifest
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.cache import CachedEncoder, EmbeddingCache
+from uniroute.errors import StateError
 
 # name -> "module:Class"; modules are imported on demand so that asking for TF-IDF never pays
 # for importing torch.

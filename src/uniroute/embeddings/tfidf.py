@@ -14,7 +14,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from uniroute._io import StateError, atomic_write_bytes, load_arrays, save_arrays, sha256_file
+from uniroute._io import atomic_write_bytes, load_arrays, save_arrays, sha256_file
 from uniroute.embeddings._common import (
     as_text_list,
     encoder_from_params,
@@ -22,6 +22,7 @@ from uniroute.embeddings._common import (
     staged_encoder_directory,
     write_encoder_manifest,
 )
+from uniroute.errors import StateError
 
 VOCABULARY_FILE = "vocabulary.json"
 

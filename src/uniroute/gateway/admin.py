@@ -112,7 +112,7 @@ async def _json_body(request: Request, gateway: Gateway, *, allow_empty: bool = 
 
 async def _blocking(func: Callable[..., Any], *args: Any) -> Any:
     """Registry writes, calibration and Psi computation run in a worker thread."""
-    from uniroute._io import StateError
+    from uniroute.errors import StateError
 
     try:
         return await anyio.to_thread.run_sync(func, *args)

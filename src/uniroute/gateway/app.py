@@ -115,7 +115,7 @@ class Gateway:
     # ------------------------------------------------------------------ routing
     async def decide(self, text: str, policy: RoutingPolicy) -> Any:
         """The router's decision for one prompt, computed in a worker thread (batched)."""
-        from uniroute.routers.base import RouterError
+        from uniroute.errors import RouterError
 
         started = time.perf_counter()
         try:

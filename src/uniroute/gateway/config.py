@@ -14,9 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A gateway config file or value is invalid; the message names the file and the field."""
+from uniroute.errors import ConfigError
 
 
 @dataclass(frozen=True)

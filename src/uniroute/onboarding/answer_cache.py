@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from uniroute._io import StateError
+from uniroute.errors import StateError
 
 SCHEMA_VERSION = 1
 

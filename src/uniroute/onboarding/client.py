@@ -26,10 +26,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from uniroute.data.dataset import DataError
 from uniroute.data.representative import RepresentativePrompt
+from uniroute.errors import GradingError, OnboardingError
 from uniroute.onboarding.answer_cache import AnswerCache
-from uniroute.onboarding.graders import BaseGrader, Grader, GradingError, grader_for
+from uniroute.onboarding.graders import BaseGrader, Grader, grader_for
 
 API_STYLES = ("chat", "completions")
 # Answers seen before giving up early on an endpoint none of whose answers can be graded.
@@ -38,13 +38,6 @@ _MAX_RETRY_AFTER = 30.0
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-
-
-class OnboardingError(DataError):
-    """Onboarding failed (unreachable endpoint, rejected key, garbage answers, ungradeable task).
-
-    A DataError, so the CLI reports it as one clear line; the registry is left unchanged.
-    """
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from uniroute.data.representative import RepresentativePrompt
-
-
-class GradingError(ValueError):
-    """A prompt cannot be graded: its reference is missing or not in the format its grader reads."""
+from uniroute.errors import GradingError
 
 
 @runtime_checkable

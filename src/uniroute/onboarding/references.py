@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
 from uniroute.data.representative import RepresentativePrompt
+from uniroute.errors import DataError
 from uniroute.onboarding.graders import MultipleChoiceGrader, grader_for, parse_options
 
 #: How each reference was obtained, in the order the rules are tried. ``no-recorded-answers``:

@@ -22,16 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from uniroute.routers.base import BaseRouter, RouterError, route_argmin
+from uniroute.errors import CalibrationError
+from uniroute.routers.base import BaseRouter, route_argmin
 
 TARGET_KINDS = ("cost", "quality", "share")
 # Float slack when comparing a path value with a target, so that a target equal to an achievable
 # value (e.g. a cost read from a previous calibration) is met.
 _TOLERANCE = 1e-9
-
-
-class CalibrationError(RouterError):
-    """A calibration target cannot be met by the current pool (or is malformed)."""
 
 
 @dataclass(frozen=True)

@@ -38,17 +38,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from uniroute._io import StateError
-from uniroute.data.dataset import DataError
 from uniroute.data.jsonl import iter_jsonl_objects
+from uniroute.errors import DataError, RegistryError, StateError
 from uniroute.registry.calibration import Policy
 from uniroute.registry.costs import ModelCost
-from uniroute.routers.base import RouterError
-
-
-class RegistryError(RouterError):
-    """Bad use of the registry: unknown or duplicate model, or an invalid field value."""
-
 
 # ---------------------------------------------------------------------------- schema migrations
 _SCHEMA_V1 = (

@@ -11,7 +11,8 @@ import importlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from uniroute.routers.base import BaseRouter, RouterError, route_argmin
+from uniroute.errors import RouterError
+from uniroute.routers.base import BaseRouter, route_argmin
 
 if TYPE_CHECKING:
     from uniroute.routers.knn import KNNRouter

@@ -22,13 +22,10 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from uniroute._io import StateError, atomic_directory, load_arrays, read_manifest, save_arrays
+from uniroute._io import atomic_directory, load_arrays, read_manifest, save_arrays
+from uniroute.errors import RouterError, StateError
 
 ROUTER_SCHEMA_VERSION = 1
-
-
-class RouterError(ValueError):
-    """Bad use of a router: unknown model, wrong shapes, not fitted, empty pool."""
 
 
 def route_argmin(errors: np.ndarray, costs: np.ndarray, lam: float | np.ndarray) -> np.ndarray:

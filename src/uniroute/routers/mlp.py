@@ -12,7 +12,8 @@ from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from uniroute.routers.base import BaseRouter, RouterError
+from uniroute.errors import RouterError
+from uniroute.routers.base import BaseRouter
 from uniroute.routers.selection import check_non_negative, check_random_state
 
 #: First entry of a packed head: how its output unit is turned into an error estimate.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from uniroute.routers.base import BaseRouter, RouterError
+from uniroute.errors import RouterError
+from uniroute.routers.base import BaseRouter
 
 
 class OracleRouter(BaseRouter):

@@ -7,7 +7,8 @@ from numbers import Integral
 
 import numpy as np
 
-from uniroute.routers.base import BaseRouter, RouterError
+from uniroute.errors import RouterError
+from uniroute.routers.base import BaseRouter
 
 
 class RandomRouter(BaseRouter):

@@ -15,7 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from uniroute.routers.base import RouterError
+from uniroute.errors import RouterError
 
 #: Builds a candidate's estimated errors on the evaluation half from the describing half:
 #: (candidate, describe_index, evaluate_index) -> errors_hat of shape (len(evaluate_index), m).

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.cluster import KMeans
 
-from uniroute.routers.base import BaseRouter, RouterError
+from uniroute.errors import RouterError
+from uniroute.routers.base import BaseRouter
 from uniroute.routers.selection import (
     best_candidate,
     check_auto_or_positive_int,

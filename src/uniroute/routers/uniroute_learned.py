@@ -14,7 +14,7 @@ from numbers import Integral
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 
-from uniroute.routers.base import RouterError
+from uniroute.errors import RouterError
 from uniroute.routers.selection import check_non_negative, check_random_state
 from uniroute.routers.uniroute_kmeans import (
     DEFAULT_K_GRID,

@@ -38,7 +38,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from uniroute.data.dataset import DataError, RoutingDataset
+from uniroute.data.dataset import RoutingDataset
+from uniroute.errors import DataError
 from uniroute.testing.child_process import LISTENING_PREFIX, ChildServerProcess
 
 UNKNOWN_ANSWER = "I don't know."
