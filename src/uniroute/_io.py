@@ -126,8 +126,11 @@ def load_arrays(directory: Path, entries: Mapping[str, Mapping[str, str]]) -> di
     return arrays
 
 
-def read_manifest(directory: Path, kind: str, schema_version: int) -> dict[str, Any]:
-    """Load ``manifest.json`` of a state directory and check its kind and schema version."""
+def read_manifest(
+    directory: Path, kind: str, schema_version: int | tuple[int, ...]
+) -> dict[str, Any]:
+    """Load ``manifest.json`` of a state directory and check its kind and schema version(s)."""
+    readable = (schema_version,) if isinstance(schema_version, int) else schema_version
     path = Path(directory) / "manifest.json"
     if not path.is_file():
         raise StateError(f"{path}: no manifest; {directory} is not a saved {kind}")
@@ -137,9 +140,9 @@ def read_manifest(directory: Path, kind: str, schema_version: int) -> dict[str, 
         raise StateError(f"{path}: corrupt manifest ({exc})") from None
     if manifest.get("kind") != kind:
         raise StateError(f"{path}: holds a {manifest.get('kind')!r}, expected a {kind!r}")
-    if manifest.get("schema_version") != schema_version:
+    if manifest.get("schema_version") not in readable:
         raise StateError(
             f"{path}: schema version {manifest.get('schema_version')!r}, this uniroute reads "
-            f"version {schema_version}"
+            f"version {' or '.join(map(str, readable))}"
         )
     return manifest
