@@ -18,6 +18,7 @@ from uniroute.artifact import (
 )
 from uniroute.data.dataset import RoutingDataset
 from uniroute.errors import DataError, StateError
+from uniroute.routers import UniRouteKMeans, read_estimator_manifest
 
 
 @pytest.fixture
@@ -79,7 +80,23 @@ def test_training_scores_are_the_training_models_scores_on_the_representative_pr
             arc_artifact.training_costs[j]
             == arc_dataset.model_costs[arc_dataset.model_index(model)]
         )
-    assert not set(arc_holdout_models) & set(arc_artifact.router.pool_names_)
+    pool = arc_artifact.training_pool()
+    assert pool.names == tuple(arc_artifact.training_models)
+    assert not set(arc_holdout_models) & set(pool.names)
+    np.testing.assert_array_equal(pool.scores, arc_artifact.training_scores)
+    np.testing.assert_array_equal(pool.costs, arc_artifact.training_costs)
+    for j in range(len(pool)):
+        np.testing.assert_array_equal(
+            pool.features[j], arc_artifact.router.model_features(pool.scores[:, j])
+        )
+
+
+def test_the_router_directory_holds_prompt_side_state_only(arc_artifact: Artifact) -> None:
+    manifest = read_estimator_manifest(arc_artifact.path / "router")
+    assert manifest["schema_version"] == 2 and manifest["router"] == "uniroute-kmeans"
+    assert "pool_names" not in manifest
+    assert not any(name.startswith("pool") for name in manifest["arrays"])
+    assert isinstance(arc_artifact.router, UniRouteKMeans)
 
 
 def test_load_reproduces_encoder_and_router_exactly(arc_artifact: Artifact) -> None:
@@ -88,7 +105,11 @@ def test_load_reproduces_encoder_and_router_exactly(arc_artifact: Artifact) -> N
     X = arc_artifact.encoder.encode(texts)
     np.testing.assert_array_equal(loaded.encoder.encode(texts), X)
     np.testing.assert_array_equal(
-        loaded.router.predict_error(X), arc_artifact.router.predict_error(X)
+        loaded.router.predict_error(X, loaded.training_pool()),
+        arc_artifact.router.predict_error(X, arc_artifact.training_pool()),
+    )
+    np.testing.assert_array_equal(
+        loaded.training_pool().features, arc_artifact.training_pool().features
     )
     assert loaded.representative_prompts == arc_artifact.representative_prompts
     assert loaded.artifact_id == arc_artifact.artifact_id

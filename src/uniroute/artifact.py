@@ -6,7 +6,8 @@ Layout::
                                   name and K, creation time (UTC), training models, prompt counts,
                                   and the SHA-256 of every other file
     encoder/                      the fitted encoder (Encoder.save)
-    router/                       the fitted router with the training models as its pool
+    router/                       the fitted router estimator (prompt-side state only; pools
+                                  are built from the registry or the training models)
     representative_prompts.jsonl  the validation prompts every model is described by
                                   (id, text, task, reference where the data has one)
     training/                     the training models' scores on those prompts and their costs,
@@ -43,8 +44,11 @@ from uniroute.data.representative import (
     write_representative_prompts,
 )
 from uniroute.embeddings.base import Encoder
+from uniroute.embeddings.factory import cached, load_encoder, make_encoder
 from uniroute.errors import DataError, StateError
-from uniroute.routers.base import BaseRouter
+from uniroute.onboarding.references import attach_references
+from uniroute.pool import Pool
+from uniroute.routers import RouterEstimator, load_estimator, make_estimator
 
 ARTIFACT_SCHEMA_VERSION = 1
 PROMPTS_FILE = "representative_prompts.jsonl"
@@ -55,8 +59,8 @@ TRAINING_DIR = "training"
 
 @dataclass
 class Artifact:
-    """A loaded artifact: the fitted encoder and router, the representative prompts, and the
-    training models' validation scores and costs.
+    """A loaded artifact: the fitted encoder and router estimator, the representative prompts,
+    and the training models' validation scores and costs.
 
     With ``Artifact.load(..., lazy_encoder=True)`` the encoder (the largest part, and only needed
     to embed prompts) is checked and loaded on first access of :attr:`encoder`.
@@ -64,7 +68,7 @@ class Artifact:
 
     path: Path
     manifest: dict[str, Any]
-    router: BaseRouter
+    router: RouterEstimator
     representative_prompts: list[RepresentativePrompt]
     training_models: list[str]
     training_scores: np.ndarray
@@ -111,6 +115,12 @@ class Artifact:
         """Ids of the representative prompts, in the router's order."""
         return [prompt.prompt_id for prompt in self.representative_prompts]
 
+    def training_pool(self) -> Pool:
+        """The training models as a pool, each described by its representative-prompt scores."""
+        return self.router.make_pool(
+            self.training_models, self.training_scores, self.training_costs
+        )
+
     @classmethod
     def load(cls, directory: str | Path, *, lazy_encoder: bool = False) -> Artifact:
         """Read an artifact, verifying its schema version and every file's checksum first.
@@ -134,7 +144,7 @@ class Artifact:
             raise StateError(f"{directory / 'manifest.json'}: artifact id does not match its files")
         _verify_files(directory, files, skip_prefix=f"{ENCODER_DIR}/" if lazy_encoder else None)
 
-        router = BaseRouter.load(directory / ROUTER_DIR)
+        router = load_estimator(directory / ROUTER_DIR)
         try:
             prompts = read_representative_prompts(directory / PROMPTS_FILE)
         except DataError as exc:
@@ -157,8 +167,6 @@ class Artifact:
         return artifact
 
     def _load_encoder(self) -> Encoder:
-        from uniroute.embeddings import load_encoder
-
         encoder_files = {
             relative: checksum
             for relative, checksum in self.manifest["files"].items()
@@ -297,7 +305,7 @@ def build_artifact(
     dataset: RoutingDataset,
     out_dir: str | Path,
     encoder: str | Encoder = "minilm",
-    router: str | BaseRouter = "uniroute-kmeans",
+    router: str | RouterEstimator = "uniroute-kmeans",
     holdout_models: Sequence[str] = (),
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -326,21 +334,15 @@ def build_artifact(
         raise DataError(
             f"at least 2 training models are needed; {dataset.name!r} leaves {training_models}"
         )
-    from uniroute.onboarding.references import attach_references
-
     dataset = attach_references(dataset).subset(models=training_models)
     train_rows, val_rows = split_representative(dataset.tasks, float(val_fraction), int(seed))
 
     if isinstance(encoder, str):
-        from uniroute.embeddings import make_encoder
-
         encoder = make_encoder(encoder, **(encoder_params or {}))
     elif encoder_params:
         raise DataError("encoder_params only apply when the encoder is given by name")
     if isinstance(router, str):
-        from uniroute.routers import make_router
-
-        router = make_router(router, **(router_params or {}))
+        router = make_estimator(router, **(router_params or {}))
     elif router_params:
         raise DataError("router_params only apply when the router is given by name")
 
@@ -349,20 +351,11 @@ def build_artifact(
     encoder.fit(train_texts)
     embed = encoder
     if embedding_cache is not None:
-        from uniroute.embeddings import cached
-
         embed = cached(encoder, embedding_cache)
     X_train = embed.encode(train_texts)
     X_val = embed.encode(val_texts)
     costs = dataset.model_costs
-    router.fit(
-        X_train,
-        dataset.scores[train_rows],
-        X_val,
-        dataset.scores[val_rows],
-        list(training_models),
-        costs,
-    )
+    router.fit(X_train, dataset.scores[train_rows], X_val, dataset.scores[val_rows], costs)
 
     references = dataset.references
     prompts = [

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from uniroute.cli.build_cmd import BUILD_ROUTERS
+from uniroute.cli.eval_cmd import ALL_ROUTERS
 from uniroute.cli.main import main
+from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
+from uniroute.routers import ESTIMATORS
 
 ROUTERBENCH = default_data_dir() / "routerbench"
 
@@ -36,6 +40,12 @@ def eval_args(out: Path, *extra: str) -> list[str]:
     ]
 
 
+def test_the_commands_offer_exactly_the_estimators_by_name() -> None:
+    # The CLI lists them without importing the estimators, so `uniroute --help` stays instant.
+    assert list(ALL_ROUTERS) == list(ESTIMATORS)
+    assert set(BUILD_ROUTERS) <= set(ESTIMATORS)
+
+
 def test_eval_writes_results_table_and_plot(tmp_path: Path, capsys) -> None:
     assert main(eval_args(tmp_path / "run")) == 0
     printed = capsys.readouterr().out
@@ -54,8 +64,6 @@ def test_eval_writes_results_table_and_plot(tmp_path: Path, capsys) -> None:
 
 def test_eval_with_a_cost_map_uses_those_costs(tmp_path: Path) -> None:
     costs_file = tmp_path / "costs.json"
-    from uniroute.data.loading import load_dataset
-
     models = load_dataset(ROUTERBENCH / "mbpp_test.csv", "routerbench").models
     costs_file.write_text(json.dumps({m: float(i + 1) for i, m in enumerate(models)}))
     args = eval_args(tmp_path / "run", "--costs", str(costs_file))

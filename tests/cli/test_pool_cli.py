@@ -93,7 +93,7 @@ def test_build_writes_an_artifact_and_seeds_the_registry(built, dataset) -> None
 def test_models_add_makes_a_model_routable_at_once(paths, dataset, capsys, tmp_path) -> None:
     before = _route_json(capsys, "--lambda", "10000")
     assert before["model"] == "mistralai/mistral-7b-chat"  # the cheapest training model
-    assert "gpt-4-1106-preview" not in before["estimated_error"]
+    assert "gpt-4-1106-preview" not in before["estimated_errors"]
     scores = _write_scores(tmp_path / "gpt4.csv", dataset, "gpt-4-1106-preview")
     code, out, err = _run(
         capsys, "models", "add", "gpt-4-1106-preview", "--cost", "0", "--scores", str(scores),
@@ -117,7 +117,29 @@ def test_models_add_makes_a_model_routable_at_once(paths, dataset, capsys, tmp_p
     after = _route_json(capsys, "--lambda", "10000")
     # Free of charge, it pays no lambda * cost and takes the prompt.
     assert after["model"] == "gpt-4-1106-preview"
-    assert after["cost"]["gpt-4-1106-preview"] == 0.0
+    assert after["costs"]["gpt-4-1106-preview"] == 0.0
+    assert (
+        after["cost"] == 0.0
+        and after["estimated_error"] == after["estimated_errors"]["gpt-4-1106-preview"]
+    )
+
+
+def test_models_add_refuses_an_existing_model_unless_replacing(
+    paths, dataset, capsys, tmp_path
+) -> None:
+    scores = _write_scores(tmp_path / "claude.csv", dataset, "claude-v2")
+    with Registry(paths[1]) as registry:
+        version = registry.pool_version()
+    argv = ["models", "add", "claude-v1", "--cost", "0.5", "--scores", str(scores)]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert f"model 'claude-v1' is already in {paths[1]}; use --replace or remove it" in err
+    with Registry(paths[1]) as registry:
+        assert registry.pool_version() == version
+    code, out, err = _run(capsys, *argv, "--replace")
+    assert code == 0, err
+    assert "routable now" in out
+    assert _route_json(capsys, "--lambda", "0")["costs"]["claude-v1"] == 0.5
 
 
 def test_models_add_through_the_console_script(paths, dataset, capsys, tmp_path) -> None:
@@ -139,7 +161,7 @@ def test_models_add_through_the_console_script(paths, dataset, capsys, tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert "routable now" in completed.stdout
     decision = _route_json(capsys, "--lambda", "0")
-    assert decision["cost"]["claude-v2"] == 0.00002
+    assert decision["costs"]["claude-v2"] == 0.00002
 
 
 def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
@@ -152,10 +174,12 @@ def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
     assert set(shown["accuracy_per_task"]) == {"arc-challenge"}
     assert 0.0 < shown["accuracy_per_task"]["arc-challenge"]["accuracy"] <= 1.0
 
-    assert _run(capsys, "models", "disable", "claude-v1")[0] == 0
-    assert "claude-v1" not in _route_json(capsys)["estimated_error"]
-    assert _run(capsys, "models", "enable", "claude-v1")[0] == 0
-    assert "claude-v1" in _route_json(capsys)["estimated_error"]
+    code, out, _ = _run(capsys, "models", "disable", "claude-v1")
+    assert code == 0 and "disabled 'claude-v1'; the pool has 8 enabled models" in out
+    assert "claude-v1" not in _route_json(capsys)["estimated_errors"]
+    code, out, _ = _run(capsys, "models", "enable", "claude-v1")
+    assert code == 0 and "enabled 'claude-v1'; the pool has 9 enabled models" in out
+    assert "claude-v1" in _route_json(capsys)["estimated_errors"]
 
     code, out, _ = _run(capsys, "models", "set-cost", "claude-v1", "--cost-per-1k-input", "0.5",
                         "--cost-per-1k-output", "1.5", "--expected-output-tokens", "4")  # fmt: skip
@@ -164,10 +188,38 @@ def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
     record = next(m for m in listed["models"] if m["name"] == "claude-v1")
     assert record["cost_per_query"] is None and record["cost_per_1k_output"] == 1.5
 
+    assert _route_json(capsys, "--lambda", "0")["costs"]["claude-v1"] == pytest.approx(
+        _expected_token_cost(paths[0], 0.5, 1.5, 4)
+    )
+
     code, out, _ = _run(capsys, "models", "remove", "claude-v1")
     assert code == 0 and "removed 'claude-v1'; the pool has 8 enabled models" in out
+    assert "claude-v1" not in _route_json(capsys)["estimated_errors"]
     code, _, err = _run(capsys, "models", "show", "claude-v1")
     assert code == 2 and "no model 'claude-v1' in the registry" in err
+
+
+def _expected_token_cost(artifact: Path, per_1k_in: float, per_1k_out: float, out_tokens: float):
+    texts = [
+        json.loads(line)["text"]
+        for line in Path(artifact, "representative_prompts.jsonl").read_text().splitlines()
+    ]
+    mean_tokens = sum(len(t) for t in texts) / len(texts) / 4
+    return mean_tokens / 1000 * per_1k_in + out_tokens / 1000 * per_1k_out
+
+
+def test_remove_enable_disable_set_cost_need_no_artifact(paths, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("UNIROUTE_ARTIFACT")
+    assert _run(capsys, "models", "disable", "claude-v1")[0] == 0
+    assert _run(capsys, "models", "set-cost", "claude-v1", "--cost", "0.125")[0] == 0
+    code, out, _ = _run(capsys, "models", "remove", "zero-one-ai/Yi-34B-Chat")
+    assert code == 0 and "the pool has 7 enabled models" in out
+    code, _, err = _run(capsys, "models", "enable", "no-such-model")
+    assert code == 2 and "no model 'no-such-model' in the registry" in err
+    with Registry(paths[1]) as registry:
+        record = registry.get_model("claude-v1")
+        assert not record.enabled and record.cost.per_query == 0.125
+        assert not registry.has_model("zero-one-ai/Yi-34B-Chat")
 
 
 def test_route_prints_the_decision_and_why(paths, capsys) -> None:
@@ -180,6 +232,25 @@ def test_route_prints_the_decision_and_why(paths, capsys) -> None:
     assert "over budget" in out  # claude-v1 and others cost more
     for model in ("claude-v1", "mistralai/mistral-7b-chat", "zero-one-ai/Yi-34B-Chat"):
         assert model in out
+    chosen = out.splitlines()[0].removeprefix("routed to: ")
+    assert re.search(rf"^\* {re.escape(chosen)} ", out, re.MULTILINE)
+    code, out, err = _run(capsys, "route", "What do plants need to make food?")
+    assert code == 0, err
+    assert "lambda = 0 (uncalibrated)" in out
+    assert "warning: no default policy is calibrated" in out
+    code, out, err = _run(capsys, "route", "What do plants need?", "--lambda", "50")
+    assert code == 0 and "lambda = 50 (explicit)" in out
+
+
+def test_pool_commands_keep_the_help_instant() -> None:
+    code = (
+        "import sys\n"
+        "from uniroute.cli.main import build_parser\n"
+        "build_parser()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'sqlite3'))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
@@ -193,6 +264,15 @@ def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
     assert decision["policy"] == "default" and decision["warning"] is None
     with Registry(paths[1]) as registry:
         assert decision["lam"] == registry.get_policy().lam
+    code, out, err = _run(capsys, "route", "Which of these is a mammal?")
+    assert code == 0, err
+    assert "(default policy: expected cost per query <= 0.0005)" in out
+
+    code, out, err = _run(capsys, "calibrate", "--target-quality", "0.7", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["stored"] is False
+    with Registry(paths[1]) as registry:
+        assert registry.get_policy().target.kind == "cost"  # a dry run stores nothing
 
     code, out, err = _run(capsys, "calibrate", "--target-share-of", "claude-v1", "0.25", "--json")
     assert code == 0, err

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute.evaluation.deferral import DeferralCurve, deferral_curve
 from uniroute.evaluation.metrics import (
-    area,
     area_50,
     evaluate_curve,
-    mean_quality_up_to,
     peak_accuracy,
     quality_neutral_cost,
     reference_models,
+    single_model_points,
 )
+from uniroute.tradeoff import DeferralCurve, area, deferral_curve, mean_quality_up_to
 
 
 def _three_point_curve() -> DeferralCurve:
@@ -134,3 +133,18 @@ def test_evaluate_curve_refuses_all_free_models():
     curve = deferral_curve(1.0 - quality, np.zeros(2), quality)
     with pytest.raises(ValueError, match="mean cost 0"):
         evaluate_curve(curve, quality, np.zeros((1, 2)))
+
+
+def test_single_model_points_by_hand():
+    # Model 0: accuracy (1 + 0) / 2 = 0.5, cost (2 + 4) / 2 = 3; model 1: 1.0 and 1.
+    quality = np.array([[1.0, 1.0], [0.0, 1.0]])
+    costs, accuracies = single_model_points(quality, np.array([[2.0, 1.0], [4.0, 1.0]]))
+    np.testing.assert_allclose(costs, [3.0, 1.0])
+    np.testing.assert_allclose(accuracies, [0.5, 1.0])
+
+
+def test_single_model_points_refuse_missing_scores_and_bad_costs():
+    with pytest.raises(ValueError, match="missing"):
+        single_model_points(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
+    with pytest.raises(ValueError, match="call_costs has shape"):
+        single_model_points(np.ones((1, 2)), np.ones((2, 2)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute.evaluation.deferral import DeferralCurve, deferral_curve
 from uniroute.evaluation.plots import MeanCurve, average_curves, plot_deferral_curves
+from uniroute.tradeoff import DeferralCurve, deferral_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

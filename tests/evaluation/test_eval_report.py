@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from uniroute.evaluation.deferral import deferral_curve, single_model_points
-from uniroute.evaluation.metrics import evaluate_curve
+from uniroute.evaluation.metrics import evaluate_curve, single_model_points
 from uniroute.evaluation.report import (
     REQUIRED_KEYS,
     REQUIRED_ROUTER_KEYS,
@@ -17,6 +16,7 @@ from uniroute.evaluation.report import (
     write_results,
 )
 from uniroute.evaluation.stats import mean_std, sign_test
+from uniroute.tradeoff import deferral_curve
 
 
 def _entry(areas, qncs, reached, sign=None):

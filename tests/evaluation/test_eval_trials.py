@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from uniroute.data.dataset import RoutingDataset
-from uniroute.evaluation.trials import TrialConfig, run_trials
+from uniroute.data.splits import split_prompts
+from uniroute.evaluation.metrics import evaluate_curve
+from uniroute.evaluation.trials import TrialConfig, run_trial, run_trials
+from uniroute.routers import make_estimator
+from uniroute.tradeoff import deferral_curve
 
 ALL = ["uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "oracle", "random"]
 FAST_PARAMS = {
@@ -142,3 +146,34 @@ def test_zero_trials_is_an_error() -> None:
     dataset, X = planted_dataset()
     with pytest.raises(ValueError, match="trials"):
         run(dataset, X, trials=0)
+
+
+@pytest.mark.parametrize("name", ["knn", "oracle"])
+def test_a_trial_routes_over_a_pool_of_the_unseen_llms_only(name: str) -> None:
+    dataset, X = planted_dataset()
+    params = FAST_PARAMS.get(name, {})
+    config = TrialConfig(routers=[name], test_models=4, trials=1, router_params={name: params})
+    split = split_prompts(dataset.tasks, config.fractions, seed=5)
+    outcome = run_trial(dataset, X, config, 5, split)
+
+    train_cols = [dataset.model_index(m) for m in outcome.train_models]
+    test_cols = [dataset.model_index(m) for m in outcome.test_models]
+    scores, costs = dataset.scores, dataset.model_costs
+    estimator = make_estimator(name, **params).fit(
+        X[split.train],
+        scores[np.ix_(split.train, train_cols)],
+        X[split.val],
+        scores[np.ix_(split.val, train_cols)],
+        costs[train_cols],
+    )
+    quality = scores[np.ix_(split.test, test_cols)]
+    call_costs = dataset.effective_call_costs()[np.ix_(split.test, test_cols)]
+    if estimator.clairvoyant:
+        errors = estimator.oracle_error(quality)
+    else:
+        pool = estimator.make_pool(
+            outcome.test_models, scores[np.ix_(split.val, test_cols)], costs[test_cols]
+        )
+        errors = estimator.predict_error(X[split.test], pool)
+    curve = deferral_curve(errors, costs[test_cols], quality, call_costs=call_costs)
+    assert outcome.metrics[name] == evaluate_curve(curve, quality, call_costs)

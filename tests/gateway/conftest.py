@@ -5,32 +5,19 @@ The ARC data itself (``arc_file``, ``arc_dataset``) comes from the top-level con
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# The tests run with --import-mode=importlib, so sibling support modules are not importable by
-# default; this folder is put on the path once, here, before any test module is imported.
-sys.path.insert(0, str(Path(__file__).parent))
-
-from gateway_support import (  # noqa: E402
-    EXPENSIVE,
-    HELD_OUT,
-    POOL,
-    TO_ONBOARD,
-    UPSTREAM_KEY_ENV,
-    child_env,
-    start_replays,
-)
+from tests.gateway.support import EXPENSIVE, HELD_OUT, POOL, TO_ONBOARD, UPSTREAM_KEY_ENV, child_env
+from uniroute.artifact import build_artifact
+from uniroute.embeddings import make_encoder
+from uniroute.testing.replay import start_replays
 
 
 @pytest.fixture(scope="session")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory, arc_dataset) -> Path:
     """A small tf-idf + K-means artifact (K=5, ~130 representative prompts), built once."""
-    from uniroute.artifact import build_artifact
-    from uniroute.embeddings import make_encoder
-
     out = tmp_path_factory.mktemp("gateway") / "artifact"
     build_artifact(
         arc_dataset, out, encoder=make_encoder("tfidf", n_components=64, max_features=20000),
@@ -45,7 +32,7 @@ def replays(arc_file: Path):
     """Replay upstreams for five RouterBench models; the GPT-4 one demands an API key."""
     servers = start_replays(
         arc_file, [*POOL, HELD_OUT, TO_ONBOARD],
-        extra={EXPENSIVE: ["--api-key-env", UPSTREAM_KEY_ENV]}, env=child_env(),
+        extra_args={EXPENSIVE: ["--api-key-env", UPSTREAM_KEY_ENV]}, env=child_env(),
     )  # fmt: skip
     yield servers
     for server in servers.values():

@@ -8,25 +8,15 @@ naming another model. The pool calls the model ``acme/chat-small``.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
-from gateway_support import (
-    ADMIN_TOKEN,
-    COSTS,
-    HELD_OUT,
-    POOL,
-    chat_body,
-    pool_gateway,
-    scores_of,
-    serve_in_thread,
-    sse_events,
-)
 from starlette.responses import JSONResponse
 
-from uniroute.registry.store import Registry
+from tests.gateway.support import ADMIN_TOKEN, COSTS, HELD_OUT, POOL, chat_body, pool_gateway
+from uniroute.registry import Registry
+from uniroute.testing.harness import recorded_scores, serve_in_thread, sse_events, wait_for_job
 from uniroute.testing.replay import create_replay_app, recorded_answers
 
 SERVED_NAME = HELD_OUT
@@ -131,11 +121,11 @@ def test_added_model_is_called_by_its_upstream_name_and_answers_as_its_pool_name
 ):
     gateway, router, registry = setup
     checker, v1_url = upstream
-    # Half the cheapest model's price, so a budget below all the others' routes to it alone.
+    # Half the cheapest model's price, so a max-cost below all the others' routes to it alone.
     cost = min(COSTS.values()) / 2
     response = _admin(gateway, "POST", "/models", json={
         "name": POOL_NAME, "cost": cost, "endpoint": v1_url, "upstream_model": SERVED_NAME,
-        "scores": scores_of(arc_dataset, SERVED_NAME, router.artifact.prompt_ids),
+        "scores": recorded_scores(arc_dataset, SERVED_NAME, router.artifact.prompt_ids),
     })  # fmt: skip
     assert response.status_code == 201, response.text
     assert response.json()["model"]["upstream_model"] == SERVED_NAME
@@ -175,7 +165,7 @@ def test_without_the_upstream_name_the_endpoint_refuses_and_the_error_says_why(
     name = "acme/misnamed"
     response = _admin(gateway, "POST", "/models", json={
         "name": name, "cost": 0.001, "endpoint": v1_url,
-        "scores": scores_of(arc_dataset, SERVED_NAME, router.artifact.prompt_ids),
+        "scores": recorded_scores(arc_dataset, SERVED_NAME, router.artifact.prompt_ids),
     })  # fmt: skip
     assert response.status_code == 201, response.text
     try:
@@ -202,13 +192,7 @@ def test_onboarding_job_asks_the_endpoint_by_its_upstream_name(setup, upstream):
         "onboard": True, "onboarding": {"concurrency": 8, "timeout": 10},
     })  # fmt: skip
     assert response.status_code == 202, response.text
-    poll = response.json()["poll"]
-    deadline = time.monotonic() + 60
-    while (job := httpx.get(f"{gateway.base_url}{poll}", headers=AUTH).json()["job"])[
-        "status"
-    ] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
+    job = wait_for_job(gateway.base_url, response.json()["poll"], AUTH, timeout=60)
     assert job["status"] == "succeeded", job
     assert job["result"]["model"]["upstream_model"] == SERVED_NAME
     # The pool name was never sent: the endpoint would have refused it.

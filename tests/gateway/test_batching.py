@@ -1,10 +1,13 @@
-"""Routing several prompts with one encoder call, grouped by policy."""
+"""Routing several prompts with one encoder call, grouped by pool snapshot and policy."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from uniroute.gateway.batching import route_batch
+from uniroute.gateway.batching import RouteItem, route_batch
+
+#: Stand-ins for two pool snapshots (route_batch only groups by them and passes them on).
+OLD, NEW = object(), object()
 
 
 class Calls:
@@ -12,42 +15,61 @@ class Calls:
 
     def __init__(self) -> None:
         self.embedded: list[list[str]] = []
-        self.routed: list[tuple[list[float], float | None, float | None]] = []
+        self.routed: list[tuple[list[float], float | None, float | None, object]] = []
 
     def embed(self, texts):
         self.embedded.append(list(texts))
         return np.array([[float(len(t))] for t in texts])
 
-    def route_embeddings(self, X, lam, max_cost):
-        self.routed.append((X[:, 0].tolist(), lam, max_cost))
+    def route_embeddings(self, X, *, lam=None, max_cost=None, snapshot=None):
+        self.routed.append((X[:, 0].tolist(), lam, max_cost, snapshot))
         if max_cost == 0:
             raise ValueError("no model costs at most 0")
-        return [f"decision({x:g}, {lam}, {max_cost})" for x in X[:, 0]]
+        pool = "new" if snapshot is NEW else "old"
+        return [f"decision({x:g}, {lam}, {max_cost}, {pool})" for x in X[:, 0]]
+
+
+def _item(text: str, lam=None, max_cost=None, snapshot=OLD) -> RouteItem:
+    return RouteItem(text, lam, max_cost, snapshot)
 
 
 def test_one_embed_call_and_one_route_call_per_policy() -> None:
     calls = Calls()
-    items = [("a", None, None), ("bb", 0.5, None), ("ccc", None, None), ("dddd", 0.5, None)]
+    items = [_item("a"), _item("bb", 0.5), _item("ccc"), _item("dddd", 0.5)]
     results = route_batch(calls.embed, calls.route_embeddings, items)
     assert calls.embedded == [["a", "bb", "ccc", "dddd"]]
     assert sorted(calls.routed, key=str) == sorted(
-        [([1.0, 3.0], None, None), ([2.0, 4.0], 0.5, None)], key=str
+        [([1.0, 3.0], None, None, OLD), ([2.0, 4.0], 0.5, None, OLD)], key=str
     )
     assert results == [
-        "decision(1, None, None)", "decision(2, 0.5, None)",
-        "decision(3, None, None)", "decision(4, 0.5, None)",
+        "decision(1, None, None, old)", "decision(2, 0.5, None, old)",
+        "decision(3, None, None, old)", "decision(4, 0.5, None, old)",
+    ]  # fmt: skip
+
+
+def test_each_prompt_is_routed_over_the_snapshot_it_was_sent_with() -> None:
+    calls = Calls()
+    items = [_item("a"), _item("bb", snapshot=NEW), _item("ccc")]
+    results = route_batch(calls.embed, calls.route_embeddings, items)
+    assert calls.embedded == [["a", "bb", "ccc"]]
+    assert sorted(calls.routed, key=str) == sorted(
+        [([1.0, 3.0], None, None, OLD), ([2.0], None, None, NEW)], key=str
+    )
+    assert results == [
+        "decision(1, None, None, old)", "decision(2, None, None, new)",
+        "decision(3, None, None, old)",
     ]  # fmt: skip
 
 
 def test_a_failing_group_fails_only_its_own_items() -> None:
     calls = Calls()
-    results = route_batch(calls.embed, calls.route_embeddings, [("a", None, 0), ("b", None, None)])
-    assert isinstance(results[0], ValueError) and results[1] == "decision(1, None, None)"
+    results = route_batch(calls.embed, calls.route_embeddings, [_item("a", None, 0), _item("b")])
+    assert isinstance(results[0], ValueError) and results[1] == "decision(1, None, None, old)"
 
 
 def test_an_embedding_failure_fails_every_item() -> None:
     def broken(texts):
         raise RuntimeError("encoder crashed")
 
-    results = route_batch(broken, Calls().route_embeddings, [("a", None, None), ("b", 1, None)])
+    results = route_batch(broken, Calls().route_embeddings, [_item("a"), _item("b", 1)])
     assert all(isinstance(r, RuntimeError) for r in results)

@@ -14,7 +14,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from gateway_support import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.gateway.support import (
     CHEAP,
     CLIENT_KEY,
     COSTS,
@@ -24,12 +26,9 @@ from gateway_support import (
     UPSTREAM_KEY,
     chat_body,
     pool_gateway,
-    scores_of,
-    set_fault,
-    stats,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
+from uniroute.registry import Registry
+from uniroute.testing.harness import recorded_scores, wait_until
 from uniroute.testing.replay import recorded_answers
 
 BODY_LIMIT = 100_000
@@ -84,7 +83,7 @@ def test_routed_requests_reach_the_routed_upstream(deployment, client, prompts, 
     expected = [router.route(p).model for p in chosen]
     # The calibrated policy sends these prompts to more than one model, so the check has teeth.
     assert len(set(expected)) >= 2
-    before = {m: stats(replays[m])["chat_completions"] for m in POOL}
+    before = {m: replays[m].stats()["chat_completions"] for m in POOL}
     for prompt, model in zip(chosen, expected, strict=True):
         raw = client.chat.completions.with_raw_response.create(
             model="uniroute", messages=[{"role": "user", "content": prompt}]
@@ -94,7 +93,7 @@ def test_routed_requests_reach_the_routed_upstream(deployment, client, prompts, 
         assert completion.model == model
         assert completion.choices[0].message.content == answers[model][prompt]
         assert raw.headers["x-request-id"]
-    after = {m: stats(replays[m])["chat_completions"] for m in POOL}
+    after = {m: replays[m].stats()["chat_completions"] for m in POOL}
     assert {m: after[m] - before[m] for m in POOL} == {m: expected.count(m) for m in POOL}
 
 
@@ -130,7 +129,7 @@ def test_streamed_answer_is_passed_through(deployment, client, prompts, answers)
 
 def test_stream_chunks_arrive_as_the_upstream_sends_them(deployment, replays, prompts):
     gateway, _ = deployment
-    set_fault(replays[CHEAP], fixed_answer="one two three four", chunk_delay_ms=200)
+    replays[CHEAP].set_fault(fixed_answer="one two three four", chunk_delay_ms=200)
     try:
         arrivals = []
         started = time.perf_counter()
@@ -142,7 +141,7 @@ def test_stream_chunks_arrive_as_the_upstream_sends_them(deployment, replays, pr
                 if line.startswith("data:") and '"content": "' in line and '""' not in line:
                     arrivals.append(time.perf_counter() - started)
     finally:
-        set_fault(replays[CHEAP], fixed_answer=None, chunk_delay_ms=0)
+        replays[CHEAP].set_fault(fixed_answer=None, chunk_delay_ms=0)
     # Four pieces 200 ms apart upstream: a gateway that buffered would deliver them together.
     assert len(arrivals) == 4
     assert arrivals[-1] - arrivals[0] > 0.4
@@ -186,18 +185,18 @@ def test_policies_from_model_field_and_headers(deployment, client, prompts):
 
 def test_a_pool_model_named_directly_is_called_directly(deployment, client, prompts, replays):
     prompt = prompts[6]
-    before = stats(replays[EXPENSIVE])["chat_completions"]
+    before = replays[EXPENSIVE].stats()["chat_completions"]
     raw = client.chat.completions.with_raw_response.create(
         model=EXPENSIVE, messages=[{"role": "user", "content": prompt}]
     )
     assert raw.headers["x-uniroute-model"] == EXPENSIVE
-    assert stats(replays[EXPENSIVE])["chat_completions"] == before + 1
+    assert replays[EXPENSIVE].stats()["chat_completions"] == before + 1
 
 
 def test_route_endpoint_returns_the_decision_only(deployment, prompts, replays):
     gateway, router = deployment
     prompt = prompts[7]
-    before = {m: stats(replays[m])["requests"] for m in POOL}
+    before = {m: replays[m].stats()["requests"] for m in POOL}
     response = httpx.post(f"{gateway.v1_url}/route", json={"prompt": prompt}, headers=_headers())
     assert response.status_code == 200
     decision = response.json()
@@ -205,10 +204,15 @@ def test_route_endpoint_returns_the_decision_only(deployment, prompts, replays):
     assert decision["model"] == expected.model == response.headers["x-uniroute-model"]
     assert decision["ranking"] == expected.ranking
     assert decision["cluster"] == expected.cluster
-    assert decision["cost"] == pytest.approx(COSTS)
+    assert decision["costs"] == pytest.approx(COSTS)
+    # Every pool model has an endpoint: the gateway would call the chosen one.
+    assert decision["servable_ranking"] == expected.servable_ranking == expected.ranking
+    assert decision["servable_model"] == expected.model
     for model in POOL:
-        assert decision["estimated_error"][model] == pytest.approx(expected.estimated_error[model])
-    assert {m: stats(replays[m])["requests"] for m in POOL} == before
+        assert decision["estimated_errors"][model] == pytest.approx(
+            expected.estimated_errors[model]
+        )
+    assert {m: replays[m].stats()["requests"] for m in POOL} == before
 
 
 def test_models_lists_the_alias_and_servable_models(client):
@@ -306,19 +310,22 @@ def test_admin_api_is_off_without_a_token(deployment):
 
 
 def test_health_and_readiness(deployment):
-    gateway, _ = deployment
+    gateway, router = deployment
     assert httpx.get(f"{gateway.base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.base_url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["servable_models"] == len(POOL)
-    assert ready.json()["artifact_loaded"] and ready.json()["registry_readable"]
+    assert ready.json()["registry_readable"] is True
+    # The pool served is the registry's current one.
+    with Registry(router.registry.path) as registry:
+        assert ready.json()["pool_version"] == registry.pool_version()
 
 
 def test_metrics_count_requests_cost_and_saving(deployment, client, prompts, arc_dataset):
     gateway, router = deployment
     # The most accurate model by mean score on the representative prompts, computed here.
     ids = router.artifact.prompt_ids
-    means = {m: np.mean(list(scores_of(arc_dataset, m, ids).values())) for m in POOL}
+    means = {m: np.mean(list(recorded_scores(arc_dataset, m, ids).values())) for m in POOL}
     reference = max(means, key=means.get)
     chosen = prompts[10:18]
     expected = [router.route(p).model for p in chosen]
@@ -345,7 +352,7 @@ def test_metrics_count_requests_cost_and_saving(deployment, client, prompts, arc
     saving = sum(COSTS[reference] - COSTS[m] for m in expected)
     assert delta("uniroute_estimated_saving_total") == pytest.approx(saving)
     assert delta("uniroute_routing_latency_seconds_count") == len(chosen)
-    assert after[("uniroute_pool_enabled_models", ())] == len(POOL)
+    assert after[("uniroute_pool_servable_models", ())] == len(POOL)
 
 
 def test_access_logs_are_json_with_request_ids_and_no_secrets(deployment, client, prompts):
@@ -356,10 +363,11 @@ def test_access_logs_are_json_with_request_ids_and_no_secrets(deployment, client
     )  # fmt: skip
     assert raw.headers["x-request-id"] == "trace-abc-123"
     httpx.get(f"{gateway.base_url}/admin/pool", headers={"authorization": "Bearer guess"})
-    deadline = time.monotonic() + 5
-    while not any("trace-abc-123" in line for line in gateway.log_lines()):
-        assert time.monotonic() < deadline, "the access log line never appeared"
-        time.sleep(0.05)
+    wait_until(
+        lambda: any("trace-abc-123" in line for line in gateway.log_lines()),
+        5,
+        "the access log line never appeared",
+    )
     records = [json.loads(line) for line in gateway.log_lines() if line.strip()]
     access = [r for r in records if r["logger"] == "uniroute.access"]
     traced = [r for r in access if r.get("request_id") == "trace-abc-123"]

@@ -7,7 +7,8 @@ import time
 
 import httpx
 import pytest
-from gateway_support import (
+
+from tests.gateway.support import (
     ADMIN_TOKEN,
     CHEAP,
     COSTS,
@@ -18,14 +19,16 @@ from gateway_support import (
     TO_ONBOARD,
     admin_pool_gateway,
     chat_body,
-    free_port_socket,
-    scores_of,
-    sse_events,
-    stats,
 )
-
-from uniroute.deployment.router import Router
-from uniroute.registry.store import Registry
+from uniroute.deployment import Router
+from uniroute.registry import Registry
+from uniroute.testing.harness import (
+    free_port,
+    recorded_scores,
+    sse_events,
+    wait_for_job,
+    wait_until,
+)
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -81,7 +84,7 @@ def test_model_added_while_traffic_flows_gets_routed_requests(
         deadline = time.monotonic() + 30
         while len(results) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        scores = scores_of(arc_dataset, HELD_OUT, router.artifact.prompt_ids)
+        scores = recorded_scores(arc_dataset, HELD_OUT, router.artifact.prompt_ids)
         response = _admin(gateway, "POST", "/models", json={
             "name": HELD_OUT, "cost": COSTS[CHEAP] / 2, "endpoint": replays[HELD_OUT].v1_url,
             "scores": scores,
@@ -103,7 +106,7 @@ def test_model_added_while_traffic_flows_gets_routed_requests(
     fresh = Router.load(router.artifact, Registry(registry))
     assert [model for _, _, model in after] == [fresh.route(p).model for p, _, _ in after]
     assert HELD_OUT in [model for _, _, model in after]
-    assert stats(replays[HELD_OUT])["chat_completions"] >= 1
+    assert replays[HELD_OUT].stats()["chat_completions"] >= 1
     # Persisted: a Registry opened afresh has it with its scores.
     assert Registry(registry).get_model(HELD_OUT).endpoint == replays[HELD_OUT].v1_url
 
@@ -111,23 +114,17 @@ def test_model_added_while_traffic_flows_gets_routed_requests(
 def test_onboarding_job_queries_the_endpoint_and_makes_the_model_routable(setup, replays):
     gateway, router, _ = setup
     n_prompts = len(router.artifact.prompt_ids)
-    asked_before = stats(replays[TO_ONBOARD])["chat_completions"]
+    asked_before = replays[TO_ONBOARD].stats()["chat_completions"]
     response = _admin(gateway, "POST", "/models", json={
         "name": TO_ONBOARD, "cost": COSTS[MID], "endpoint": replays[TO_ONBOARD].v1_url,
         "onboard": True, "onboarding": {"concurrency": 8, "timeout": 10},
     })  # fmt: skip
     assert response.status_code == 202, response.text
-    poll = response.json()["poll"]
-    deadline = time.monotonic() + 60
-    while True:
-        job = httpx.get(f"{gateway.base_url}{poll}", headers=AUTH).json()["job"]
-        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    job = wait_for_job(gateway.base_url, response.json()["poll"], AUTH, timeout=60)
     assert job["status"] == "succeeded", job
     assert job["progress"]["total"] == n_prompts and job["progress"]["done"] == n_prompts
     assert job["result"]["scores"] > 0.9 * n_prompts
-    asked = stats(replays[TO_ONBOARD])["chat_completions"] - asked_before
+    asked = replays[TO_ONBOARD].stats()["chat_completions"] - asked_before
     assert asked == n_prompts
     listed = {m["name"]: m for m in _admin(gateway, "GET", "/models").json()["models"]}
     assert listed[TO_ONBOARD]["n_scores"] == job["result"]["scores"]
@@ -139,21 +136,13 @@ def test_onboarding_job_queries_the_endpoint_and_makes_the_model_routable(setup,
 
 def test_failed_onboarding_leaves_the_registry_unchanged(setup):
     gateway, _, _ = setup
-    closed = free_port_socket()
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there any more
+    port = free_port()  # nothing listens there
     response = _admin(gateway, "POST", "/models", json={
         "name": "unreachable-model", "cost": 0.001, "endpoint": f"http://127.0.0.1:{port}/v1",
         "onboard": True, "onboarding": {"timeout": 2, "retries": 0},
     })  # fmt: skip
     assert response.status_code == 202
-    poll = response.json()["poll"]
-    deadline = time.monotonic() + 30
-    while (job := httpx.get(f"{gateway.base_url}{poll}", headers=AUTH).json()["job"])[
-        "status"
-    ] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    job = wait_for_job(gateway.base_url, response.json()["poll"], AUTH, timeout=30)
     assert job["status"] == "failed" and job["error"]
     names = [m["name"] for m in _admin(gateway, "GET", "/models").json()["models"]]
     assert "unreachable-model" not in names
@@ -182,7 +171,7 @@ def test_cost_change_moves_traffic(setup, unique_prompts):
     assert response.status_code == 200 and response.json()["model"]["cost_per_query"] == 1.0
     try:
         decision = httpx.post(f"{gateway.v1_url}/route", json={"prompt": unique_prompts[0]}).json()
-        assert decision["cost"][CHEAP] == 1.0
+        assert decision["costs"][CHEAP] == 1.0
         assert decision["model"] != CHEAP
     finally:
         _admin(gateway, "POST", f"/models/{CHEAP}/cost", json={"cost": COSTS[CHEAP]})
@@ -191,7 +180,7 @@ def test_cost_change_moves_traffic(setup, unique_prompts):
 def test_removed_model_is_gone(setup, arc_dataset, replays, unique_prompts):
     gateway, router, _ = setup
     # A pool name of our own for the CHEAP upstream: answers must carry the pool name.
-    scores = scores_of(arc_dataset, CHEAP, router.artifact.prompt_ids)
+    scores = recorded_scores(arc_dataset, CHEAP, router.artifact.prompt_ids)
     response = _admin(gateway, "POST", "/models", json={
         "name": "team/alias-model", "cost": 0.0002, "endpoint": replays[CHEAP].v1_url,
         "scores": [{"prompt_id": k, "score": v} for k, v in scores.items()],
@@ -230,18 +219,13 @@ def test_recalibrate_sets_the_default_lambda(setup):
 
 def test_changes_made_by_another_process_are_noticed(setup):
     gateway, _, registry = setup
-    Registry(registry).set_enabled(MID, False)
-    try:
-        deadline = time.monotonic() + 10
-        while MID in _served(gateway):
-            assert time.monotonic() < deadline, "the gateway never noticed the change"
-            time.sleep(0.05)
-    finally:
-        Registry(registry).set_enabled(MID, True)
-    deadline = time.monotonic() + 10
-    while MID not in _served(gateway):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    with Registry(registry) as other_process:
+        other_process.set_enabled(MID, False)
+        try:
+            wait_until(lambda: MID not in _served(gateway), 10, "the disabling was never noticed")
+        finally:
+            other_process.set_enabled(MID, True)
+    wait_until(lambda: MID in _served(gateway), 10, "the re-enabling was never noticed")
 
 
 @pytest.mark.parametrize(
@@ -250,8 +234,9 @@ def test_changes_made_by_another_process_are_noticed(setup):
         ("POST", "/models", {"cost": 1, "scores": {"a": 1}}, 400, "missing_field"),
         ("POST", "/models", {"name": CHEAP, "cost": 1, "scores": {"a": 1}}, 409, "model_exists"),
         ("POST", "/models", {"name": "m", "cost": 1, "scores": {"x": 2}}, 400, "invalid_scores"),
+        # A DataError of the registry: its own status and code.
         ("POST", "/models", {"name": "m", "cost": 1, "scores": {"no-such-id": 1}}, 400,
-         "invalid_request"),
+         "invalid_data"),
         ("POST", "/models", {"name": "m", "scores": {"x": 1}}, 400, "invalid_cost"),
         ("POST", "/models", {"name": "m", "cost": 1}, 400, "missing_field"),
         ("POST", "/models", {"name": "m", "cost": 1, "onboard": True}, 400, "missing_field"),
@@ -261,6 +246,8 @@ def test_changes_made_by_another_process_are_noticed(setup):
                              "api_key_env": "sk-live-abcdefghijklmnopqrstuvwxyz0123"}, 400,
          "invalid_request"),
         ("POST", "/models/nobody/disable", None, 404, "model_not_found"),
+        ("DELETE", "/models/nobody", None, 404, "model_not_found"),
+        ("POST", "/models/nobody/cost", {"cost": 1}, 404, "model_not_found"),
         ("POST", f"/models/{CHEAP}/cost", {"cost": -1}, 400, "invalid_cost"),
         ("POST", "/recalibrate", {"target_quality": 2}, 400, "invalid_request"),
         ("GET", "/jobs/nope", None, 404, "job_not_found"),
@@ -271,3 +258,30 @@ def test_bad_admin_requests(setup, method, path, body, status, code):
     response = _admin(gateway, method, path, json=body)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/models", {"name": "m", "cost": 1, "scores": {"x": 1}, "colour": "red"}, "colour"),
+        (f"/models/{CHEAP}/cost", {"cost": 1.0, "currency": "EUR"}, "currency"),
+        ("/recalibrate", {"target_cost": COSTS[CHEAP], "target_costs": 1}, "target_costs"),
+        ("/models", {"name": "m", "cost": 1, "endpoint": "http://127.0.0.1:9/v1", "onboard": True,
+                     "onboarding": {"concurrency": 2, "colour": 1}}, "onboarding"),
+    ],
+)  # fmt: skip
+def test_an_unknown_admin_field_is_refused_by_name_and_changes_nothing(setup, path, body, param):
+    gateway, _, registry = setup
+    with Registry(registry) as before:
+        cost, policy = before.get_model(CHEAP).cost, before.get_policy()
+    jobs = _admin(gateway, "GET", "/jobs").json()["jobs"]
+    response = _admin(gateway, "POST", path, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unknown_field" and error["param"] == param
+    assert param in error["message"]
+    with Registry(registry) as after:
+        assert not after.has_model("m")
+        assert after.get_model(CHEAP).cost == cost
+        assert after.get_policy() == policy
+    assert _admin(gateway, "GET", "/jobs").json()["jobs"] == jobs

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from gateway_support import CHEAP, MID, make_registry, serve_in_thread
 
-from uniroute.deployment.router import Router, seed_registry
+from tests.gateway.support import CHEAP, MID, make_registry
+from uniroute.deployment import Router
+from uniroute.deployment.pool_changes import seed_registry
 from uniroute.gateway.app import create_app
 from uniroute.gateway.config import GatewayConfig
-from uniroute.gateway.pool_view import PoolView
+from uniroute.testing.harness import serve_in_thread
 
 EMBED_SECONDS = 1.5
 
@@ -77,7 +78,7 @@ def test_slow_embedding_does_not_block_other_requests(tmp_path, artifact_dir, ar
     )  # fmt: skip
     slow = SlowEncoder(router.artifact.encoder, EMBED_SECONDS)
     router = Router(WithEncoder(router.artifact, slow), router.registry)
-    app = create_app(PoolView(router), GatewayConfig(routing_threads=2))
+    app = create_app(router, GatewayConfig(routing_threads=2))
     prompt = str(arc_dataset.prompts[0])
     with serve_in_thread(app) as base_url:
         routed: list[httpx.Response] = []
@@ -105,7 +106,7 @@ def test_readiness_needs_a_model_with_an_endpoint(tmp_path, artifact_dir, arc_da
                            calibrate=False)  # fmt: skip
     # The artifact's training models, with scores and costs but no endpoint.
     seed_registry(router.artifact, router.registry)
-    app = create_app(PoolView(router), GatewayConfig())
+    app = create_app(router, GatewayConfig())
     with serve_in_thread(app) as base_url:
         ready = httpx.get(f"{base_url}/readyz", timeout=10)
         decision = httpx.post(f"{base_url}/v1/route", json={"prompt": "Which gas do plants use?"})
@@ -138,7 +139,7 @@ def test_prompts_arriving_together_share_one_encoder_call(
         return original(texts, show_progress=show_progress)
 
     slow.encode = counting_encode
-    app = create_app(PoolView(router), GatewayConfig(routing_threads=1))
+    app = create_app(router, GatewayConfig(routing_threads=1))
     prompts = [str(t) for t in arc_dataset.prompts[:4]]
     with serve_in_thread(app) as base_url:
         decisions: dict[str, dict] = {}

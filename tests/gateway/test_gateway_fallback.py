@@ -11,19 +11,11 @@ import time
 
 import httpx
 import pytest
-from gateway_support import (
-    CHEAP,
-    COSTS,
-    EXPENSIVE,
-    MID,
-    chat_body,
-    pool_gateway,
-    set_fault,
-    sse_events,
-    start_replays,
-    stats,
-)
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.gateway.support import CHEAP, COSTS, EXPENSIVE, MID, chat_body, pool_gateway
+from uniroute.testing.harness import sse_events
+from uniroute.testing.replay import start_replays
 
 TIMEOUT_S = 1.0
 COOLDOWN_S = 1.0
@@ -81,7 +73,7 @@ def _circuit_open(gateway, model) -> float:
 def test_500s_fall_back_then_the_breaker_opens_and_recovers(setup, unique_prompts):
     gateway, router, upstreams = setup
     chosen = _first_choice(router, unique_prompts, EXPENSIVE, 5, lam=0.0)
-    set_fault(upstreams[EXPENSIVE], fail_rate=1.0, fail_status=500)
+    upstreams[EXPENSIVE].set_fault(fail_rate=1.0, fail_status=500)
     try:
         for prompt in chosen[:2]:
             response = _post(gateway, chat_body(prompt, model="uniroute:lambda=0"))
@@ -90,19 +82,19 @@ def test_500s_fall_back_then_the_breaker_opens_and_recovers(setup, unique_prompt
             assert response.headers["x-uniroute-model"] == second
             assert response.headers["x-uniroute-attempts"] == "2"
         # Two consecutive failures: out of rotation, so the next request does not even try it.
-        calls = stats(upstreams[EXPENSIVE])["requests"]
+        calls = upstreams[EXPENSIVE].stats()["requests"]
         response = _post(gateway, chat_body(chosen[2], model="uniroute:lambda=0"))
         assert response.status_code == 200
         assert response.headers["x-uniroute-model"] != EXPENSIVE
         assert response.headers["x-uniroute-attempts"] == "1"
-        assert stats(upstreams[EXPENSIVE])["requests"] == calls
+        assert upstreams[EXPENSIVE].stats()["requests"] == calls
         assert _circuit_open(gateway, EXPENSIVE) == 1.0
         # Named directly while out of rotation: a clear 503, not a hang.
         direct = _post(gateway, chat_body(chosen[2], model=EXPENSIVE))
         assert direct.status_code == 503
         assert direct.json()["error"]["code"] == "models_unavailable"
     finally:
-        set_fault(upstreams[EXPENSIVE])
+        upstreams[EXPENSIVE].set_fault()
     time.sleep(COOLDOWN_S + 0.2)
     # Half-open: one probe goes through, succeeds, and the model is back in rotation.
     for prompt in chosen[3:5]:
@@ -115,13 +107,13 @@ def test_500s_fall_back_then_the_breaker_opens_and_recovers(setup, unique_prompt
 def test_slow_upstream_times_out_and_falls_back(setup, unique_prompts):
     gateway, router, upstreams = setup
     prompt = _first_choice(router, unique_prompts, EXPENSIVE, 1, lam=0.0)[0]
-    set_fault(upstreams[EXPENSIVE], delay_ms=int(TIMEOUT_S * 1000 * 4))
+    upstreams[EXPENSIVE].set_fault(delay_ms=int(TIMEOUT_S * 1000 * 4))
     try:
         started = time.perf_counter()
         response = _post(gateway, chat_body(prompt, model="uniroute:lambda=0"))
         elapsed = time.perf_counter() - started
     finally:
-        set_fault(upstreams[EXPENSIVE])
+        upstreams[EXPENSIVE].set_fault()
     assert response.status_code == 200
     assert response.headers["x-uniroute-model"] == router.route(prompt, lam=0.0).ranking[1]
     assert TIMEOUT_S <= elapsed < TIMEOUT_S * 3
@@ -132,11 +124,11 @@ def test_slow_upstream_times_out_and_falls_back(setup, unique_prompts):
 def test_streaming_falls_back_before_the_first_byte(setup, unique_prompts):
     gateway, router, upstreams = setup
     prompt = _first_choice(router, unique_prompts, EXPENSIVE, 1, lam=0.0)[0]
-    set_fault(upstreams[EXPENSIVE], fail_first=1, fail_status=503)
+    upstreams[EXPENSIVE].set_fault(fail_first=1, fail_status=503)
     try:
         response = _post(gateway, chat_body(prompt, model="uniroute:lambda=0", stream=True))
     finally:
-        set_fault(upstreams[EXPENSIVE])
+        upstreams[EXPENSIVE].set_fault()
     fallback = router.route(prompt, lam=0.0).ranking[1]
     assert response.status_code == 200
     assert response.headers["x-uniroute-model"] == fallback
@@ -148,11 +140,11 @@ def test_streaming_falls_back_before_the_first_byte(setup, unique_prompts):
 
 def test_stream_that_stalls_after_the_first_byte_ends_with_an_error_event(setup, unique_prompts):
     gateway, _, upstreams = setup
-    set_fault(upstreams[CHEAP], chunk_delay_ms=3000, fixed_answer="too slow")
+    upstreams[CHEAP].set_fault(chunk_delay_ms=3000, fixed_answer="too slow")
     try:
         response = _post(gateway, chat_body(unique_prompts[0], model=CHEAP, stream=True))
     finally:
-        set_fault(upstreams[CHEAP], fixed_answer=None, chunk_delay_ms=0)
+        upstreams[CHEAP].set_fault(fixed_answer=None, chunk_delay_ms=0)
     # The status was sent with the first chunk, so the failure is reported in the stream.
     assert response.status_code == 200
     events = sse_events(response.content)
@@ -165,12 +157,12 @@ def test_every_candidate_failing_gives_a_clear_502(setup, unique_prompts):
     gateway, _, upstreams = setup
     ceiling = f"uniroute:max-cost={CHEAP_OR_MID}"
     for model in (CHEAP, MID):
-        set_fault(upstreams[model], fail_first=1, fail_status=500)
+        upstreams[model].set_fault(fail_first=1, fail_status=500)
     try:
         response = _post(gateway, chat_body(unique_prompts[1], model=ceiling))
     finally:
         for model in (CHEAP, MID):
-            set_fault(upstreams[model])
+            upstreams[model].set_fault()
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["code"] == "upstream_failed"
@@ -179,7 +171,7 @@ def test_every_candidate_failing_gives_a_clear_502(setup, unique_prompts):
 
 def test_killing_an_upstream_mid_traffic_loses_no_request(setup, unique_prompts):
     gateway, router, upstreams = setup
-    chosen = _first_choice(router, unique_prompts, MID, 12, budget=CHEAP_OR_MID)
+    chosen = _first_choice(router, unique_prompts, MID, 12, max_cost=CHEAP_OR_MID)
     results: list[tuple[int, str]] = []
 
     def traffic() -> None:
@@ -198,5 +190,5 @@ def test_killing_an_upstream_mid_traffic_loses_no_request(setup, unique_prompts)
     assert [status for status, _ in results] == [200] * len(chosen)
     models = [model for _, model in results]
     assert models[:4] == [MID] * 4
-    # Once the process is gone, its requests are answered by the only other model in budget.
+    # Once the process is gone, its requests are answered by the only other model within max-cost.
     assert models[-4:] == [CHEAP] * 4

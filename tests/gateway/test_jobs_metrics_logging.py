@@ -17,7 +17,7 @@ from uniroute.gateway.access_log import (
     new_request_id,
     stop_logging,
 )
-from uniroute.gateway.jobs import FAILED, SUCCEEDED, JobTracker
+from uniroute.gateway.admin.jobs import FAILED, SUCCEEDED, JobTracker
 from uniroute.gateway.metrics import GatewayMetrics
 
 

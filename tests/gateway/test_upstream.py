@@ -8,6 +8,7 @@ import pytest
 
 from uniroute.gateway.fallback import UpstreamError
 from uniroute.gateway.upstream import SseModelRewriter, UpstreamTarget, rewrite_model_field
+from uniroute.pool import Endpoint
 
 
 def _event(model: str, text: str) -> bytes:
@@ -52,5 +53,6 @@ def test_json_body_rewrite() -> None:
 
 
 def test_target_urls() -> None:
-    target = UpstreamTarget("m", "http://127.0.0.1:9/v1/")
+    target = UpstreamTarget("m", Endpoint("http://127.0.0.1:9/v1/", "M_KEY", "served-name"))
     assert target.url("/chat/completions") == "http://127.0.0.1:9/v1/chat/completions"
+    assert (target.api_key_env, target.upstream_model) == ("M_KEY", "served-name")

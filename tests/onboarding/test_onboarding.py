@@ -22,12 +22,8 @@ from uniroute.data.paths import default_data_dir
 from uniroute.data.representative import RepresentativePrompt, write_representative_prompts
 from uniroute.errors import OnboardingError, StateError
 from uniroute.onboarding.answer_cache import AnswerCache
-from uniroute.onboarding.client import (
-    completion_url,
-    normalise_base_url,
-    onboard_endpoint,
-    onboard_endpoint_async,
-)
+from uniroute.onboarding.client import completion_url, onboard_endpoint, onboard_endpoint_async
+from uniroute.onboarding.endpoints import base_url
 from uniroute.onboarding.references import attach_references
 from uniroute.testing.replay import ReplayServerProcess
 
@@ -315,6 +311,16 @@ def test_bad_arguments_are_rejected_before_any_request(arc) -> None:
         onboard_endpoint(MODEL, "http://127.0.0.1:9/v1", [prompts[0], prompts[0]])
     with pytest.raises(OnboardingError, match="http"):
         onboard_endpoint(MODEL, "ftp://example/v1", prompts)
+    with pytest.raises(OnboardingError, match="must not embed credentials"):
+        onboard_endpoint(MODEL, "http://user:secret@127.0.0.1:9/v1", prompts)
+    for option, value in (
+        ("retries", -1),
+        ("retries", 1.5),
+        ("backoff", -0.1),
+        ("temperature", -1),
+    ):
+        with pytest.raises(ValueError, match=f"{option} must be a"):
+            onboard_endpoint(MODEL, "http://127.0.0.1:9/v1", prompts, **{option: value})
 
 
 def test_the_blocking_form_takes_the_same_arguments_and_refuses_a_running_loop(arc) -> None:
@@ -334,8 +340,8 @@ def test_the_blocking_form_takes_the_same_arguments_and_refuses_a_running_loop(a
 
 
 def test_base_url_normalisation() -> None:
-    assert normalise_base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1"
-    assert normalise_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    assert base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1"
+    assert base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
     assert completion_url("https://h/api/v1", "chat") == "https://h/api/v1/chat/completions"
     assert completion_url("https://h/api/v1", "completions") == "https://h/api/v1/completions"
 

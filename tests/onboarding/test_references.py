@@ -11,12 +11,9 @@ from uniroute.data.dataset import RoutingDataset
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.data.representative import RepresentativePrompt
+from uniroute.data.routerbench import responses_by_prompt
 from uniroute.errors import DataError
-from uniroute.onboarding.references import (
-    attach_references,
-    derive_choice_reference,
-    recorded_responses,
-)
+from uniroute.onboarding.references import attach_references, derive_choice_reference
 
 QUESTION = "Which is a metal?\nA) wood\nB) iron\nC) glass\nD) paper\nAnswer:"
 MODELS = ["m1", "m2", "m3", "m4"]
@@ -127,7 +124,7 @@ def test_derive_choice_reference_on_a_single_prompt() -> None:
     )
 
 
-def test_recorded_responses_reads_both_meta_layouts() -> None:
+def test_responses_by_prompt_reads_both_meta_layouts() -> None:
     full = _dataset(ROWS)
     # The loader's layout: arrays for every recorded prompt, keyed by response_prompt_ids.
     by_id = RoutingDataset(
@@ -140,14 +137,14 @@ def test_recorded_responses_reads_both_meta_layouts() -> None:
         meta=full.meta,
     )
     expected = {"disagree": "A", "agree": "B"}
-    assert recorded_responses(by_id)["m1"] == expected
+    assert responses_by_prompt(by_id)["m1"] == expected
     # Arrays aligned with the dataset's own rows.
     aligned_meta = {"responses": {m: full.meta["responses"][m][[2, 0]] for m in MODELS}}
     aligned = dataclasses.replace(by_id, meta=aligned_meta)
-    assert recorded_responses(aligned)["m1"] == expected
+    assert responses_by_prompt(aligned)["m1"] == expected
 
 
-def test_recorded_responses_refuses_an_ambiguous_layout() -> None:
+def test_responses_by_prompt_refuses_an_ambiguous_layout() -> None:
     full = _dataset(ROWS)
     order = [1, 0, 2, 3, 4, 5]
     # Arrays re-ordered with the rows while the id array kept the old order: either reading fits.
@@ -160,4 +157,15 @@ def test_recorded_responses_refuses_an_ambiguous_layout() -> None:
         },
     )
     with pytest.raises(DataError, match="unambiguously"):
-        recorded_responses(shuffled)
+        responses_by_prompt(shuffled)
+
+
+def test_responses_by_prompt_follows_a_subset_and_needs_recorded_responses() -> None:
+    full = _dataset(ROWS)
+    part = full.subset([2, 0])
+    # subset() re-aligns the response arrays and their id array alike with the kept rows.
+    assert part.meta["response_prompt_ids"].tolist() == ["disagree", "agree"]
+    assert responses_by_prompt(part)["m2"] == {"disagree": "B", "agree": "The answer is (B)."}
+    for meta in ({}, {"responses": {}}):
+        with pytest.raises(DataError, match="no recorded model responses"):
+            responses_by_prompt(dataclasses.replace(full, meta=meta))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from uniroute.errors import DataError, UsageError
 from uniroute.registry.costs import (
     DEFAULT_OUTPUT_TOKENS,
     ModelCost,
@@ -46,10 +47,19 @@ def test_token_estimate_and_empty_prompt_sets() -> None:
         ({"per_1k_input": 1.0}, "needs both the input and the output price"),
         ({"per_query": -1.0}, "finite number >= 0"),
         ({"per_query": float("inf")}, "finite number >= 0"),
-        ({"per_query": "cheap"}, "must be a number"),
+        ({"per_query": "cheap"}, "cost per_query must be a finite number >= 0, got 'cheap'"),
+        ({"per_1k_input": None, "per_1k_output": float("nan")}, "cost per_1k_output must be"),
         ({"per_1k_input": 1.0, "per_1k_output": 1.0, "expected_output_tokens": -5}, ">= 0"),
     ],
 )
 def test_invalid_prices_are_rejected(fields: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    # A DataError, which is still a ValueError for callers that catch that.
+    with pytest.raises(DataError, match=message):
         ModelCost(**fields)
+
+
+@pytest.mark.parametrize("tokens", [-1.0, float("nan"), float("inf"), "many"])
+def test_a_bad_mean_input_token_count_is_a_usage_error(tokens: object) -> None:
+    cost = ModelCost(per_1k_input=1.0, per_1k_output=1.0)
+    with pytest.raises(UsageError, match="mean_input_tokens must be a finite number >= 0"):
+        cost.per_query_cost(tokens)

@@ -10,19 +10,25 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from uniroute.errors import DataError, RegistryError, StateError
-from uniroute.registry.calibration import Policy, Target
-from uniroute.registry.costs import ModelCost
-from uniroute.registry.store import (
+from uniroute.errors import (
+    DataError,
+    ModelExistsError,
+    ModelNotFoundError,
+    RegistryError,
+    StateError,
+)
+from uniroute.registry import (
     MIGRATIONS,
     REGISTRY_SCHEMA_VERSION,
     Binding,
+    ModelCost,
     ModelRecord,
     NewModel,
     Registry,
@@ -31,6 +37,7 @@ from uniroute.registry.store import (
     migrate,
     read_scores_file,
 )
+from uniroute.registry.calibration import Policy, Target
 
 PROMPTS = [f"p{i}" for i in range(5)]
 
@@ -104,8 +111,9 @@ def test_remove_deletes_scores_and_features(registry: Registry) -> None:
 
 def test_duplicate_and_unknown_models_are_clear_errors(registry: Registry) -> None:
     registry.add_model(_record("a"), {"p0": 1.0})
-    with pytest.raises(RegistryError, match="'a' is already in the registry"):
+    with pytest.raises(ModelExistsError, match="'a' is already in the registry") as exists:
         registry.add_model(_record("a"), {"p0": 0.0})
+    assert exists.value.http_status == 409
     replaced = registry.add_model(_record("a", 3.0), {"p1": 0.0}, replace=True)
     assert registry.get_scores("a") == {"p1": 0.0}
     assert replaced.cost.per_query == 3.0
@@ -116,8 +124,11 @@ def test_duplicate_and_unknown_models_are_clear_errors(registry: Registry) -> No
         lambda: registry.set_cost("zzz", ModelCost(per_query=1.0)),
         lambda: registry.get_scores("zzz"),
     ):
-        with pytest.raises(RegistryError, match="no model 'zzz'.*models: a"):
+        with pytest.raises(ModelNotFoundError, match="no model 'zzz'.*models: a") as unknown:
             call()
+        assert unknown.value.http_status == 404
+    with pytest.raises(ModelNotFoundError, match="no model 'zzz'"):
+        registry.set_features("art", {"zzz": np.ones(3)})
 
 
 def test_add_models_is_all_or_nothing(registry: Registry) -> None:
@@ -127,10 +138,72 @@ def test_add_models_is_all_or_nothing(registry: Registry) -> None:
         registry.add_models([good, bad_psi])
     duplicate_in_db = NewModel(_record("good"), {"p0": 0.0})
     registry.add_model(_record("existing"), {"p0": 1.0})
-    with pytest.raises(RegistryError, match="already in the registry"):
+    with pytest.raises(ModelExistsError, match="already in the registry"):
         registry.add_models([good, NewModel(_record("existing"), {"p0": 1.0})])
     assert [r.name for r in registry.list_models()] == ["existing"]
     assert duplicate_in_db.record.name == "good"
+
+
+class _StaleExistenceCheck:
+    """A connection whose "is this name taken?" query answers as before a rival's commit."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, *parameters: object) -> sqlite3.Cursor:
+        if sql.startswith("SELECT created_at FROM models WHERE name"):
+            return self._connection.execute("SELECT 1 WHERE 0")
+        return self._connection.execute(sql, *parameters)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
+
+
+def test_a_writer_that_loses_the_race_for_a_name_gets_model_exists(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    with Registry(path) as winner, Registry(path) as loser:
+        # The loser checked before the winner committed, so its own INSERT hits the primary key.
+        loser._connection = _StaleExistenceCheck(loser._connection)
+        winner.add_model(_record("a", 1.0), {"p0": 1.0})
+        version = winner.pool_version()
+        with pytest.raises(ModelExistsError, match="'a' is already in the registry"):
+            loser.add_model(_record("a", 2.0), {"p0": 0.0, "p1": 1.0})
+        # The losing transaction was rolled back whole; the winner's model is untouched.
+        assert winner.get_model("a").cost.per_query == 1.0
+        assert winner.get_scores("a") == {"p0": 1.0}
+        assert winner.pool_version() == version
+        assert loser.add_model(_record("b"), {"p0": 1.0}).name == "b"  # and it can write again
+
+
+def test_two_writers_adding_the_same_name_one_wins_the_other_gets_model_exists(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pool.db"
+    Registry(path).close()
+    start = threading.Barrier(2)
+    outcomes: dict[int, str] = {}
+
+    def add(writer: int) -> None:
+        with Registry(path) as registry:
+            start.wait(timeout=10)
+            try:
+                registry.add_model(_record("same", writer + 1.0), {"p0": float(writer)})
+                outcomes[writer] = "added"
+            except ModelExistsError:
+                outcomes[writer] = "exists"
+            except Exception as exc:  # reported by the assertion below
+                outcomes[writer] = repr(exc)
+
+    threads = [threading.Thread(target=add, args=(writer,)) for writer in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes.values()) == ["added", "exists"], outcomes
+    winner = next(writer for writer, outcome in outcomes.items() if outcome == "added")
+    with Registry(path) as registry:
+        assert registry.get_model("same").cost.per_query == winner + 1.0
+        assert registry.get_scores("same") == {"p0": float(winner)}
 
 
 @pytest.mark.parametrize(
@@ -156,8 +229,6 @@ def test_policy_round_trip(registry: Registry) -> None:
     version = registry.pool_version()
     registry.set_policy(policy, notify=False)
     assert registry.pool_version() == version
-    registry.clear_policy()
-    assert registry.get_policy() is None
 
 
 def test_pool_fingerprint_tracks_enabled_models_and_revisions(registry: Registry) -> None:
@@ -217,11 +288,20 @@ def test_api_key_env_accepts_variable_names(value: str) -> None:
         ("ftp://host/v1", "http\\(s\\) base URL"),
         ("localhost:8000", "http\\(s\\) base URL"),
         ("https://user:pw@host/v1", "must not embed credentials"),
+        # Refused by onboarding before the one endpoint rule, so they are not stored either.
+        ("http://:8000/v1", "http\\(s\\) base URL"),
+        ("http://host:port/v1", "not a valid URL"),
+        ("http://host\n/v1", "not a valid URL"),
     ],
 )
 def test_bad_endpoints_are_rejected(endpoint: str, message: str) -> None:
     with pytest.raises(RegistryError, match=message):
         _record("m", endpoint=endpoint)
+
+
+def test_an_endpoint_is_stored_trimmed_and_without_trailing_slashes() -> None:
+    assert _record("m", endpoint="  http://127.0.0.1:9/v1// ").endpoint == "http://127.0.0.1:9/v1"
+    assert _record("m", endpoint="HTTP://Host:8000").endpoint == "HTTP://Host:8000"
 
 
 @pytest.mark.parametrize("name", ["", " padded", "tab\tname"])
@@ -461,8 +541,7 @@ WRITER = textwrap.dedent(
     import sys
     import time
     import numpy as np
-    from uniroute.registry.costs import ModelCost
-    from uniroute.registry.store import ModelRecord, Registry
+    from uniroute.registry import ModelCost, ModelRecord, Registry
 
     path = sys.argv[1]
     start, count, n_prompts = (int(value) for value in sys.argv[2:5])

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from uniroute.pool import Pool
+from uniroute.routers import RouterEstimator
+
 DIM = 6
 MODELS = ["A", "B"]
 COSTS = np.array([1.0, 1.0])
@@ -46,8 +49,12 @@ class TwoGroups:
     test: Split
 
     def fit_args(self) -> tuple:
-        """Positional arguments of BaseRouter.fit for models A and B."""
-        return (self.train.X, self.train.S, self.val.X, self.val.S, list(MODELS), COSTS)
+        """Positional arguments of RouterEstimator.fit for models A and B."""
+        return (self.train.X, self.train.S, self.val.X, self.val.S, COSTS)
+
+    def pool(self, estimator: RouterEstimator) -> Pool:
+        """The training models A and B as a pool, described by their validation scores."""
+        return estimator.make_pool(MODELS, self.val.S, COSTS)
 
 
 def make_split(rng: np.random.Generator, n_per_group: int) -> Split:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute.routers import BaseRouter, RouterError, UniRouteKMeans, UniRouteLearnedMap
+from uniroute.errors import RouterError
+from uniroute.routers import UniRouteKMeans, UniRouteLearnedMap, load_estimator
 
 E0 = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 E1 = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
@@ -31,8 +32,9 @@ def test_kmeans_weights_are_one_hot_on_the_prompts_cluster(kmeans):
 def test_kmeans_error_is_the_weights_times_psi(kmeans, two_groups):
     weights = kmeans.cluster_weights(two_groups.test.X)
     assert weights.shape == (len(two_groups.test.X), kmeans.n_clusters_)
+    pool = two_groups.pool(kmeans)
     np.testing.assert_array_equal(
-        weights @ kmeans.pool_features_.T, kmeans.predict_error(two_groups.test.X)
+        weights @ pool.features.T, kmeans.predict_error(two_groups.test.X, pool)
     )
 
 
@@ -57,14 +59,15 @@ def test_trained_map_weights_are_its_soft_clusters_and_give_its_errors(two_group
     assert (weights > 0).all()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     np.testing.assert_array_equal(weights, router.soft_clusters(X))
-    np.testing.assert_allclose(weights @ router.pool_features_.T, router.predict_error(X))
+    pool = two_groups.pool(router)
+    np.testing.assert_allclose(weights @ pool.features.T, router.predict_error(X, pool))
 
 
 @pytest.mark.parametrize("router_class", [UniRouteKMeans, UniRouteLearnedMap])
 def test_weights_survive_a_save_and_load(router_class, two_groups, tmp_path):
     router = router_class(n_clusters=2).fit(*two_groups.fit_args())
     router.save(tmp_path / "router")
-    loaded = BaseRouter.load(tmp_path / "router")
+    loaded = load_estimator(tmp_path / "router")
     np.testing.assert_array_equal(
         loaded.cluster_weights(two_groups.test.X), router.cluster_weights(two_groups.test.X)
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute.routers import KNNRouter, RouterError
+from uniroute.errors import RouterError
+from uniroute.routers import KNNRouter, load_estimator
 from uniroute.routers.knn import nearest_neighbors
 
 
@@ -28,7 +29,11 @@ S_VAL = 1.0 - np.array(
 
 def fitted(**params):
     router = KNNRouter(**params)
-    return router.fit(on_circle([45, 50]), np.ones((2, 2)), X_VAL, S_VAL, ["p", "q"], [1.0, 2.0])
+    return router.fit(on_circle([45, 50]), np.ones((2, 2)), X_VAL, S_VAL, [1.0, 2.0])
+
+
+def pool_of(router):
+    return router.make_pool(["p", "q"], S_VAL, [1.0, 2.0])
 
 
 def test_neighbours_are_found_by_cosine_similarity():
@@ -38,7 +43,7 @@ def test_neighbours_are_found_by_cosine_similarity():
 
 def test_estimates_average_observed_neighbours_and_fall_back_to_the_mean():
     router = fitted(n_neighbors=2)
-    errors = router.predict_error(on_circle([5, 15, 95]) * 7.0)
+    errors = router.predict_error(on_circle([5, 15, 95]) * 7.0, pool_of(router))
     # 5 deg -> prompts 0 and 10 deg: p has errors 1 and missing -> 1; q has neither -> its
     #   overall mean error (1 + 0 + 0) / 3.
     # 15 deg -> 10 and 20 deg: p: missing, 0 -> 0; q: missing, 1 -> 1.
@@ -47,9 +52,9 @@ def test_estimates_average_observed_neighbours_and_fall_back_to_the_mean():
 
 
 def test_psi_is_the_error_vector_with_missing_entries_filled_by_the_mean():
-    router = fitted(n_neighbors=2)
-    np.testing.assert_allclose(router.pool_features_[0], [1.0, 0.5, 0.0, 0.0, 1.0])
-    np.testing.assert_allclose(router.pool_features_[1], [1 / 3, 1 / 3, 1.0, 0.0, 0.0])
+    features = pool_of(fitted(n_neighbors=2)).features
+    np.testing.assert_allclose(features[0], [1.0, 0.5, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(features[1], [1 / 3, 1 / 3, 1.0, 0.0, 0.0])
 
 
 def test_auto_k_drops_values_above_the_describing_half_and_records_scores():
@@ -81,6 +86,7 @@ def test_bad_parameters_are_reported_at_fit(params, message):
 def test_chosen_k_survives_save_and_load(tmp_path):
     router = fitted(n_neighbors_grid=(1, 2))
     router.save(tmp_path / "knn")
-    loaded = KNNRouter.load(tmp_path / "knn")
+    loaded = load_estimator(tmp_path / "knn")
+    assert isinstance(loaded, KNNRouter)
     assert loaded.n_neighbors_ == router.n_neighbors_
     assert loaded.selection_scores_ == router.selection_scores_

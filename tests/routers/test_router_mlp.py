@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from uniroute.routers import RetrainedMLP, RouterError
+from uniroute.errors import RouterError
+from uniroute.pool import Pool
+from uniroute.routers import RetrainedMLP
 
 # The reference networks below stop at max_iter like the router's heads do.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -18,8 +20,14 @@ def fitted(two_groups):
     return RetrainedMLP(**PARAMS).fit(*two_groups.fit_args())
 
 
-def test_it_declares_that_pool_changes_need_training():
-    assert RetrainedMLP.requires_refit_on_pool_change is True
+def with_models(router, two_groups, scores):
+    """Pool of A, B and the given extra score columns (named m2, m3, ...)."""
+    extra = np.asarray(scores, dtype=float).reshape(len(two_groups.val.X), -1)
+    names = ["A", "B"] + [f"m{2 + j}" for j in range(extra.shape[1])]
+    return router.make_pool(names, np.column_stack([two_groups.val.S, extra]), np.ones(len(names)))
+
+
+def test_it_declares_that_new_models_need_training():
     assert "retrain" in RetrainedMLP.__doc__.lower()
 
 
@@ -27,9 +35,10 @@ def test_binary_scores_train_a_classifier_whose_numpy_forward_pass_matches_sklea
     router = fitted(two_groups)
     X_val, S_val = two_groups.val.X, two_groups.val.S
     reference = MLPClassifier(**PARAMS).fit(X_val, (1.0 - S_val[:, 0]).astype(int))
-    assert router.pool_features_[0, 0] == 1.0  # logistic output
+    pool = two_groups.pool(router)
+    assert pool.features[0, 0] == 1.0  # logistic output
     np.testing.assert_allclose(
-        router.predict_error(two_groups.test.X)[:, 0],
+        router.predict_error(two_groups.test.X, pool)[:, 0],
         reference.predict_proba(two_groups.test.X)[:, 1],
         rtol=1e-10,
         atol=1e-12,
@@ -40,12 +49,12 @@ def test_fractional_scores_train_a_regressor_and_skip_missing_scores(two_groups)
     router = fitted(two_groups)
     scores = np.where(two_groups.val.group == 0, 0.9, 0.2)
     scores[::5] = np.nan
-    router.add_model("soft", scores, 0.3)
+    pool = with_models(router, two_groups, scores)
     observed = np.isfinite(scores)
     reference = MLPRegressor(**PARAMS).fit(two_groups.val.X[observed], 1.0 - scores[observed])
-    assert router.pool_features_[2, 0] == 0.0  # identity output
+    assert pool.features[2, 0] == 0.0  # identity output
     np.testing.assert_allclose(
-        router.predict_error(two_groups.test.X)[:, 2],
+        router.predict_error(two_groups.test.X, pool)[:, 2],
         np.clip(reference.predict(two_groups.test.X), 0.0, 1.0),
         rtol=1e-10,
         atol=1e-12,
@@ -54,9 +63,10 @@ def test_fractional_scores_train_a_regressor_and_skip_missing_scores(two_groups)
 
 def test_a_model_with_one_observed_outcome_gets_a_constant_head(two_groups):
     router = fitted(two_groups)
-    router.add_model("always-right", np.where(two_groups.val.group == 0, 1.0, np.nan), 0.1)
-    router.add_model("coin", np.full(len(two_groups.val.X), 0.5), 0.1)
-    errors = router.predict_error(two_groups.test.X)
+    always_right = np.where(two_groups.val.group == 0, 1.0, np.nan)
+    coin = np.full(len(two_groups.val.X), 0.5)
+    pool = with_models(router, two_groups, np.column_stack([always_right, coin]))
+    errors = router.predict_error(two_groups.test.X, pool)
     np.testing.assert_array_equal(errors[:, 2], 0.0)
     np.testing.assert_array_equal(errors[:, 3], 0.5)
 
@@ -65,9 +75,16 @@ def test_psi_is_the_packed_head_and_has_the_same_length_for_every_model(two_grou
     router = fitted(two_groups)
     dim = two_groups.val.X.shape[1]
     expected = 1 + (dim * 8 + 8) + (8 * 4 + 4) + (4 * 1 + 1)
-    assert router.pool_features_.shape == (2, expected)
-    with pytest.raises(RouterError, match="feature vector of length"):
-        router.add_model("bad", two_groups.val.S[:, 0], 1.0, features=np.zeros(expected - 1))
+    pool = two_groups.pool(router)
+    assert pool.features.shape == (2, expected)
+    # A stored Psi of the wrong length is refused when the pool is routed over.
+    short = Pool(pool.names, pool.costs, pool.scores, pool.features[:, :-1])
+    with pytest.raises(RouterError, match=f"{expected - 1} packed weights.*need {expected}"):
+        router.predict_error(two_groups.test.X, short)
+    bad_kind = pool.features.copy()
+    bad_kind[1, 0] = 7.0
+    with pytest.raises(RouterError, match="unknown output kind"):
+        router.predict_error(two_groups.test.X, Pool(pool.names, pool.costs, pool.scores, bad_kind))
 
 
 @pytest.mark.parametrize(
@@ -96,23 +113,30 @@ def larger_problem(n_per_group=40, seed=4):
 
 def test_early_stopping_holds_out_part_of_the_scored_prompts_when_there_are_enough():
     X, S = larger_problem()
-    router = RetrainedMLP(**PARAMS).fit(X, S, X, S, ["A", "B"], [1.0, 1.0])
+    router = RetrainedMLP(**PARAMS).fit(X, S, X, S, [1.0, 1.0])
+    pool = router.make_pool(["A", "B"], S, [1.0, 1.0])
     for j in range(2):
         reference = MLPClassifier(**PARAMS, early_stopping=True).fit(X, (1.0 - S[:, j]).astype(int))
         np.testing.assert_allclose(
-            router.predict_error(X)[:, j], reference.predict_proba(X)[:, 1], rtol=1e-10, atol=1e-12
+            router.predict_error(X, pool)[:, j],
+            reference.predict_proba(X)[:, 1],
+            rtol=1e-10,
+            atol=1e-12,
         )
-    without = RetrainedMLP(**PARAMS, early_stopping=False).fit(X, S, X, S, ["A", "B"], [1.0, 1.0])
-    assert not np.array_equal(without.pool_features_, router.pool_features_)
+    without = RetrainedMLP(**PARAMS, early_stopping=False).fit(X, S, X, S, [1.0, 1.0])
+    assert not np.array_equal(without.make_pool(["A", "B"], S, [1.0, 1.0]).features, pool.features)
 
 
 def test_a_class_too_rare_to_split_trains_without_early_stopping():
     X, S = larger_problem()
     scores = np.ones(len(X))
     scores[0] = 0.0  # a single error: no stratified hold-out is possible
-    router = RetrainedMLP(**PARAMS).fit(X, S, X, S, ["A", "B"], [1.0, 1.0])
-    router.add_model("rarely-wrong", scores, 0.5)
+    router = RetrainedMLP(**PARAMS).fit(X, S, X, S, [1.0, 1.0])
+    pool = router.make_pool(["A", "B", "rarely-wrong"], np.column_stack([S, scores]), [1, 1, 0.5])
     reference = MLPClassifier(**PARAMS).fit(X, (1.0 - scores).astype(int))
     np.testing.assert_allclose(
-        router.predict_error(X)[:, 2], reference.predict_proba(X)[:, 1], rtol=1e-10, atol=1e-12
+        router.predict_error(X, pool)[:, 2],
+        reference.predict_proba(X)[:, 1],
+        rtol=1e-10,
+        atol=1e-12,
     )

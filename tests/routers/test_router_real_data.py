@@ -45,17 +45,18 @@ def test_routing_unseen_llms_at_lambda_zero_beats_the_best_single_llm(routerbenc
         data.scores[np.ix_(split.train, training)],
         X[split.val],
         data.scores[np.ix_(split.val, training)],
-        [data.models[j] for j in training],
         data.model_costs[training],
     )
-    router.clear_pool()
-    for j in unseen:
-        router.add_model(data.models[j], data.scores[split.val, j], data.model_costs[j])
+    pool = router.make_pool(
+        [data.models[j] for j in unseen],
+        data.scores[np.ix_(split.val, unseen)],
+        data.model_costs[unseen],
+    )
 
     quality = data.scores[np.ix_(split.test, unseen)]
     complete = np.isfinite(quality).all(axis=1)
     quality = quality[complete]
-    chosen = router.route(X[split.test[complete]], lam=0.0)
+    chosen = router.route(X[split.test[complete]], pool, lam=0.0)
     routed_quality = quality[np.arange(len(quality)), chosen].mean()
 
     best_on_validation = int(np.nanargmax(np.nanmean(data.scores[np.ix_(split.val, unseen)], 0)))

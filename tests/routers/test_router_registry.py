@@ -1,59 +1,75 @@
-"""The ROUTERS registry imports a router's module only when its class is looked up."""
+"""ESTIMATORS by name, and what importing them costs: routing from a saved estimator needs numpy
+only; scikit-learn and SciPy are imported when an estimator fits."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import uniroute.routers
-from uniroute.routers import ROUTERS, RouterError, make_router
+from uniroute.errors import RouterError
+from uniroute.routers import ESTIMATORS, load_estimator, make_estimator
 from uniroute.routers.knn import KNNRouter
 from uniroute.routers.uniroute_learned import UniRouteLearnedMap
 
+HEAVY = "('sklearn', 'scipy')"
+
 
 def _run(code: str) -> None:
-    """Run Python code in a fresh interpreter, where no router module is imported yet."""
+    """Run Python code in a fresh interpreter, where nothing of uniroute is imported yet."""
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_the_interface_and_the_evaluation_code_import_no_router_module():
+def test_importing_every_estimator_and_the_evaluation_curve_imports_no_fitting_library():
     _run(
         "import sys\n"
-        "import uniroute.evaluation.deferral\n"
-        "from uniroute.routers import ROUTERS, BaseRouter, RouterError, route_argmin\n"
-        "assert 'knn' in ROUTERS and 'kmeans' not in ROUTERS and len(ROUTERS) == 7\n"
-        "assert list(ROUTERS)[:2] == ['uniroute-kmeans', 'uniroute-learned']\n"
-        "prefixes = ('sklearn', 'uniroute.routers.')\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith(prefixes))\n"
-        "assert loaded == ['uniroute.routers.base'], loaded\n"
+        "import uniroute.tradeoff\n"
+        "from uniroute.routers import ESTIMATORS, RouterEstimator, load_estimator\n"
+        "assert 'knn' in ESTIMATORS and 'kmeans' not in ESTIMATORS and len(ESTIMATORS) == 7\n"
+        "assert list(ESTIMATORS)[:2] == ['uniroute-kmeans', 'uniroute-learned']\n"
+        f"loaded = sorted(m for m in sys.modules if m.startswith({HEAVY}))\n"
+        "assert loaded == [], loaded\n"
     )
 
 
-def test_looking_up_one_router_imports_only_its_own_module():
+@pytest.mark.parametrize("name", ["uniroute-kmeans", "uniroute-learned", "knn", "zero"])
+def test_a_saved_estimator_routes_with_numpy_only(name, two_groups, fast_params, tmp_path: Path):
+    estimator = make_estimator(name, **fast_params[name]).fit(*two_groups.fit_args())
+    estimator.save(tmp_path / "router")
+    expected = estimator.route(two_groups.test.X, two_groups.pool(estimator), 0.0).tolist()
     _run(
         "import sys\n"
-        "from uniroute.routers import ROUTERS\n"
-        "assert ROUTERS['zero'].__name__ == 'ZeroRouter'\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith('uniroute.routers.'))\n"
-        "assert loaded == ['uniroute.routers.base', 'uniroute.routers.zero'], loaded\n"
+        "import numpy as np\n"
+        "from uniroute.routers import load_estimator\n"
+        f"estimator = load_estimator({str(tmp_path / 'router')!r})\n"
+        f"S = np.array({two_groups.val.S.tolist()!r})\n"
+        "pool = estimator.make_pool(['A', 'B'], S, np.ones(2))\n"
+        f"X = np.array({two_groups.test.X.tolist()!r})\n"
+        f"assert estimator.route(X, pool, 0.0).tolist() == {expected!r}\n"
+        f"loaded = sorted(m for m in sys.modules if m.startswith({HEAVY}))\n"
+        "assert loaded == [], loaded\n"
     )
 
 
-def test_lookups_give_the_classes_of_the_router_modules():
-    assert ROUTERS["knn"] is KNNRouter
-    assert ROUTERS.get("uniroute-learned") is UniRouteLearnedMap
-    assert ROUTERS.get("kmeans") is None
+def test_lookups_give_the_classes_of_the_estimator_modules():
+    assert ESTIMATORS["knn"] is KNNRouter
+    assert ESTIMATORS.get("uniroute-learned") is UniRouteLearnedMap
+    assert ESTIMATORS.get("kmeans") is None
     with pytest.raises(KeyError):
-        ROUTERS["kmeans"]
+        ESTIMATORS["kmeans"]
     assert uniroute.routers.KNNRouter is KNNRouter
-    assert isinstance(make_router("knn"), KNNRouter)
-    assert {"KNNRouter", "UniRouteLearnedMap", "make_router"} <= set(dir(uniroute.routers))
+    assert isinstance(make_estimator("knn"), KNNRouter)
+    assert {"KNNRouter", "UniRouteLearnedMap", "make_estimator", "load_estimator"} <= set(
+        dir(uniroute.routers)
+    )
+    assert callable(load_estimator)
 
 
 def test_unknown_names_are_clear_errors():
     with pytest.raises(AttributeError, match="module 'uniroute.routers' has no attribute 'KNN'"):
         _ = uniroute.routers.KNN
     with pytest.raises(RouterError, match="unknown router 'kmeans'; valid names: uniroute-kmeans"):
-        make_router("kmeans")
+        make_estimator("kmeans")

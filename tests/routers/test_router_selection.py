@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from uniroute.routers import RouterError
+from uniroute.errors import RouterError
 from uniroute.routers.selection import (
     best_candidate,
     check_auto_or_positive_int,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute.routers import RouterError, UniRouteKMeans
+from uniroute.errors import RouterError
+from uniroute.routers import UniRouteKMeans, load_estimator
 from uniroute.routers.uniroute_kmeans import (
     assign_clusters,
     cluster_error_profile,
@@ -70,7 +71,7 @@ def test_router_psi_with_an_empty_cluster_and_missing_scores_is_hand_computed():
     X_train, _ = three_groups(rng, [10, 10, 10])
     X_val, val_group = three_groups(rng, [3, 2, 0])  # no representative prompt in group 2
     S_val = np.ones((5, 1))
-    router = UniRouteKMeans(n_clusters=3).fit(X_train, np.ones((30, 1)), X_val, S_val, ["m"], [1.0])
+    router = UniRouteKMeans(n_clusters=3).fit(X_train, np.ones((30, 1)), X_val, S_val, [1.0])
     k = router.clusters(X_val)
     assert len(set(k[:3].tolist())) == 1 and len(set(k[3:].tolist())) == 1 and k[0] != k[3]
     empty = ({0, 1, 2} - set(k.tolist())).pop()
@@ -82,9 +83,10 @@ def test_router_psi_with_an_empty_cluster_and_missing_scores_is_hand_computed():
     assert psi[k[3]] == pytest.approx((1 + 0.5 + g) / (2 + 1))
     assert psi[empty] == pytest.approx(g)
 
-    router.add_model("new", scores, 0.5)
+    pool = router.make_pool(["m", "new"], np.column_stack([S_val[:, 0], scores]), [1.0, 0.5])
+    np.testing.assert_array_equal(pool.features[pool.index("new")], psi)
     X_test, test_group = three_groups(rng, [2, 2, 2])
-    errors = router.predict_error(X_test)[:, router.pool_index("new")]
+    errors = router.predict_error(X_test, pool)[:, pool.index("new")]
     np.testing.assert_allclose(errors, psi[router.clusters(X_test)])
     assert errors[test_group == 2] == pytest.approx([g, g])
 
@@ -104,21 +106,21 @@ def test_auto_k_picks_the_number_of_skill_groups_from_validation_only():
     X_val, S_val = four_groups(12)
     costs = np.array([1.0, 2.0, 3.0, 4.0])
     router = UniRouteKMeans(k_grid=(2, 4, 1000), random_state=0)
-    router.fit(X_train, S_train, X_val, S_val, list("abcd"), costs)
+    router.fit(X_train, S_train, X_val, S_val, costs)
     assert set(router.selection_scores_) == {2, 4}  # 1000 > 100 training prompts: dropped
     assert router.selection_scores_[4] > router.selection_scores_[2]
     assert router.n_clusters_ == 4 and router.centroids_.shape == (4, 4)
 
     # The training scores play no part in the choice of K.
     other = UniRouteKMeans(k_grid=(2, 4, 1000), random_state=0)
-    other.fit(X_train, 1.0 - S_train, X_val, S_val, list("abcd"), costs)
+    other.fit(X_train, 1.0 - S_train, X_val, S_val, costs)
     assert other.selection_scores_ == router.selection_scores_
 
 
 def test_fixed_k_skips_selection():
     rng = np.random.default_rng(2)
     X, _ = three_groups(rng, [5, 5, 5])
-    router = UniRouteKMeans(n_clusters=2).fit(X, np.ones((15, 1)), X, np.ones((15, 1)), ["m"], [1])
+    router = UniRouteKMeans(n_clusters=2).fit(X, np.ones((15, 1)), X, np.ones((15, 1)), [1])
     assert router.n_clusters_ == 2 and router.selection_scores_ == {}
 
 
@@ -136,13 +138,14 @@ def test_bad_parameters_are_reported_at_fit(params, message):
     rng = np.random.default_rng(3)
     X, _ = three_groups(rng, [10, 10, 10])
     with pytest.raises(RouterError, match=message):
-        UniRouteKMeans(**params).fit(X, np.ones((30, 1)), X, np.ones((30, 1)), ["m"], [1.0])
+        UniRouteKMeans(**params).fit(X, np.ones((30, 1)), X, np.ones((30, 1)), [1.0])
 
 
 def test_chosen_k_and_selection_scores_survive_save_and_load(two_groups, tmp_path):
     router = UniRouteKMeans(k_grid=(2, 3)).fit(*two_groups.fit_args())
     router.save(tmp_path / "r")
-    loaded = UniRouteKMeans.load(tmp_path / "r")
+    loaded = load_estimator(tmp_path / "r")
+    assert isinstance(loaded, UniRouteKMeans)
     assert loaded.n_clusters_ == router.n_clusters_
     assert loaded.selection_scores_ == router.selection_scores_
     assert set(loaded.selection_scores_) == {2, 3}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniroute.routers import RouterError, UniRouteKMeans, UniRouteLearnedMap
+from uniroute.errors import RouterError
+from uniroute.routers import UniRouteKMeans, UniRouteLearnedMap, load_estimator
 from uniroute.routers.uniroute_kmeans import assign_clusters, normalize_rows
 from uniroute.routers.uniroute_learned import kmeans_initial_map, map_log_loss, softmax_rows
 
@@ -80,12 +81,15 @@ def test_untrained_sharp_map_predicts_what_the_kmeans_router_predicts(two_groups
     learned.fit(*two_groups.fit_args())
     assert learned.n_iter_ == 0 and learned.beta_ == pytest.approx(200.0)
     np.testing.assert_array_equal(learned.centroids_, kmeans.centroids_)
-    np.testing.assert_array_equal(learned.pool_features_, kmeans.pool_features_)
+    learned_pool, kmeans_pool = two_groups.pool(learned), two_groups.pool(kmeans)
+    np.testing.assert_array_equal(learned_pool.features, kmeans_pool.features)
     np.testing.assert_array_equal(
         learned.soft_clusters(two_groups.test.X).argmax(axis=1), kmeans.clusters(two_groups.test.X)
     )
     np.testing.assert_allclose(
-        learned.predict_error(two_groups.test.X), kmeans.predict_error(two_groups.test.X), atol=1e-6
+        learned.predict_error(two_groups.test.X, learned_pool),
+        kmeans.predict_error(two_groups.test.X, kmeans_pool),
+        atol=1e-6,
     )
 
 
@@ -99,7 +103,7 @@ def test_training_lowers_the_training_loss_from_a_soft_start(two_groups):
     def training_loss(router):
         X = normalize_rows(two_groups.train.X)
         theta = np.r_[router.W_.ravel(), router.b_]
-        profiles = router.pool_features_.T
+        profiles = two_groups.pool(router).features.T
         errors = 1.0 - two_groups.train.S
         return map_log_loss(theta, X, errors, np.ones_like(errors, bool), profiles, 0.0)[0]
 
@@ -111,9 +115,13 @@ def test_training_never_sees_models_outside_the_training_pool(two_groups):
     # (training with the extra model changes W) can detect leaks.
     router = UniRouteLearnedMap(k_grid=(2, 3), l2=1e-3, max_iter=20).fit(*two_groups.fit_args())
     W, b = router.W_.copy(), router.b_.copy()
-    # An unseen model joins and leaves: the learned map does not move.
-    router.add_model("unseen", 1.0 - two_groups.val.S[:, 0], 0.5)
-    router.remove_model("A")
+    # Routing over a pool with an unseen model, and over one without A: the map does not move.
+    val_S = two_groups.val.S
+    for names, scores, costs in (
+        (["A", "B", "unseen"], np.column_stack([val_S, 1.0 - val_S[:, 0]]), [1.0, 1.0, 0.5]),
+        (["B", "unseen"], np.column_stack([val_S[:, 1], 1.0 - val_S[:, 0]]), [1.0, 0.5]),
+    ):
+        router.route(two_groups.test.X, router.make_pool(names, scores, costs))
     np.testing.assert_array_equal(router.W_, W)
     np.testing.assert_array_equal(router.b_, b)
 
@@ -125,7 +133,6 @@ def test_training_never_sees_models_outside_the_training_pool(two_groups):
         np.column_stack([train.S, 1.0 - train.S[:, 0]]),
         val.X,
         np.column_stack([val.S, 1.0 - val.S[:, 0]]),
-        ["A", "B", "unseen"],
         np.array([1.0, 1.0, 0.5]),
     )
     assert not np.array_equal(with_unseen.W_, W)
@@ -136,9 +143,9 @@ def test_missing_training_scores_are_skipped(two_groups):
     S_train[::3, 0] = np.nan
     S_train[1, :] = np.nan  # a prompt with no score at all
     router = UniRouteLearnedMap(k_grid=(2, 3), max_iter=20)
-    router.fit(two_groups.train.X, S_train, two_groups.val.X, two_groups.val.S, ["A", "B"], [1, 1])
+    router.fit(two_groups.train.X, S_train, two_groups.val.X, two_groups.val.S, [1, 1])
     assert np.isfinite(router.W_).all()
-    assert (router.route(two_groups.test.X) == two_groups.test.group).all()
+    assert (router.route(two_groups.test.X, two_groups.pool(router)) == two_groups.test.group).all()
 
 
 @pytest.mark.parametrize(
@@ -160,7 +167,7 @@ def test_auto_penalty_is_chosen_from_the_grid_and_persisted(two_groups, tmp_path
     router.fit(*two_groups.fit_args())
     assert router.l2_ in (0.0, 1e-2)
     router.save(tmp_path / "r")
-    assert UniRouteLearnedMap.load(tmp_path / "r").l2_ == router.l2_
+    assert load_estimator(tmp_path / "r").l2_ == router.l2_
 
 
 def test_bad_penalty_is_a_clear_error(two_groups):

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(artifact.summary())
     registry_file = args.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
     if registry_file:
-        from uniroute.deployment.router import seed_registry
+        from uniroute.deployment.pool_changes import seed_registry
 
         with Registry(registry_file) as registry:
             records = seed_registry(artifact, registry)

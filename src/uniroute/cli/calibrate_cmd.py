@@ -6,6 +6,7 @@ import argparse
 import json
 
 from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
+from uniroute.errors import CalibrationError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Solve the target and store (or just print) the policy."""
     from uniroute.artifact import Artifact
-    from uniroute.deployment.router import Router
-    from uniroute.errors import CalibrationError
+    from uniroute.deployment import Router
+    from uniroute.deployment.pool_changes import calibrate
+    from uniroute.registry.calibration import make_target
 
     share = None
     if args.target_share_of is not None:
@@ -47,14 +49,13 @@ def run(args: argparse.Namespace) -> int:
             share = (model, float(value))
         except ValueError:
             raise CalibrationError(f"--target-share-of: share {value!r} is not a number") from None
+    target = make_target(
+        target_cost=args.target_cost, target_quality=args.target_quality, target_share=share
+    )
+    # Calibrating never embeds a prompt: the encoder is not even read.
     artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
     router = Router.load(artifact, registry_path(args))
-    policy = router.calibrate(
-        target_cost=args.target_cost,
-        target_quality=args.target_quality,
-        target_share=share,
-        store=not args.dry_run,
-    )
+    policy = calibrate(router, target, store=not args.dry_run)
     if args.json:
         print(json.dumps({**policy.to_dict(), "stored": not args.dry_run}, indent=2))
         return 0
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if policy.target.kind == "share":
         print(f"share of {policy.target.model}: {policy.achieved:.1%}")
     print(
-        f"(on {policy.n_prompts} representative prompts with {len(router.pool_models)} enabled "
+        f"(on {policy.n_prompts} representative prompts with {len(router.snapshot.pool)} enabled "
         "models; in-sample, so optimistic)"
     )
     print("stored as the default policy" if not args.dry_run else "not stored (--dry-run)")

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 from uniroute.cli.pool_options import (
     add_cost_arguments,
     add_location_arguments,
+    artifact_given,
     artifact_path,
     parse_cost,
     registry_path,
 )
+from uniroute.errors import ModelExistsError, RegistryError
 
 if TYPE_CHECKING:
     from uniroute.data.representative import RepresentativePrompt
-    from uniroute.registry.store import Registry
 
 # How many unknown prompt ids of a scores file are named in the report.
 _SHOWN_UNKNOWN_IDS = 5
@@ -109,9 +110,9 @@ def run_add(args: argparse.Namespace) -> int:
     """Add a model from a scores file or by onboarding its endpoint."""
     started = time.perf_counter()
     from uniroute.artifact import Artifact
-    from uniroute.deployment.router import Router
-    from uniroute.errors import RegistryError
-    from uniroute.registry.store import ModelRecord, read_scores_file
+    from uniroute.deployment import Router
+    from uniroute.deployment.pool_changes import add_scored_model, check_can_add, onboard_model
+    from uniroute.registry import ModelRecord, read_scores_file
 
     if args.scores is None and args.endpoint is None:
         raise RegistryError("give --scores FILE, or --endpoint URL to query the model")
@@ -129,36 +130,37 @@ def run_add(args: argparse.Namespace) -> int:
     # Adding a model never embeds a prompt: the encoder is not even read.
     artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
     router = Router.load(artifact, registry_path(args, must_exist=False))
-    if not args.replace and router.registry.has_model(args.name):
-        raise RegistryError(
+    try:  # before a file is read or an endpoint is asked
+        check_can_add(router, args.name, args.replace)
+    except ModelExistsError:
+        raise ModelExistsError(
             f"model {args.name!r} is already in {router.registry.path}; use --replace or remove it"
-        )
+        ) from None
     if args.scores is not None:
-        scores = read_scores_file(args.scores)
-        source = str(args.scores)
+        added = add_scored_model(
+            router,
+            record,
+            read_scores_file(args.scores),
+            replace=args.replace,
+            source=str(args.scores),
+        )
     else:
-        from uniroute.onboarding.client import onboard_endpoint
-
-        result = onboard_endpoint(
-            args.name,
-            args.endpoint,
-            router.artifact.representative_prompts,
-            upstream_model=args.upstream_model,
-            api_key_env=args.api_key_env,
+        onboarded = onboard_model(
+            router,
+            record,
+            replace=args.replace,
+            cache_path=args.answer_cache,
+            progress=not args.no_progress,
             api_style=args.api_style,
             concurrency=args.concurrency,
             timeout=args.timeout,
             retries=args.retries,
-            cache_path=args.answer_cache,
-            progress=not args.no_progress,
             skip_ungradeable_tasks=args.skip_ungradeable_tasks,
         )
-        print(result.summary())
-        if result.skipped:
-            print(describe_skipped(router.artifact.representative_prompts, result.skipped))
-        scores = result.scores
-        source = f"endpoint {args.endpoint}"
-    added = router.add_record(record, scores, replace=args.replace, source=source)
+        print(onboarded.result.summary())
+        if onboarded.result.skipped:
+            print(describe_skipped(artifact.representative_prompts, onboarded.result.skipped))
+        added = onboarded.added
     elapsed = time.perf_counter() - started
     print(
         f"added {args.name!r}: scores on {added.n_matched} of {added.n_representative} "
@@ -174,13 +176,14 @@ def run_add(args: argparse.Namespace) -> int:
             f"  ignored {len(added.unknown_ids)} prompt id(s) that are not representative prompts: "
             f"{shown}{more}"
         )
+    snapshot = router.snapshot
     state = "routable now" if not args.disabled else "added disabled (not routed to)"
     print(
-        f"{state}: {elapsed:.2f} s from start to routable; pool has {len(router.pool_models)} "
+        f"{state}: {elapsed:.2f} s from start to routable; pool has {len(snapshot.pool)} "
         "enabled models"
     )
-    if router.policy_is_stale:
-        print(f"warning: default policy is stale: {router.policy_stale_reason}")
+    if snapshot.policy_stale_reason is not None:
+        print(f"warning: default policy is stale: {snapshot.policy_stale_reason}")
     return 0
 
 
@@ -201,15 +204,11 @@ def describe_skipped(prompts: Sequence[RepresentativePrompt], skipped: Mapping[s
     return "; ".join(parts)
 
 
-def _open_registry(args: argparse.Namespace) -> Registry:
-    from uniroute.registry.store import Registry
-
-    return Registry(registry_path(args))
-
-
 def run_list(args: argparse.Namespace) -> int:
     """Print every model of the registry."""
-    with _open_registry(args) as registry:
+    from uniroute.registry import Registry
+
+    with Registry(registry_path(args)) as registry:
         records = registry.list_models()
         counts = registry.score_counts()
         policy = registry.get_policy()
@@ -234,16 +233,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Print one model's record, scores summary and, with an artifact, accuracy per task."""
-    import os
+    from uniroute.registry import Registry
 
-    from uniroute.cli.pool_options import ARTIFACT_ENV
-
-    with _open_registry(args) as registry:
+    with Registry(registry_path(args)) as registry:
         record = registry.get_model(args.name)
         scores = registry.get_scores(args.name)
     info = {**record.to_dict(), "n_scores": len(scores)}
     info["mean_score"] = sum(scores.values()) / len(scores) if scores else None
-    if args.artifact or os.environ.get(ARTIFACT_ENV):
+    if artifact_given(args):
         from uniroute.artifact import Artifact
 
         artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
@@ -275,13 +272,16 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_change(args: argparse.Namespace) -> int:
-    """remove / disable / enable one model."""
-    with _open_registry(args) as registry:
+    """remove / disable / enable one model (a registry change: no artifact is read)."""
+    from uniroute.deployment.pool_changes import remove_model, set_enabled
+    from uniroute.registry import Registry
+
+    with Registry(registry_path(args)) as registry:
         if args.action == "remove":
-            registry.remove_model(args.name)
+            remove_model(registry, args.name)
             done = "removed"
         else:
-            registry.set_enabled(args.name, args.action == "enable")
+            set_enabled(registry, args.name, args.action == "enable")
             done = f"{args.action}d"
         enabled = len(registry.list_models(enabled_only=True))
     print(f"{done} {args.name!r}; the pool has {enabled} enabled models")
@@ -289,9 +289,12 @@ def run_change(args: argparse.Namespace) -> int:
 
 
 def run_set_cost(args: argparse.Namespace) -> int:
-    """Change one model's price."""
+    """Change one model's price (a registry change: no artifact is read)."""
+    from uniroute.deployment.pool_changes import set_cost
+    from uniroute.registry import Registry
+
     cost = parse_cost(args)
-    with _open_registry(args) as registry:
-        record = registry.set_cost(args.name, cost)
+    with Registry(registry_path(args)) as registry:
+        record = set_cost(registry, args.name, cost)
     print(f"{record.name!r} now costs {record.cost.describe()}")
     return 0

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from uniroute.errors import RegistryError, StateError
+
 if TYPE_CHECKING:
-    from uniroute.registry.costs import ModelCost
+    from uniroute.registry import ModelCost
 
 ARTIFACT_ENV = "UNIROUTE_ARTIFACT"
 REGISTRY_ENV = "UNIROUTE_REGISTRY"
@@ -28,12 +30,15 @@ def add_location_arguments(
         )
 
 
+def artifact_given(args: argparse.Namespace) -> bool:
+    """True when an artifact is named by --artifact or the environment."""
+    return bool(getattr(args, "artifact", None) or os.environ.get(ARTIFACT_ENV, "").strip())
+
+
 def artifact_path(args: argparse.Namespace) -> Path:
     """The artifact directory from --artifact or the environment, with a clear error if neither."""
     value = getattr(args, "artifact", None) or os.environ.get(ARTIFACT_ENV, "").strip()
     if not value:
-        from uniroute.errors import StateError
-
         raise StateError(f"no artifact given: pass --artifact DIR or set {ARTIFACT_ENV}")
     return Path(value).expanduser()
 
@@ -41,8 +46,6 @@ def artifact_path(args: argparse.Namespace) -> Path:
 def registry_path(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
     """The registry file from --registry or the environment; by default it must already exist."""
     value = getattr(args, "registry", None) or os.environ.get(REGISTRY_ENV, "").strip()
-    from uniroute.errors import StateError
-
     if not value:
         raise StateError(f"no registry given: pass --registry FILE or set {REGISTRY_ENV}")
     path = Path(value).expanduser()
@@ -69,22 +72,24 @@ def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_cost(args: argparse.Namespace) -> ModelCost:
     """The ModelCost given on the command line; RegistryError naming the bad option."""
-    from uniroute.errors import RegistryError
-    from uniroute.registry.costs import DEFAULT_OUTPUT_TOKENS, ModelCost
+    # Imported here, not at the top: the registry package loads numpy and sqlite3, and every
+    # command module imports this one, so a top-level import would slow `uniroute --help`.
+    from uniroute.registry import ModelCost
 
     by_token = args.cost_per_1k_input is not None or args.cost_per_1k_output is not None
     if args.cost is None and not by_token:
         raise RegistryError("give --cost C, or --cost-per-1k-input X and --cost-per-1k-output Y")
     if args.expected_output_tokens is not None and not by_token:
         raise RegistryError("--expected-output-tokens only applies to per-1k-token prices")
+    tokens = {}
+    if args.expected_output_tokens is not None:
+        tokens["expected_output_tokens"] = args.expected_output_tokens
     try:
         return ModelCost(
             per_query=args.cost,
             per_1k_input=args.cost_per_1k_input,
             per_1k_output=args.cost_per_1k_output,
-            expected_output_tokens=DEFAULT_OUTPUT_TOKENS
-            if args.expected_output_tokens is None
-            else args.expected_output_tokens,
+            **tokens,
         )
     except ValueError as exc:
         raise RegistryError(f"bad price: {exc}") from None

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
 
 if TYPE_CHECKING:
-    from uniroute.deployment.router import Decision, Router
+    from uniroute.deployment import Decision
+    from uniroute.registry.calibration import Policy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,25 +37,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Route the prompt and print the decision."""
-    from uniroute.deployment.router import Router
+    from uniroute.deployment import Router
 
     router = Router.load(artifact_path(args), registry_path(args))
-    decision = router.route(args.prompt, lam=args.lam, budget=args.max_cost)
+    decision = router.route(args.prompt, lam=args.lam, max_cost=args.max_cost)
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
         return 0
-    print(explain(decision, router))
+    # Nothing refreshed the router since it routed: this is the decision's snapshot.
+    print(explain(decision, router.snapshot.policy))
     return 0
 
 
-def explain(decision: Decision, router: Router) -> str:
-    """Human-readable account of a decision: the policy, the cluster, and each model's numbers."""
+def explain(decision: Decision, policy: Policy | None) -> str:
+    """Human-readable account of a decision: the policy, the cluster, and each model's numbers.
+
+    ``policy`` is the default policy of the snapshot the decision was made over.
+    """
     lines = [f"routed to: {decision.model}"]
-    if decision.policy == "default":
-        policy = router.policy
+    if decision.policy == "default" and policy is not None:
         lines.append(f"lambda = {decision.lam:.6g} (default policy: {policy.target.describe()})")
-    elif decision.policy == "budget":
-        lines.append(f"budget = {decision.budget:g} per query: most accurate model within it")
+    elif decision.policy == "max_cost":
+        lines.append(f"budget = {decision.max_cost:g} per query: most accurate model within it")
     else:
         lines.append(f"lambda = {decision.lam:.6g} ({decision.policy})")
     if decision.warning:
@@ -70,8 +74,8 @@ def explain(decision: Decision, router: Router) -> str:
         mark = "*" if name == decision.model else " "
         note = "  over budget" if name in decision.over_budget else ""
         lines.append(
-            f"{mark} {name:<{width}}  {decision.estimated_error[name]:>10.4f}  "
-            f"{decision.cost[name]:>12.6g}  {decision.objective[name]:>10.4f}{note}"
+            f"{mark} {name:<{width}}  {decision.estimated_errors[name]:>10.4f}  "
+            f"{decision.costs[name]:>12.6g}  {decision.objectives[name]:>10.4f}{note}"
         )
     lines.append("(objective = estimated error + lambda * cost; lowest wins, ties to the cheaper)")
     return "\n".join(lines)

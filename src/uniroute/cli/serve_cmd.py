@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from uniroute.cli.pool_options import add_location_arguments
+from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,46 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the artifact and registry, then serve until interrupted."""
-    import asyncio
-
-    import uvicorn
-
-    from uniroute.cli.pool_options import artifact_path, registry_path
-    from uniroute.deployment.router import Router
-    from uniroute.errors import ConfigError
-    from uniroute.gateway.access_log import configure_logging, stop_logging
-    from uniroute.gateway.app import create_app
+    from uniroute.deployment import Router
     from uniroute.gateway.config import load_config
-    from uniroute.gateway.pool_view import PoolView
-    from uniroute.testing.replay import bind_socket, url_of
+    from uniroute.gateway.serving import serve_gateway
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"uniroute: error: {exc}", file=sys.stderr)
-        return 2
+    # A bad setting (a ConfigError) is reported before any state is read.
+    config = load_config(args.config)
     router = Router.load(artifact_path(args), registry_path(args))
-    configure_logging(config.log_level)
-    app = create_app(PoolView(router), config)
-    sock = bind_socket(args.host, args.port)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on",
-            log_level=config.log_level.lower(), timeout_graceful_shutdown=10,
-            timeout_keep_alive=max(1, round(config.client_keepalive_s)),
-        )
-    )  # fmt: skip
-
-    async def serve() -> None:
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            print(f"listening on {url_of(sock)}", flush=True)
-        await task
-
-    try:
-        asyncio.run(serve())
-    finally:
-        stop_logging()
-    return 0 if server.started else 1
+    return serve_gateway(router, config, args.host, args.port)

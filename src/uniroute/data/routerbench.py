@@ -275,21 +275,43 @@ def load_routerbench(
 def responses_by_prompt(dataset: RoutingDataset) -> dict[str, dict[str, str | None]]:
     """Recorded responses as {model: {prompt_id: response or None}} for the dataset's prompts.
 
-    Looked up by prompt id, so it stays right after ``subset`` (which keeps ``meta`` as is).
+    ``meta["responses"]`` holds one sequence per model (models without one are left out). The
+    loader aligns them with ``meta["response_prompt_ids"]``, and ``RoutingDataset.subset``
+    re-aligns both arrays with the kept rows, so they are read by id when that id array fits; a
+    table without ids (or whose ids do not fit) is read by position against the dataset's rows.
+    A table that fits both ways with different results (rows reordered but not the ids), a
+    prompt with no recorded response, or no responses at all is a DataError.
     """
     responses = dataset.meta.get("responses")
-    recorded_ids = dataset.meta.get("response_prompt_ids")
-    if responses is None or recorded_ids is None:
+    if not isinstance(responses, Mapping) or not responses:
         raise DataError(f"dataset {dataset.name!r} has no recorded model responses")
-    position = {prompt_id: i for i, prompt_id in enumerate(recorded_ids)}
-    missing = [p for p in dataset.prompt_ids if p not in position]
-    if missing:
-        raise DataError(
-            f"dataset {dataset.name!r}: no recorded responses for prompt ids {missing[:5]}"
-        )
-    rows = [position[p] for p in dataset.prompt_ids]
-    return {
-        model: dict(zip(dataset.prompt_ids, responses[model][rows], strict=True))
-        for model in dataset.models
-        if model in responses
-    }
+    recorded_ids = dataset.meta.get("response_prompt_ids")
+    prompt_ids = [str(p) for p in dataset.prompt_ids]
+    out: dict[str, dict[str, str | None]] = {}
+    for model in dataset.models:
+        column = responses.get(model)
+        if column is None:
+            continue
+        by_position = len(column) == len(prompt_ids)
+        by_id = recorded_ids is not None and len(recorded_ids) == len(column)
+        if by_id and by_position and [str(p) for p in recorded_ids] != prompt_ids:
+            raise DataError(
+                f"dataset {dataset.name!r}: the recorded responses of model {model!r} cannot be "
+                "matched to its prompts unambiguously (reordered rows)"
+            )
+        if by_id:
+            table = dict(zip((str(p) for p in recorded_ids), column, strict=True))
+            missing = [p for p in prompt_ids if p not in table]
+            if missing:
+                raise DataError(
+                    f"dataset {dataset.name!r}: no recorded responses for prompt ids {missing[:5]}"
+                )
+            out[model] = {p: table[p] for p in prompt_ids}
+        elif by_position:
+            out[model] = dict(zip(prompt_ids, column, strict=True))
+        else:
+            raise DataError(
+                f"dataset {dataset.name!r}: {len(column)} recorded responses for model {model!r}, "
+                f"but {len(prompt_ids)} prompts"
+            )
+    return out

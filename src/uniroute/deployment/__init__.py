@@ -1,5 +1,7 @@
-"""The deployed router: an artifact plus the registry's pool, and the changes made to that pool."""
+"""The deployed router: an artifact over the registry's pool, and the changes made to that pool."""
 
-from uniroute.deployment.router import AddedModel, Decision, Router, seed_registry
+from uniroute.deployment.decision import Decision
+from uniroute.deployment.router import Router
+from uniroute.deployment.snapshot import Snapshot
 
-__all__ = ["AddedModel", "Decision", "Router", "seed_registry"]
+__all__ = ["Decision", "Router", "Snapshot"]

@@ -1,20 +1,19 @@
-"""Evaluation of routers: deferral curves, their metrics, statistics over trials, plots, reports."""
+"""Evaluation of routers: curve metrics, statistics over trials, plots, reports.
 
-from uniroute.evaluation.deferral import (
-    DeferralCurve,
-    deferral_curve,
-    single_model_points,
-    upper_envelope,
-)
+The deferral curve itself lives in :mod:`uniroute.tradeoff`; ``DeferralCurve``,
+``deferral_curve``, ``upper_envelope`` and ``area`` are re-exported here for convenience.
+"""
+
 from uniroute.evaluation.metrics import (
-    area,
     area_50,
     evaluate_curve,
     peak_accuracy,
     quality_neutral_cost,
     reference_models,
+    single_model_points,
 )
 from uniroute.evaluation.stats import SignTestResult, mean_std, sign_test
+from uniroute.tradeoff import DeferralCurve, area, deferral_curve, upper_envelope
 
 __all__ = [
     "DeferralCurve",

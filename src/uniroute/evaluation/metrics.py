@@ -1,7 +1,7 @@
 """Summary metrics of a deferral curve: area, area_50, quality-neutral cost and peak accuracy.
 
-Every metric reads the curve's interpolated envelope (``DeferralCurve.quality_at``); the exact
-definitions are in docs/EVALUATION.md.
+Every metric reads the curve's interpolated envelope (``DeferralCurve.quality_at``); the area
+itself is :func:`uniroute.tradeoff.area`. The exact definitions are in docs/EVALUATION.md.
 """
 
 from __future__ import annotations
@@ -10,26 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from uniroute.evaluation.deferral import DeferralCurve, single_model_points
+from uniroute.tradeoff import DeferralCurve, area, cost_matrix, mean_quality_up_to, score_matrix
 
 #: Two qualities closer than this are equal (reaching the reference, ties between models).
 QUALITY_TOLERANCE = 1e-12
 
 
-def mean_quality_up_to(curve: DeferralCurve, budget: float) -> float:
-    """(1/budget) * integral over [0, budget] of the envelope quality, computed exactly."""
-    budget = _positive(budget, "cost budget")
-    # quality_at is linear between envelope vertices and flat outside them, so the trapezoid
-    # rule on the vertices inside (0, budget) plus both ends is the exact integral.
-    inside = curve.envelope_costs[(curve.envelope_costs > 0) & (curve.envelope_costs < budget)]
-    knots = np.r_[0.0, inside, budget]
-    values = curve.quality_at(knots)
-    return float(np.sum(np.diff(knots) * (values[1:] + values[:-1])) / 2.0 / budget)
-
-
-def area(curve: DeferralCurve, max_cost: float) -> float:
-    """Area under the envelope over [0, max_cost] with the cost axis normalised to [0, 1]."""
-    return mean_quality_up_to(curve, max_cost)
+def single_model_points(
+    quality: np.ndarray, call_costs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cost and accuracy of each model when it answers every prompt: two (m,) arrays."""
+    quality = score_matrix(quality, "quality")
+    call_costs = cost_matrix(call_costs, quality.shape, "call_costs")
+    return call_costs.mean(axis=0), quality.mean(axis=0)
 
 
 def area_50(curve: DeferralCurve, max_cost: float) -> float:

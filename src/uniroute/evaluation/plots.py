@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from uniroute._io import atomic_write_bytes
-from uniroute.evaluation.deferral import DeferralCurve
+from uniroute.tradeoff import DeferralCurve
 
 NORMALISED_COST_LABEL = "cost / cost of most expensive LLM"
 RAW_COST_LABEL = "mean cost per prompt"

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from uniroute._io import atomic_write_bytes, atomic_write_json
-from uniroute.evaluation.deferral import DeferralCurve
 from uniroute.evaluation.plots import MeanCurve, plot_deferral_curves
 from uniroute.evaluation.stats import SignTestResult
+from uniroute.tradeoff import DeferralCurve
 
 REQUIRED_KEYS = ("dataset", "encoder", "trials", "test_models", "seed", "routers")
 REQUIRED_ROUTER_KEYS = (

@@ -13,10 +13,10 @@ import numpy as np
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.splits import split_models, split_prompts
 from uniroute.embeddings.base import Encoder
-from uniroute.evaluation.deferral import DeferralCurve, deferral_curve, single_model_points
-from uniroute.evaluation.metrics import evaluate_curve
+from uniroute.evaluation.metrics import evaluate_curve, single_model_points
 from uniroute.evaluation.stats import mean_std, sign_test
-from uniroute.routers import make_router
+from uniroute.routers import make_estimator
+from uniroute.tradeoff import DeferralCurve, deferral_curve
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +102,27 @@ def run_trial(
         params = dict(config.router_params.get(name, {}))
         if name == "uniroute-learned" and chosen_k is not None:
             params.setdefault("n_clusters", chosen_k)
-        router = make_router(name, **params)
-        router.fit(
+        estimator = make_estimator(name, **params)
+        estimator.fit(
             embeddings[train_idx],
             scores[np.ix_(train_idx, train_cols)],
             embeddings[val_idx],
             scores[np.ix_(val_idx, train_cols)],
-            train_models,
             dataset.model_costs[train_cols],
         )
-        # The evaluation pool is the unseen LLMs only, each described by its validation scores.
-        router.clear_pool()
-        for model, col in zip(test_models, test_cols, strict=True):
-            router.add_model(model, scores[val_idx, col], float(dataset.model_costs[col]))
-        if router.clairvoyant:
-            errors_hat = router.oracle_error(test_quality)
+        if estimator.clairvoyant:
+            errors_hat = estimator.oracle_error(test_quality)
         else:
-            errors_hat = router.predict_error(embeddings[test_idx])
+            # The evaluation pool is the unseen LLMs only, each described by its validation scores.
+            pool = estimator.make_pool(
+                test_models, scores[np.ix_(val_idx, test_cols)], dataset.model_costs[test_cols]
+            )
+            errors_hat = estimator.predict_error(embeddings[test_idx], pool)
         fit_seconds[name] = time.perf_counter() - started
         if name == "uniroute-kmeans" and not any(
             config.router_params.get(r) for r in ("uniroute-kmeans", "uniroute-learned")
         ):
-            chosen_k = int(router.n_clusters_)
+            chosen_k = int(estimator.n_clusters_)
         curve = deferral_curve(errors_hat, test_costs, test_quality, call_costs=test_call_costs)
         curves[name] = curve
         metrics[name] = evaluate_curve(curve, test_quality, test_call_costs)

@@ -16,8 +16,14 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import HTTPConnection
+
 ACCESS_LOGGER = "uniroute.access"
 GATEWAY_LOGGER = "uniroute.gateway"
+#: Scope keys of one request: its id, and the fields of its access-log line (set by the
+#: request-context middleware, filled in by the handlers through ``note``).
+REQUEST_ID_KEY = "uniroute_request_id"
+LOG_FIELDS_KEY = "uniroute_log"
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _STANDARD_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -98,6 +104,16 @@ def stop_logging() -> None:
     if _listener is not None:
         _listener.stop()
         _listener = None
+
+
+def note(request: HTTPConnection, **fields: Any) -> None:
+    """Add fields to this request's access-log line."""
+    request.scope.setdefault(LOG_FIELDS_KEY, {}).update(fields)
+
+
+def request_id_of(request: HTTPConnection) -> str:
+    """This request's id ("" outside the request-context middleware)."""
+    return request.scope.get(REQUEST_ID_KEY, "")
 
 
 def log_access(**fields: Any) -> None:

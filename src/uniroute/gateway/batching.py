@@ -3,9 +3,9 @@
 An encoder embeds a batch for much less than the sum of single calls (MiniLM runs one forward
 pass; TF-IDF pays its per-call overhead once), and routing a batch of embeddings is vectorised.
 So requests do not each take a thread: ``workers`` loops each take every prompt waiting (up to
-``max_batch``), embed them in one call and route them by policy group, in a worker thread. A
-lone request is routed at once; under load, prompts that arrive while a batch is being embedded
-form the next batch.
+``max_batch``), embed them in one call and route them by group (same pool snapshot, same
+policy), in a worker thread. A lone request is routed at once; under load, prompts that arrive
+while a batch is being embedded form the next batch.
 """
 
 from __future__ import annotations
@@ -13,43 +13,68 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import anyio
-import anyio.abc
+import anyio.to_thread
 import numpy as np
+
+from uniroute.deployment import Decision, Snapshot
+
+
+class RouteEmbeddings(Protocol):
+    """``Router.route_embeddings``: decisions for embedded prompts over one snapshot."""
+
+    def __call__(
+        self,
+        X: np.ndarray,
+        *,
+        lam: float | None = None,
+        max_cost: float | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> list[Decision]: ...
+
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RouteItem:
+    """One prompt to route: its text, the policy (lambda or max-cost) and the pool snapshot."""
+
+    text: str
+    lam: float | None
+    max_cost: float | None
+    snapshot: Snapshot
 
 
 @dataclass(eq=False)
 class _Pending:
-    text: str
-    lam: float | None
-    max_cost: float | None
+    item: RouteItem
     done: anyio.Event = field(default_factory=anyio.Event)
-    result: Any = None
-    error: BaseException | None = None
+    result: Decision | None = None
+    error: Exception | None = None
 
 
 def route_batch(
-    embed: Callable[[Sequence[str]], np.ndarray],
-    route_embeddings: Callable[[np.ndarray, float | None, float | None], list[Any]],
-    items: Sequence[tuple[str, float | None, float | None]],
-) -> list[Any]:
-    """Decisions for (text, lam, max_cost) items: one embed call, one route call per policy.
+    embed: Embed, route_embeddings: RouteEmbeddings, items: Sequence[RouteItem]
+) -> list[Decision | Exception]:
+    """Decisions for the items: one embed call, one route call per (snapshot, policy) group.
 
     An item whose routing failed gets the exception in its place instead of a decision.
     """
     try:
-        X = embed([text for text, _, _ in items])
+        X = embed([item.text for item in items])
     except Exception as exc:
         return [exc] * len(items)
-    groups: dict[tuple[float | None, float | None], list[int]] = {}
-    for index, (_, lam, max_cost) in enumerate(items):
-        groups.setdefault((lam, max_cost), []).append(index)
-    results: list[Any] = [None] * len(items)
-    for (lam, max_cost), rows in groups.items():
+    groups: dict[tuple[Snapshot, float | None, float | None], list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault((item.snapshot, item.lam, item.max_cost), []).append(index)
+    results: list[Decision | Exception] = [Exception("not routed")] * len(items)
+    for (snapshot, lam, max_cost), rows in groups.items():
+        decisions: Sequence[Decision | Exception]
         try:
-            decisions = route_embeddings(X[rows], lam, max_cost)
+            decisions = route_embeddings(X[rows], lam=lam, max_cost=max_cost, snapshot=snapshot)
         except Exception as exc:
             decisions = [exc] * len(rows)
         for row, decision in zip(rows, decisions, strict=True):
@@ -62,8 +87,8 @@ class RoutingBatcher:
 
     def __init__(
         self,
-        embed: Callable[[Sequence[str]], np.ndarray],
-        route_embeddings: Callable[[np.ndarray, float | None, float | None], list[Any]],
+        embed: Embed,
+        route_embeddings: RouteEmbeddings,
         limiter: anyio.CapacityLimiter,
         max_batch: int = 32,
     ) -> None:
@@ -72,16 +97,16 @@ class RoutingBatcher:
         self.limiter = limiter
         self.max_batch = max_batch
         self._send, self._receive = anyio.create_memory_object_stream[_Pending](math.inf)
-        self.batch_sizes: list[int] = []
 
-    async def decide(self, text: str, lam: float | None, max_cost: float | None) -> Any:
+    async def decide(self, item: RouteItem) -> Decision:
         """The decision for one prompt (raises what routing it raised)."""
-        item = _Pending(text, lam, max_cost)
-        self._send.send_nowait(item)
-        await item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result
+        pending = _Pending(item)
+        self._send.send_nowait(pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
 
     async def run_worker(self) -> None:
         """One batching loop; run ``routing_threads`` of them in the app's task group."""
@@ -96,9 +121,8 @@ class RoutingBatcher:
                 await self._process(batch)
 
     async def _process(self, batch: list[_Pending]) -> None:
-        self.batch_sizes.append(len(batch))
-        del self.batch_sizes[:-1000]  # a bounded record, for tests and debugging
-        items = [(p.text, p.lam, p.max_cost) for p in batch]
+        items = [pending.item for pending in batch]
+        results: list[Decision | Exception]
         try:
             results = await anyio.to_thread.run_sync(
                 route_batch, self.embed, self.route_embeddings, items, limiter=self.limiter
@@ -106,7 +130,7 @@ class RoutingBatcher:
         except Exception as exc:  # the thread could not run: fail the batch, not the loop
             results = [exc] * len(batch)
         for pending, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, Exception):
                 pending.error = result
             else:
                 pending.result = result

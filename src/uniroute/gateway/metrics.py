@@ -93,9 +93,9 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
-        self.pool_models = Gauge(
-            "uniroute_pool_enabled_models",
-            "Enabled models in the pool",
+        self.servable_models = Gauge(
+            "uniroute_pool_servable_models",
+            "Servable models in the pool (enabled, with an endpoint)",
             registry=self.registry,
         )
 

@@ -1,15 +1,15 @@
-"""Calls to the OpenAI-compatible upstream endpoints, through one pooled async HTTP client.
+"""Calls to the OpenAI-compatible upstream endpoints, through pooled async HTTP clients.
 
-Each pool model's registry entry gives its base URL (``http://host:port/v1``, as an OpenAI
-client's ``base_url``) and, optionally, the *name* of the environment variable holding its API
-key. The key is read from the environment at call time, sent only to that upstream, and never
-stored or logged. Client headers are never forwarded (the client's Authorization is the
-gateway's key, not the upstream's).
+Each servable pool model has a :class:`uniroute.pool.Endpoint`: its base URL
+(``http://host:port/v1``, as an OpenAI client's ``base_url``), optionally the *name* of the
+environment variable holding its API key, and the model name the endpoint expects. The key is
+read from the environment at call time, sent only to that upstream, and never stored or logged.
+Client headers are never forwarded (the client's Authorization is the gateway's key, not the
+upstream's). The body sent is the client's parsed JSON object with only ``model`` changed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import math
@@ -22,8 +22,10 @@ from typing import Any
 import anyio
 import httpx
 
+from uniroute._retry import retry
 from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.fallback import UpstreamError
+from uniroute.pool import Endpoint
 
 # Statuses after which another model may well succeed: the upstream is overloaded, down,
 # misconfigured (bad key, unknown path) or timed out. Any other 4xx rejects the request itself.
@@ -33,17 +35,24 @@ _CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProt
 
 @dataclass(frozen=True)
 class UpstreamTarget:
-    """Where a pool model is served: base URL and the env var holding its key (if any)."""
+    """A pool model (by its pool name) and where it is served."""
 
     model: str
-    base_url: str
-    api_key_env: str | None = None
-    #: The ``model`` field the endpoint expects, when it differs from the pool name.
-    upstream_model: str | None = None
+    endpoint: Endpoint
+
+    @property
+    def api_key_env(self) -> str | None:
+        """The environment variable holding the endpoint's API key, if it needs one."""
+        return self.endpoint.api_key_env
+
+    @property
+    def upstream_model(self) -> str | None:
+        """The ``model`` field the endpoint expects, when it differs from the pool name."""
+        return self.endpoint.upstream_model
 
     def url(self, path: str) -> str:
         """Full URL of an API path such as ``/chat/completions`` under the base URL."""
-        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+        return self.endpoint.base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
 @dataclass
@@ -206,33 +215,36 @@ class UpstreamClient:
         *,
         stream: bool,
     ) -> httpx.Response:
-        """Send once per attempt, retrying only connection errors; returns the open response."""
+        """Send the request, retrying only connection errors; returns the open response."""
         headers = self._headers(target, request_id)
         upstream_name = target.upstream_model or target.model
+        # The client's parsed body, unchanged but for the model name the endpoint expects.
         payload = json.dumps({**body, "model": upstream_name}, ensure_ascii=False).encode()
         url = target.url(path)
-        delay = self.config.retry_backoff_s
-        for attempt in range(self.config.connect_retries + 1):
+
+        async def attempt() -> httpx.Response:
             client = next(self._turn)
             request = client.build_request("POST", url, content=payload, headers=headers)
-            try:
-                return await client.send(request, stream=stream)
-            except _CONNECTION_ERRORS as exc:
-                if attempt == self.config.connect_retries:
-                    raise UpstreamError(
-                        f"cannot connect to {target.model!r} ({type(exc).__name__})",
-                        kind="connect",
-                    ) from None
-            except httpx.TimeoutException:
-                raise self._timeout(target) from None
-            except httpx.HTTPError as exc:
-                raise UpstreamError(
-                    f"HTTP error from {target.model!r} ({type(exc).__name__})",
-                    kind="http_error",
-                ) from None
-            await asyncio.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await client.send(request, stream=stream)
+
+        try:
+            return await retry(
+                attempt,
+                attempts=self.config.connect_retries + 1,
+                backoff=self.config.retry_backoff_s,
+                retryable=_CONNECTION_ERRORS,
+                sleep=anyio.sleep,
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise UpstreamError(
+                f"cannot connect to {target.model!r} ({type(exc).__name__})", kind="connect"
+            ) from None
+        except httpx.TimeoutException:
+            raise self._timeout(target) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"HTTP error from {target.model!r} ({type(exc).__name__})", kind="http_error"
+            ) from None
 
     def _timeout(self, target: UpstreamTarget) -> UpstreamError:
         return UpstreamError(

@@ -26,15 +26,18 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
+from uniroute._checks import non_negative_int, non_negative_number
+from uniroute._retry import parse_retry_after, retry
+from uniroute.data.paths import default_cache_dir
 from uniroute.data.representative import RepresentativePrompt
 from uniroute.errors import GradingError, OnboardingError
 from uniroute.onboarding.answer_cache import AnswerCache
+from uniroute.onboarding.endpoints import base_url as endpoint_base_url
 from uniroute.onboarding.graders import BaseGrader, Grader, grader_for
 
 API_STYLES = ("chat", "completions")
 # Answers seen before giving up early on an endpoint none of whose answers can be graded.
 _EARLY_GARBAGE_CHECK = 20
-_MAX_RETRY_AFTER = 30.0
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -82,13 +85,35 @@ class OnboardingResult:
 
 
 class _PromptFailedError(Exception):
-    """One prompt got no answer; ``connection`` tells an unreachable endpoint from a bad reply."""
+    """One prompt got no answer; ``connection`` tells an unreachable endpoint from a bad reply.
 
-    def __init__(self, reason: str, *, connection: bool = False, status: int | None = None) -> None:
+    ``transient`` failures (connection errors, timeouts, 429, 5xx) are retried, after at least
+    ``retry_after`` seconds when the endpoint asked for it.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        connection: bool = False,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.connection = connection
         self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, _PromptFailedError) and exc.transient
+
+
+def _requested_delay(exc: Exception) -> float | None:
+    return exc.retry_after if isinstance(exc, _PromptFailedError) else None
 
 
 @dataclass
@@ -97,26 +122,9 @@ class _Plan:
     grader: Grader
 
 
-def normalise_base_url(base_url: str) -> str:
-    """An endpoint's OpenAI base URL, e.g. ``http://host:port/v1``, with no trailing slash.
-
-    A bare host gets ``/v1`` appended; anything but an http(s) URL is an OnboardingError.
-    """
-    try:
-        url = httpx.URL(str(base_url).strip())
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise OnboardingError(f"endpoint {base_url!r} is not a valid URL ({exc})") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise OnboardingError(
-            f"endpoint {base_url!r} must be an http(s) URL such as http://host:8000/v1"
-        )
-    base = str(url).rstrip("/")
-    return base + "/v1" if url.path in ("", "/") else base
-
-
 def completion_url(base_url: str, api_style: str) -> str:
     """The URL to POST to: ``BASE/chat/completions`` (chat) or ``BASE/completions``."""
-    base = normalise_base_url(base_url)
+    base = endpoint_base_url(base_url)
     return f"{base}/chat/completions" if api_style == "chat" else f"{base}/completions"
 
 
@@ -184,14 +192,11 @@ def _check_arguments(
         raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency}")
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
-    if int(retries) != retries or retries < 0:
-        raise ValueError(f"retries must be a whole number >= 0, got {retries}")
-    if not (backoff >= 0 and math.isfinite(backoff)):
-        raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff}")
+    non_negative_int(retries, "retries")
+    non_negative_number(backoff, "backoff")
     if int(max_tokens) != max_tokens or max_tokens < 1:
         raise ValueError(f"max_tokens must be a whole number >= 1, got {max_tokens}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a number >= 0, got {temperature}")
+    non_negative_number(temperature, "temperature")
     for label, rate in (
         ("max_failure_rate", max_failure_rate),
         ("max_ungradeable_rate", max_ungradeable_rate),
@@ -268,46 +273,48 @@ class _Session:
             body["messages"] = [{"role": "user", "content": prompt.text}]
         else:
             body["prompt"] = prompt.text
-        failure = _PromptFailedError("no attempt made")
-        for attempt in range(self.retries + 1):
-            delay = self.backoff * 2**attempt
-            try:
-                response = await client.post(self.url, json=body)
-            except httpx.TimeoutException as exc:
-                failure = _PromptFailedError(f"timed out ({type(exc).__name__})", connection=True)
-            except httpx.TransportError as exc:
-                failure = _PromptFailedError(
-                    f"cannot connect: {exc or type(exc).__name__}", connection=True
-                )
-            else:
-                status = response.status_code
-                if status in (401, 403):
-                    key_note = (
-                        f"check the key in environment variable {self.api_key_env}"
-                        if self.api_key_env
-                        else "it needs an API key: pass the name of the environment variable "
-                        "holding it (--api-key-env)"
-                    )
-                    raise OnboardingError(
-                        f"endpoint {self.url} of model {self.name!r} rejected the request with "
-                        f"HTTP {status} ({_error_message(response)}); {key_note}"
-                    )
-                if status == 429 or status >= 500:
-                    failure = _PromptFailedError(
-                        f"HTTP {status}: {_error_message(response)}", status=status
-                    )
-                    retry_after = response.headers.get("retry-after", "")
-                    if retry_after.replace(".", "", 1).isdigit():
-                        delay = max(delay, min(float(retry_after), _MAX_RETRY_AFTER))
-                elif status >= 400:
-                    raise _PromptFailedError(
-                        f"HTTP {status}: {_error_message(response)}", status=status
-                    )
-                else:
-                    return _answer_text(response, self.api_style)
-            if attempt < self.retries:
-                await asyncio.sleep(delay)
-        raise failure
+        return await retry(
+            lambda: self._ask_once(client, body),
+            attempts=self.retries + 1,
+            backoff=self.backoff,
+            retryable=_is_transient,
+            retry_after=_requested_delay,
+        )
+
+    async def _ask_once(self, client: httpx.AsyncClient, body: dict) -> str:
+        """One request; a failure worth another attempt is a transient _PromptFailedError."""
+        try:
+            response = await client.post(self.url, json=body)
+        except httpx.TimeoutException as exc:
+            raise _PromptFailedError(
+                f"timed out ({type(exc).__name__})", connection=True, transient=True
+            ) from None
+        except httpx.TransportError as exc:
+            raise _PromptFailedError(
+                f"cannot connect: {exc or type(exc).__name__}", connection=True, transient=True
+            ) from None
+        status = response.status_code
+        if status in (401, 403):
+            key_note = (
+                f"check the key in environment variable {self.api_key_env}"
+                if self.api_key_env
+                else "it needs an API key: pass the name of the environment variable "
+                "holding it (--api-key-env)"
+            )
+            raise OnboardingError(
+                f"endpoint {self.url} of model {self.name!r} rejected the request with "
+                f"HTTP {status} ({_error_message(response)}); {key_note}"
+            )
+        if status == 429 or status >= 500:
+            raise _PromptFailedError(
+                f"HTTP {status}: {_error_message(response)}",
+                status=status,
+                transient=True,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status >= 400:
+            raise _PromptFailedError(f"HTTP {status}: {_error_message(response)}", status=status)
+        return _answer_text(response, self.api_style)
 
 
 async def onboard_endpoint_async(
@@ -351,7 +358,7 @@ async def onboard_endpoint_async(
         prompts, api_style, concurrency, timeout, retries, backoff, max_tokens, temperature,
         max_failure_rate, max_ungradeable_rate,
     )  # fmt: skip
-    endpoint = normalise_base_url(base_url)
+    endpoint = endpoint_base_url(base_url)
     url = completion_url(endpoint, api_style)
     headers = {"content-type": "application/json"}
     if api_key_env:
@@ -366,8 +373,6 @@ async def onboard_endpoint_async(
     payload = {"model": upstream, "max_tokens": max_tokens, "temperature": temperature}
     settings = {"api_style": api_style, **payload}
     if cache_path is None:
-        from uniroute.data.paths import default_cache_dir
-
         cache_path = default_cache_dir() / "answers.sqlite3"
 
     with AnswerCache(cache_path) as cache:

@@ -14,7 +14,7 @@ import numpy as np
 
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.representative import RepresentativePrompt
-from uniroute.errors import DataError
+from uniroute.data.routerbench import responses_by_prompt
 from uniroute.onboarding.graders import MultipleChoiceGrader, grader_for, parse_options
 
 #: How each reference was obtained, in the order the rules are tried. ``no-recorded-answers``:
@@ -49,49 +49,6 @@ class ReferenceStats:
         out["by_rule"] = dict(self.by_rule)
         out["by_task"] = {task: dict(counts) for task, counts in self.by_task.items()}
         return out
-
-
-def recorded_responses(dataset: RoutingDataset) -> dict[str, dict[str, str | None]]:
-    """The recorded answers as {model: {prompt_id: answer or None}} for the dataset's prompts.
-
-    ``meta["responses"]`` holds one array per model. The RouterBench loader aligns them with
-    ``meta["response_prompt_ids"]``; ``RoutingDataset.subset`` re-aligns the arrays with the
-    kept rows but leaves that id array as it was. Both layouts are read here; a layout that fits
-    both ways with different results is an error rather than a silent mismatch.
-    """
-    responses = dataset.meta.get("responses")
-    if not isinstance(responses, dict) or not responses:
-        raise DataError(f"dataset {dataset.name!r} has no recorded model responses")
-    recorded_ids = dataset.meta.get("response_prompt_ids")
-    prompt_ids = [str(p) for p in dataset.prompt_ids]
-    out: dict[str, dict[str, str | None]] = {}
-    for model in dataset.models:
-        column = responses.get(model)
-        if column is None:
-            continue
-        by_position = len(column) == len(prompt_ids)
-        by_id = recorded_ids is not None and len(recorded_ids) == len(column)
-        if by_id and by_position and [str(p) for p in recorded_ids] != prompt_ids:
-            raise DataError(
-                f"dataset {dataset.name!r}: the recorded responses of model {model!r} cannot be "
-                "matched to its prompts unambiguously (reordered rows)"
-            )
-        if by_id:
-            table = dict(zip((str(p) for p in recorded_ids), column, strict=True))
-            missing = [p for p in prompt_ids if p not in table]
-            if missing:
-                raise DataError(
-                    f"dataset {dataset.name!r}: no recorded responses for prompt ids {missing[:5]}"
-                )
-            out[model] = {p: table[p] for p in prompt_ids}
-        elif by_position:
-            out[model] = dict(zip(prompt_ids, column, strict=True))
-        else:
-            raise DataError(
-                f"dataset {dataset.name!r}: {len(column)} recorded responses for model {model!r}, "
-                f"but {len(prompt_ids)} prompts"
-            )
-    return out
 
 
 def derive_choice_reference(
@@ -149,7 +106,7 @@ def attach_references(dataset: RoutingDataset) -> RoutingDataset:
         i for i in range(n) if isinstance(graders[str(dataset.tasks[i])], MultipleChoiceGrader)
     ]
     needs = {i for i in choice_rows if not _present(references[i])}
-    responses = recorded_responses(dataset) if needs and dataset.meta.get("responses") else {}
+    responses = responses_by_prompt(dataset) if needs and dataset.meta.get("responses") else {}
     for i in choice_rows:
         task = str(dataset.tasks[i])
         if i not in needs:

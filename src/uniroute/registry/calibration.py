@@ -7,10 +7,10 @@ and the expected cost and quality are the mean cost and the mean *actual* valida
 chosen models. The models' Psi vectors were computed from those same scores, so the figures are
 in-sample and therefore optimistic; treat them as a guide for choosing lambda, not as a promise.
 
-Decisions only change at finitely many lambdas (for each prompt, where the lower envelope of the
-lines ``err_h + lambda * cost_h`` switches model), so :func:`lambda_path` computes every breakpoint
-exactly instead of searching a grid, and the chosen lambda lies strictly inside the interval whose
-decisions meet the target.
+Calibration is a view over the one exact lambda sweep in :mod:`uniroute.tradeoff`: the sweep's
+breakpoints are the distinct decision sets, the target picks one of them, and the policy's lambda
+lies strictly inside that point's interval. Its expected cost and quality are read from the same
+sweep, so they equal the deferral curve's point at that lambda on the same prompts and pool.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from uniroute.errors import CalibrationError
-from uniroute.routers.base import BaseRouter, route_argmin
+from uniroute.tradeoff import DecisionPath, decision_path
 
 TARGET_KINDS = ("cost", "quality", "share")
 # Float slack when comparing a path value with a target, so that a target equal to an achievable
@@ -119,128 +119,55 @@ class LambdaPath:
     """Routing outcomes on a fixed prompt set for every distinct decision set as lambda grows.
 
     Point ``j`` holds for every lambda in ``[lambdas[j], lambdas[j + 1])`` (the last one up to
-    infinity); ``lambdas[0] == 0``. ``costs`` never increase along the path.
+    infinity); ``lambdas[0] == 0``. ``costs`` never increase along the path. ``qualities`` are
+    the mean observed scores of the chosen models (prompts whose chosen model has no score are
+    left out of that mean); ``shares`` the fraction of prompts routed to one model.
     """
 
     lambdas: np.ndarray
     costs: np.ndarray
     qualities: np.ndarray
     shares: np.ndarray | None
+    path: DecisionPath
 
-    def representative_lambda(self, j: int) -> float:
+    def interior_lambda(self, j: int) -> float:
         """A lambda strictly inside point j's interval (0 for the first point)."""
-        if j == 0:
-            return 0.0
-        if j + 1 < len(self.lambdas):
-            return float((self.lambdas[j] + self.lambdas[j + 1]) / 2)
-        return float(2 * self.lambdas[j])
+        return self.path.interior_lambda(j)
 
 
 def lambda_path(
     errors: np.ndarray, costs: np.ndarray, scores: np.ndarray, share_model: int | None = None
 ) -> LambdaPath:
-    """Exact path of (mean cost, mean quality[, share of one model]) over all lambdas >= 0.
+    """Mean cost, mean observed quality[, share of one model] at every breakpoint of the sweep.
 
     ``errors`` (n, m) are estimated errors, ``costs`` (m,) per-query costs, ``scores`` (n, m)
-    actual qualities (NaN = missing, left out of the mean quality). For each prompt the chosen model
-    follows the lower envelope of ``errors[i, h] + lambda * costs[h]``; the envelope is walked for
-    all prompts at once, one breakpoint per step, so the work is O(n * m * longest envelope).
+    actual qualities (NaN = missing, left out of the mean quality).
     """
     errors = np.asarray(errors, dtype=float)
     costs = np.asarray(costs, dtype=float)
     scores = np.asarray(scores, dtype=float)
-    n, m = errors.shape
-    if costs.shape != (m,) or scores.shape != (n, m):
+    if errors.ndim != 2 or costs.shape != (errors.shape[1],) or scores.shape != errors.shape:
         raise CalibrationError(
             f"shapes do not match: errors {errors.shape}, costs {costs.shape}, "
             f"scores {scores.shape}"
         )
+    n, m = errors.shape
     if n == 0 or m == 0:
         raise CalibrationError("nothing to calibrate on: no prompts or no models")
-
-    choice = route_argmin(errors, costs, 0.0)
-    rows = np.arange(n)
-    current_lam = np.zeros(n)
-    event_lam, event_row, event_from, event_to = [], [], [], []
-    active = rows[costs[choice] > costs.min()]
-    while active.size:
-        chosen = choice[active]
-        cheaper = costs[None, :] < costs[chosen][:, None]
-        gain = costs[chosen][:, None] - costs[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = (errors[active] - errors[active, chosen][:, None]) / gain
-        ratio = np.where(cheaper, np.maximum(ratio, current_lam[active][:, None]), np.inf)
-        next_lam = ratio.min(axis=1)
-        # Among models reaching the envelope at the same lambda the cheapest takes over.
-        at_next = ratio <= next_lam[:, None]
-        successor = np.where(at_next, costs[None, :], np.inf).argmin(axis=1)
-        event_lam.append(next_lam)
-        event_row.append(active)
-        event_from.append(chosen)
-        event_to.append(successor)
-        choice[active] = successor
-        current_lam[active] = next_lam
-        active = active[costs[successor] > costs.min()]
-
-    start = route_argmin(errors, costs, 0.0)
+    path = decision_path(errors, costs)
     observed = np.isfinite(scores)
-    filled = np.where(observed, scores, 0.0)
-    total_cost = costs[start].sum()
-    total_quality = filled[rows, start].sum()
-    total_observed = observed[rows, start].sum()
-    total_share = 0 if share_model is None else int((start == share_model).sum())
-
-    lambdas, path_costs, path_qualities, path_shares = [0.0], [total_cost], [total_quality], []
-    path_observed = [total_observed]
-    path_shares.append(total_share)
-    if event_lam:
-        lam = np.concatenate(event_lam)
-        row = np.concatenate(event_row)
-        old = np.concatenate(event_from)
-        new = np.concatenate(event_to)
-        order = np.argsort(lam, kind="stable")
-        lam, row, old, new = lam[order], row[order], old[order], new[order]
-        d_cost = np.cumsum(costs[new] - costs[old])
-        d_quality = np.cumsum(filled[row, new] - filled[row, old])
-        d_observed = np.cumsum(observed[row, new].astype(int) - observed[row, old].astype(int))
-        if share_model is None:
-            d_share = np.zeros(len(lam), dtype=int)
-        else:
-            d_share = np.cumsum((new == share_model).astype(int) - (old == share_model).astype(int))
-        # Events at the same lambda are applied together: keep the last cumulative value of each.
-        last_of_group = np.append(lam[1:] != lam[:-1], True)
-        lambdas += lam[last_of_group].tolist()
-        path_costs += (total_cost + d_cost[last_of_group]).tolist()
-        path_qualities += (total_quality + d_quality[last_of_group]).tolist()
-        path_observed += (total_observed + d_observed[last_of_group]).tolist()
-        path_shares += (total_share + d_share[last_of_group]).tolist()
-        if lambdas[1] == 0.0:
-            # A breakpoint at exactly 0 only happens through float rounding; fold it into the start.
-            lambdas.pop(0)
-            for values in (path_costs, path_qualities, path_observed, path_shares):
-                values.pop(0)
-
-    path_observed_arr = np.asarray(path_observed, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        qualities = np.asarray(path_qualities) / path_observed_arr
+        qualities = path.totals(np.where(observed, scores, 0.0)) / path.totals(observed)
+    shares = None
+    if share_model is not None:
+        shares = path.totals(np.arange(m) == share_model) / n
     return LambdaPath(
-        lambdas=np.asarray(lambdas),
-        costs=np.asarray(path_costs) / n,
+        lambdas=path.breakpoints,
+        costs=path.totals(costs) / n,
         qualities=qualities,
-        shares=None if share_model is None else np.asarray(path_shares) / n,
+        shares=shares,
+        path=path,
     )
-
-
-def routing_outcome(
-    errors: np.ndarray, costs: np.ndarray, scores: np.ndarray, lam: float
-) -> tuple[np.ndarray, float, float]:
-    """Choices at one lambda, with their mean cost and mean observed quality."""
-    choice = route_argmin(errors, costs, lam)
-    rows = np.arange(len(choice))
-    chosen_scores = np.asarray(scores, dtype=float)[rows, choice]
-    observed = np.isfinite(chosen_scores)
-    quality = float(chosen_scores[observed].mean()) if observed.any() else float("nan")
-    return choice, float(np.asarray(costs, dtype=float)[choice].mean()), quality
 
 
 def solve_target(
@@ -295,14 +222,18 @@ def solve_target(
         closest = np.flatnonzero(distance <= distance.min() + _TOLERANCE)
         point = int(closest[-1])
 
-    lam = path.representative_lambda(point)
-    choice, expected_cost, expected_quality = routing_outcome(errors, costs, scores, lam)
+    lam = path.interior_lambda(point)
+    # The point whose interval holds lam (the same one unless that interval is empty), so the
+    # policy's figures are the sweep's own values at the lambda it routes with.
+    point = path.path.point_index(lam)
+    expected_cost = float(path.costs[point])
+    expected_quality = float(path.qualities[point])
     if target.kind == "cost":
         achieved = expected_cost
     elif target.kind == "quality":
         achieved = expected_quality
     else:
-        achieved = float((choice == share_model).mean())
+        achieved = float(path.shares[point])
     return Policy(
         lam=lam,
         expected_cost=expected_cost,
@@ -310,7 +241,7 @@ def solve_target(
         target=target,
         pool_fingerprint=pool_fingerprint,
         achieved=achieved,
-        n_prompts=len(choice),
+        n_prompts=path.path.n_prompts,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
@@ -336,30 +267,3 @@ def make_target(
             f"target_share must be (model, share), got {target_share!r}"
         ) from None
     return Target("share", share, model=str(model))
-
-
-def calibrate(
-    router: BaseRouter,
-    *,
-    target_cost: float | None = None,
-    target_quality: float | None = None,
-    target_share: tuple[str, float] | None = None,
-    target: Target | None = None,
-    pool_fingerprint: str = "",
-) -> Policy:
-    """Solve a target on the router's representative prompts with its current pool."""
-    if target is None:
-        target = make_target(
-            target_cost=target_cost, target_quality=target_quality, target_share=target_share
-        )
-    elif any(v is not None for v in (target_cost, target_quality, target_share)):
-        raise CalibrationError("give either target or one of the target_* keywords, not both")
-    errors = router.predict_error(router.X_val_)
-    return solve_target(
-        errors,
-        router.pool_costs_,
-        router.pool_val_scores_,
-        list(router.pool_names_),
-        target,
-        pool_fingerprint=pool_fingerprint,
-    )

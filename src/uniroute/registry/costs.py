@@ -15,9 +15,11 @@ the workload: a multiple-choice workload answers in a few tokens, a chat workloa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from uniroute._checks import non_negative_number
+from uniroute.errors import DataError, UsageError
 
 #: Rough characters per token used to estimate prompt length without a tokenizer.
 CHARS_PER_TOKEN = 4.0
@@ -26,15 +28,7 @@ DEFAULT_OUTPUT_TOKENS = 256
 
 
 def _check_price(value: float | None, label: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{label} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
-    return number
+    return None if value is None else non_negative_number(value, label, DataError)
 
 
 @dataclass(frozen=True)
@@ -53,13 +47,13 @@ class ModelCost:
         object.__setattr__(self, "expected_output_tokens", tokens)
         by_token = self.per_1k_input is not None or self.per_1k_output is not None
         if self.per_query is not None and by_token:
-            raise ValueError("give a per-query cost or per-1k-token costs, not both")
+            raise DataError("give a per-query cost or per-1k-token costs, not both")
         if self.per_query is None and not by_token:
-            raise ValueError(
+            raise DataError(
                 "no cost given: set a per-query cost or per-1k input/output token costs"
             )
         if by_token and (self.per_1k_input is None or self.per_1k_output is None):
-            raise ValueError("per-1k-token pricing needs both the input and the output price")
+            raise DataError("per-1k-token pricing needs both the input and the output price")
 
     @property
     def is_per_token(self) -> bool:
@@ -70,12 +64,9 @@ class ModelCost:
         """Expected cost of one query whose prompt has ``mean_input_tokens`` tokens."""
         if self.per_query is not None:
             return self.per_query
-        if not math.isfinite(mean_input_tokens) or mean_input_tokens < 0:
-            raise ValueError(
-                f"mean_input_tokens must be a finite number >= 0, got {mean_input_tokens}"
-            )
+        tokens = non_negative_number(mean_input_tokens, "mean_input_tokens", UsageError)
         return (
-            mean_input_tokens / 1000.0 * self.per_1k_input
+            tokens / 1000.0 * self.per_1k_input
             + self.expected_output_tokens / 1000.0 * self.per_1k_output
         )
 

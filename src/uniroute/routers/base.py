@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from uniroute._io import atomic_directory, load_arrays, read_manifest, save_arrays
-from uniroute.errors import RouterError
+from uniroute.errors import RouterError, StateError
 from uniroute.pool import Endpoint, Pool
 from uniroute.tradeoff import route_argmin
 
@@ -237,6 +237,10 @@ class RouterEstimator(ABC):
     @classmethod
     def from_saved(cls, directory: Path | str, manifest: dict[str, Any]) -> Self:
         """Rebuild an estimator of this class from its saved directory (see ``load_estimator``)."""
+        if manifest.get("router") != cls.name:
+            raise StateError(
+                f"{directory}: holds a {manifest.get('router')!r} estimator, not a {cls.__name__}"
+            )
         estimator = cls(**manifest["params"])
         arrays = load_arrays(Path(directory), manifest["arrays"])
         for legacy in ("pool_costs", "pool_val_scores", "pool_features"):

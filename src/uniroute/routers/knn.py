@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from uniroute.errors import RouterError
-from uniroute.routers.base import BaseRouter
+from uniroute.pool import Pool
+from uniroute.routers.base import RouterEstimator
 from uniroute.routers.selection import (
     best_candidate,
     check_auto_or_positive_int,
@@ -59,13 +60,13 @@ def neighbor_mean_errors(
     return np.divide(sums, seen, out=fallback.copy(), where=seen > 0)
 
 
-class KNNRouter(BaseRouter):
+class KNNRouter(RouterEstimator):
     """K-NN baseline: err(x, h) = mean error of h over the k validation prompts nearest to x.
 
     Similarity is cosine (dot product of L2-normalised embeddings). Missing scores are ignored;
     when all k neighbours lack a score for h, err(x, h) is h's mean validation error.
     Psi(h) is h's validation error vector 1 - score with missing entries filled by h's mean error;
-    which entries were missing is read from the pool's stored validation scores, so the fill
+    which entries were missing is read from the pool's representative-prompt scores, so the fill
     never counts as an observation.
 
     With ``n_neighbors="auto"`` k is chosen from ``n_neighbors_grid`` by the same 2-fold
@@ -127,17 +128,17 @@ class KNNRouter(BaseRouter):
         self.selection_scores_ = {int(k): float(v) for k, v in scores.items()}
         self.n_neighbors_ = int(best_candidate(scores))
 
-    def _model_features(self, val_scores: np.ndarray) -> np.ndarray:
-        errors = 1.0 - val_scores
+    def _model_features(self, scores: np.ndarray) -> np.ndarray:
+        errors = 1.0 - scores
         observed = np.isfinite(errors)
         return np.where(observed, errors, errors[observed].mean())
 
-    def _predict_error(self, X: np.ndarray) -> np.ndarray:
+    def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
         neighbors = nearest_neighbors(
             normalize_rows(X), normalize_rows(self.X_val_), self.n_neighbors_
         )
-        observed = np.isfinite(self.pool_val_scores_)
-        errors = self.pool_features_.T
+        observed = np.isfinite(pool.scores)
+        errors = pool.features.T
         overall = np.array([errors[observed[:, j], j].mean() for j in range(errors.shape[1])])
         return neighbor_mean_errors(neighbors, errors, observed, overall)
 

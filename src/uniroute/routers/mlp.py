@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from numbers import Integral
 
 import numpy as np
-from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier, MLPRegressor
 
+from uniroute._checks import non_negative_number
 from uniroute.errors import RouterError
-from uniroute.routers.base import BaseRouter
-from uniroute.routers.selection import check_non_negative, check_random_state
+from uniroute.pool import Pool
+from uniroute.routers.base import RouterEstimator
+from uniroute.routers.selection import check_random_state
 
 #: First entry of a packed head: how its output unit is turned into an error estimate.
 IDENTITY_OUTPUT = 0.0
@@ -23,19 +22,20 @@ LOGISTIC_OUTPUT = 1.0
 MIN_PROMPTS_FOR_EARLY_STOPPING = 50
 
 
-class RetrainedMLP(BaseRouter):
-    """Baseline that must be retrained when the pool changes: a per-model MLP error predictor.
+class RetrainedMLP(RouterEstimator):
+    """Baseline that must be retrained for every new model: a per-model MLP error predictor.
 
     Each model h gets its own head, trained on the representative (validation) prompts'
     embeddings with target err = 1 - score (missing scores skipped): an sklearn ``MLPClassifier``
     (probability of an error) when every target is 0 or 1, else an ``MLPRegressor``; a model whose
-    observed targets are all equal gets a constant head. ``add_model`` trains the new model's
-    head, which is exactly the per-model training UniRoute avoids; removing a model drops its
-    head. The training prompts and LLMs are not used (``fit`` trains the training LLMs' heads).
+    observed targets are all equal gets a constant head. Describing a new model
+    (``model_features`` / ``make_pool``) trains its head, which is exactly the per-model training
+    UniRoute avoids; a pool without a model has no head for it. The training prompts and LLMs
+    are not used (``fit`` only checks the parameters).
 
     Psi(h) is the head's packed weights: [output kind, W_1, b_1, ..., W_L, b_L] flattened, with
     ReLU hidden units and a logistic (classifier) or identity (regressor) output. Prediction is
-    a numpy forward pass over these arrays, so a saved router predicts exactly as before saving.
+    a forward pass over these arrays, so a pool's heads predict exactly as when they were made.
     With ``early_stopping`` (and at least ``MIN_PROMPTS_FOR_EARLY_STOPPING`` scored prompts) a
     seeded 10% of the model's scored prompts is held out and training keeps the epoch that did
     best on them; without it the head trains for ``max_iter`` epochs and, on about a thousand
@@ -44,8 +44,6 @@ class RetrainedMLP(BaseRouter):
     """
 
     name = "mlp"
-    #: Adding a model trains a network for it (unlike the UniRoute routers).
-    requires_refit_on_pool_change = True
 
     def __init__(
         self,
@@ -70,7 +68,7 @@ class RetrainedMLP(BaseRouter):
         costs: np.ndarray,
     ) -> None:
         self._hidden_sizes()
-        check_non_negative(self.alpha, "alpha")
+        non_negative_number(self.alpha, "alpha", RouterError)
         check_random_state(self.random_state)
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, Integral):
             raise RouterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
@@ -92,10 +90,10 @@ class RetrainedMLP(BaseRouter):
     def _layer_sizes(self) -> list[int]:
         return [self.n_features_in_, *self._hidden_sizes(), 1]
 
-    def _model_features(self, val_scores: np.ndarray) -> np.ndarray:
-        observed = np.isfinite(val_scores)
+    def _model_features(self, scores: np.ndarray) -> np.ndarray:
+        observed = np.isfinite(scores)
         X = self.X_val_[observed]
-        targets = 1.0 - val_scores[observed]
+        targets = 1.0 - scores[observed]
         sizes = self._layer_sizes()
         if np.ptp(targets) == 0:
             weights = [
@@ -104,6 +102,10 @@ class RetrainedMLP(BaseRouter):
             biases = [np.zeros(n_out) for n_out in sizes[1:]]
             biases[-1][0] = targets[0]
             return _pack(IDENTITY_OUTPUT, weights, biases)
+        # Imported here: routing from a saved artifact needs numpy only, not scikit-learn.
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+
         binary = bool(np.isin(targets, (0.0, 1.0)).all())
         smallest_class = min(np.count_nonzero(targets == 0), np.count_nonzero(targets == 1))
         estimator_class = MLPClassifier if binary else MLPRegressor
@@ -122,16 +124,10 @@ class RetrainedMLP(BaseRouter):
         kind = LOGISTIC_OUTPUT if binary else IDENTITY_OUTPUT
         return _pack(kind, estimator.coefs_, estimator.intercepts_)
 
-    def _on_pool_change(self) -> None:
-        """Unpack every pool model's head from its Psi row for the forward pass."""
-        if self.pool_features_ is None:
-            self.heads_: list[tuple[float, list[np.ndarray], list[np.ndarray]]] = []
-            return
+    def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        # Each pool model's head is unpacked (as views) from its Psi row.
         sizes = self._layer_sizes()
-        self.heads_ = [_unpack(row, sizes) for row in self.pool_features_]
-
-    def _predict_error(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([_forward(head, X) for head in self.heads_])
+        return np.column_stack([_forward(_unpack(row, sizes), X) for row in pool.features])
 
 
 def _pack(kind: float, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> np.ndarray:
@@ -162,6 +158,10 @@ def _unpack(
 
 
 def _forward(head: tuple[float, list[np.ndarray], list[np.ndarray]], X: np.ndarray) -> np.ndarray:
+    # Imported here: SciPy's logistic is needed only when an MLP head predicts, and no
+    # artifact deploys this baseline, so importing the estimators costs numpy only.
+    from scipy.special import expit
+
     kind, weights, biases = head
     activation = X
     for weight, bias in zip(weights[:-1], biases[:-1], strict=True):

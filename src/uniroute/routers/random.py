@@ -8,16 +8,18 @@ from numbers import Integral
 import numpy as np
 
 from uniroute.errors import RouterError
-from uniroute.routers.base import BaseRouter
+from uniroute.pool import Pool
+from uniroute.routers.base import RouterEstimator
 
 
-class RandomRouter(BaseRouter):
+class RandomRouter(RouterEstimator):
     """Lower baseline: err(x, h) ~ Uniform(0, 1) independently per (prompt, pool model).
 
     The draws are deterministic: a prompt's generator is seeded from ``random_state`` and a hash
     of its embedding's bytes (as float64), so the same prompt always gets the same draws, in
-    whatever batch it arrives. The j-th pool model gets the prompt's j-th draw, so adding a model
-    at the end keeps every earlier model's draw. Psi(h) = [mean validation error], unused.
+    whatever batch it arrives. The j-th pool model gets the prompt's j-th draw, so a pool with
+    one more model at the end keeps every earlier model's draw. Psi(h) = [mean validation
+    error], unused.
     """
 
     name = "random"
@@ -37,11 +39,11 @@ class RandomRouter(BaseRouter):
         if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
             raise RouterError(f"random_state must be an integer >= 0, got {seed!r}")
 
-    def _model_features(self, val_scores: np.ndarray) -> np.ndarray:
-        return np.array([1.0 - np.nanmean(val_scores)])
+    def _model_features(self, scores: np.ndarray) -> np.ndarray:
+        return np.array([1.0 - np.nanmean(scores)])
 
-    def _predict_error(self, X: np.ndarray) -> np.ndarray:
-        n_pool = len(self.pool_names_)
+    def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        n_pool = len(pool)
         rows = [
             np.random.default_rng([int(self.random_state), _embedding_key(x)]).random(n_pool)
             for x in np.asarray(X, dtype=np.float64)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 
 from uniroute.errors import RouterError
+from uniroute.tradeoff import area, deferral_curve
 
 #: Builds a candidate's estimated errors on the evaluation half from the describing half:
 #: (candidate, describe_index, evaluate_index) -> errors_hat of shape (len(evaluate_index), m).
@@ -25,16 +26,12 @@ FoldErrors = Callable[[Hashable, np.ndarray, np.ndarray], np.ndarray]
 def routing_score(errors_hat: np.ndarray, costs: np.ndarray, quality: np.ndarray) -> float:
     """Area under the deferral curve of routing by ``errors_hat`` (higher is better).
 
-    The same measure as the evaluation (``uniroute.evaluation``): the exact lambda sweep, its
+    The same measure as the evaluation (``uniroute.tradeoff``): the exact lambda sweep, its
     concave envelope, and the mean envelope quality over costs from 0 to the most expensive
     model's cost. As there, prompts with a missing true score for any model are left out. When
     every model is free the curve is a single point and its quality is returned; NaN when no
     prompt has every score.
     """
-    # Imported here: uniroute.evaluation imports the routers package.
-    from uniroute.evaluation.deferral import deferral_curve
-    from uniroute.evaluation.metrics import area
-
     errors_hat = np.asarray(errors_hat, dtype=float)
     costs = np.asarray(costs, dtype=float)
     quality = np.asarray(quality, dtype=float)
@@ -133,18 +130,6 @@ def check_auto_or_positive_int(value: object, label: str) -> str | int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise RouterError(f"{label} must be 'auto' or a positive integer, got {value!r}")
     return int(value)
-
-
-def check_non_negative(value: object, label: str) -> float:
-    """Validate a finite real parameter >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise RouterError(f"{label} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def check_random_state(value: object) -> int | None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.cluster import KMeans
 
+from uniroute._checks import non_negative_number
 from uniroute.errors import RouterError
-from uniroute.routers.base import BaseRouter
+from uniroute.pool import Pool
+from uniroute.routers.base import RouterEstimator
 from uniroute.routers.selection import (
     best_candidate,
     check_auto_or_positive_int,
     check_grid,
-    check_non_negative,
     check_random_state,
     cross_validate,
     fold_prior_errors,
@@ -91,11 +91,14 @@ def cluster_error_profile(
 
 def fit_kmeans(X_normalized: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:
     """Centroids of seeded K-means on (already normalised) prompt embeddings."""
+    # Imported here: routing from a saved artifact needs numpy only, not scikit-learn.
+    from sklearn.cluster import KMeans
+
     kmeans = KMeans(n_clusters=n_clusters, n_init=KMEANS_N_INIT, random_state=random_state)
     return kmeans.fit(X_normalized).cluster_centers_
 
 
-class ClusterProfileRouter(BaseRouter):
+class ClusterProfileRouter(RouterEstimator):
     """Shared state of the UniRoute routers: K-means clusters and per-cluster model errors Psi.
 
     Learned state: ``centroids_`` (K, D) on L2-normalised embeddings, ``n_clusters_``,
@@ -112,7 +115,7 @@ class ClusterProfileRouter(BaseRouter):
         """Fit K-means on the training prompts, choosing K by 2-fold validation when "auto"."""
         n_clusters = check_auto_or_positive_int(self.n_clusters, "n_clusters")
         grid = check_grid(self.k_grid, "k_grid")
-        prior_strength = check_non_negative(self.prior_strength, "prior_strength")
+        prior_strength = non_negative_number(self.prior_strength, "prior_strength", RouterError)
         random_state = check_random_state(self.random_state)
         n_train = len(X_train)
         if n_train == 0:
@@ -152,10 +155,10 @@ class ClusterProfileRouter(BaseRouter):
         self.n_clusters_ = len(centroids)
         self.val_clusters_ = assign_clusters(X_val, centroids)
 
-    def _model_features(self, val_scores: np.ndarray) -> np.ndarray:
+    def _model_features(self, scores: np.ndarray) -> np.ndarray:
         """Psi(h): the model's shrunk mean error in each cluster of the representative prompts."""
         return cluster_error_profile(
-            self.val_clusters_, 1.0 - val_scores, self.n_clusters_, float(self.prior_strength)
+            self.val_clusters_, 1.0 - scores, self.n_clusters_, float(self.prior_strength)
         )
 
     def clusters(self, X: np.ndarray) -> np.ndarray:
@@ -242,5 +245,5 @@ class UniRouteKMeans(ClusterProfileRouter):
     ) -> None:
         self._fit_clusters(X_train, S_val, costs)
 
-    def _predict_error(self, X: np.ndarray) -> np.ndarray:
-        return self.pool_features_[:, self.clusters(X)].T
+    def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        return pool.features[:, self.clusters(X)].T

@@ -10,18 +10,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize
 
+from uniroute._checks import non_negative_number
 from uniroute.errors import RouterError
-from uniroute.routers.selection import check_non_negative, check_random_state
+from uniroute.pool import Pool
+from uniroute.routers.selection import check_random_state
 from uniroute.routers.uniroute_kmeans import (
     DEFAULT_K_GRID,
     ClusterProfileRouter,
     cluster_error_profile,
     normalize_rows,
 )
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 #: Probabilities are clipped to [EPS, 1 - EPS] inside the log loss.
 EPS = 1e-6
@@ -97,6 +102,9 @@ def _minimize(
     """L-BFGS-B on ``map_log_loss`` from theta0 for at most ``max_iter`` iterations."""
     if max_iter == 0:
         return theta0
+    # Imported here: routing from a saved artifact needs numpy only, not SciPy.
+    from scipy.optimize import minimize
+
     result = minimize(
         map_log_loss,
         theta0,
@@ -166,17 +174,19 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         if isinstance(self.l2, str):
             if self.l2 != "auto":
                 raise RouterError(f'l2 must be a number >= 0 or "auto", got {self.l2!r}')
-            l2_grid = tuple(check_non_negative(v, "l2_grid") for v in self.l2_grid)
+            l2_grid = tuple(non_negative_number(v, "l2_grid", RouterError) for v in self.l2_grid)
             if not l2_grid:
                 raise RouterError("l2_grid is empty")
         else:
-            l2_grid = (check_non_negative(self.l2, "l2"),)
+            l2_grid = (non_negative_number(self.l2, "l2", RouterError),)
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, Integral):
             raise RouterError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
         if self.max_iter < 0:
             raise RouterError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
         if self.temperature_init is not None:
-            temperature = check_non_negative(self.temperature_init, "temperature_init")
+            temperature = non_negative_number(
+                self.temperature_init, "temperature_init", RouterError
+            )
             if temperature == 0:
                 raise RouterError("temperature_init must be > 0 (or None to choose it)")
         random_state = check_random_state(self.random_state)
@@ -269,8 +279,8 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         """Phi(x): the learned soft weights over the K clusters, shape (n, K); rows sum to 1."""
         return self.soft_clusters(X)
 
-    def _predict_error(self, X: np.ndarray) -> np.ndarray:
-        return self.soft_clusters(X) @ self.pool_features_.T
+    def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        return self.soft_clusters(X) @ pool.features.T
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {

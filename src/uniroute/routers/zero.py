@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from uniroute.routers.base import BaseRouter
+from uniroute.pool import Pool
+from uniroute.routers.base import RouterEstimator
 
 
-class ZeroRouter(BaseRouter):
+class ZeroRouter(RouterEstimator):
     """Ignores the prompt: err(x, h) = h's mean validation error g(h) (missing scores skipped).
 
     Psi(h) = [g(h)]. Every prompt gets the same decision, so sweeping lambda in
@@ -31,8 +32,8 @@ class ZeroRouter(BaseRouter):
     ) -> None:
         """Nothing to learn on the prompt side."""
 
-    def _model_features(self, val_scores: np.ndarray) -> np.ndarray:
-        return np.array([1.0 - np.nanmean(val_scores)])
+    def _model_features(self, scores: np.ndarray) -> np.ndarray:
+        return np.array([1.0 - np.nanmean(scores)])
 
-    def _predict_error(self, X: np.ndarray) -> np.ndarray:
-        return np.repeat(self.pool_features_[:, 0][None, :], len(X), axis=0)
+    def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        return np.repeat(pool.features[:, 0][None, :], len(X), axis=0)

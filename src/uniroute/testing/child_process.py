@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import IO, ClassVar, Self
 
-LISTENING_PREFIX = "listening on "
+from uniroute.gateway.serving import LISTENING_PREFIX
+
+__all__ = ["LISTENING_PREFIX", "ChildServerProcess"]
 
 
 class ChildServerProcess:
@@ -59,12 +61,12 @@ class ChildServerProcess:
         )
         stdout_lines: queue.Queue[str | None] = queue.Queue()
 
-        def read_stdout(stream) -> None:
+        def read_stdout(stream: IO[str]) -> None:
             for line in stream:
                 stdout_lines.put(line)
             stdout_lines.put(None)
 
-        def read_stderr(stream) -> None:
+        def read_stderr(stream: IO[str]) -> None:
             for line in stream:
                 self._stderr_lines.append(line)
 

@@ -23,15 +23,17 @@ import math
 import os
 import random
 import re
-import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import httpx
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -39,8 +41,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uniroute.data.dataset import RoutingDataset
+from uniroute.data.loading import load_dataset
+from uniroute.data.routerbench import responses_by_prompt
 from uniroute.errors import DataError
-from uniroute.testing.child_process import LISTENING_PREFIX, ChildServerProcess
+from uniroute.gateway.serving import announce, bind_socket
+from uniroute.testing.child_process import ChildServerProcess
 
 UNKNOWN_ANSWER = "I don't know."
 UPSTREAM_MODEL_HEADER = "x-upstream-model"
@@ -107,10 +112,8 @@ def recorded_answers(dataset: RoutingDataset, model: str) -> dict[str, str]:
 
     The first answer wins when a prompt text appears twice.
     """
-    from uniroute.onboarding.references import recorded_responses
-
     dataset.model_index(model)
-    responses = recorded_responses(dataset).get(model)
+    responses = responses_by_prompt(dataset).get(model)
     if responses is None:
         raise DataError(f"dataset {dataset.name!r} has no recorded responses for model {model!r}")
     answers: dict[str, str] = {}
@@ -454,35 +457,10 @@ async def _stream(
 # ---------------------------------------------------------------------------- running it
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on (host, port); port 0 picks a free one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # An explicit IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
-    # every response waits ~40 ms for a delayed ACK between its header and body writes.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    # Listening before the address is announced: early connections wait in the backlog.
-    sock.listen(2048)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    """The http:// URL a bound socket is reachable at."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
     """Serve an app with uvicorn, printing ``listening on URL`` once connections are accepted."""
-    import uvicorn
-
     sock = bind_socket(host, port)
-    print(f"{LISTENING_PREFIX}{url_of(sock)}", flush=True)
+    announce(sock)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -519,8 +497,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m uniroute.testing.replay``."""
     args = build_arg_parser().parse_args(argv)
     try:
-        from uniroute.data.loading import load_dataset
-
         faults = FaultConfig()
         faults.update(
             {
@@ -573,6 +549,40 @@ class ReplayServerProcess(ChildServerProcess):
             *extra_args,
         ]  # fmt: skip
         super().__init__(command, env=env, startup_timeout=startup_timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The server's request counters (``GET /stats``)."""
+        return httpx.get(f"{self.base_url}/stats", timeout=5).json()
+
+    def set_fault(self, **faults: Any) -> None:
+        """Change the faults the server injects (``POST /admin/fault``); no argument clears
+        the delays and failures."""
+        body = faults or {"delay_ms": 0, "chunk_delay_ms": 0, "fail_rate": 0, "fail_first": 0}
+        httpx.post(f"{self.base_url}/admin/fault", json=body, timeout=5).raise_for_status()
+
+
+def start_replays(
+    data: str | Path,
+    models: Sequence[str],
+    *,
+    extra_args: Mapping[str, Sequence[str]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, ReplayServerProcess]:
+    """Start one replay server per model, in parallel (``extra_args`` per model); if one fails
+    to start, every one is stopped and its error raised."""
+    extra_args = extra_args or {}
+    servers = {
+        model: ReplayServerProcess(data, model, extra_args=list(extra_args.get(model, ())), env=env)
+        for model in models
+    }
+    with ThreadPoolExecutor(max(1, len(servers))) as pool:
+        futures = [pool.submit(server.start) for server in servers.values()]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        for server in servers.values():
+            server.stop()
+        raise errors[0]
+    return servers
 
 
 if __name__ == "__main__":

@@ -1,18 +1,34 @@
-"""Deferral curve: hand-computed sweeps, the event sweep against brute force, the envelope."""
+"""The trade-off: the argmin rule, the exact lambda sweep (decision_path), the deferral curve
+(hand-computed sweeps, the event sweep against brute force), its envelope and area."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from uniroute.evaluation import deferral as deferral_module
-from uniroute.evaluation.deferral import (
+from uniroute import tradeoff as tradeoff_module
+from uniroute.tradeoff import (
     DeferralCurve,
+    area,
+    decision_path,
     deferral_curve,
-    single_model_points,
+    mean_quality_up_to,
+    route_argmin,
     upper_envelope,
 )
-from uniroute.routers.base import route_argmin
+
+# --------------------------------------------------------------------------- the argmin rule
+
+
+def test_route_argmin_breaks_ties_towards_the_cheaper_model_and_takes_per_row_lambdas():
+    errors = np.array([[0.2, 0.2, 0.5], [0.1, 0.3, 0.35]])
+    costs = np.array([2.0, 1.0, 0.5])
+    assert route_argmin(errors, costs, 0.0).tolist() == [1, 0]
+    # Row 0 at lam 0.6: 1.4, 0.8, 0.8 -> tie between models 1 and 2, the cheaper (2) wins.
+    assert route_argmin(errors, costs, np.array([0.6, 0.0])).tolist() == [2, 0]
+    # Objectives equal up to rounding are ties too.
+    assert route_argmin(np.array([[0.3, 0.1 + 0.2]]), np.array([2.0, 1.0]), 0.0).tolist() == [1]
+
 
 # --------------------------------------------------------------------------- hand-computed sweeps
 
@@ -113,14 +129,6 @@ def test_all_costs_equal_gives_a_single_point():
     assert curve.quality_at(0.0) == 1.0 and curve.quality_at(5.0) == 1.0
 
 
-def test_single_model_points_by_hand():
-    # Model 0: accuracy (1 + 0) / 2 = 0.5, cost (2 + 4) / 2 = 3; model 1: 1.0 and 1.
-    quality = np.array([[1.0, 1.0], [0.0, 1.0]])
-    costs, accuracies = single_model_points(quality, np.array([[2.0, 1.0], [4.0, 1.0]]))
-    np.testing.assert_allclose(costs, [3.0, 1.0])
-    np.testing.assert_allclose(accuracies, [0.5, 1.0])
-
-
 # --------------------------------------------------------------------------- brute force
 
 
@@ -200,7 +208,7 @@ def test_curve_ends_with_every_prompt_on_the_cheapest_model():
 def test_sweep_in_small_row_blocks_gives_the_same_curve(monkeypatch):
     errors, costs, quality, call_costs = _random_problem(5, n=200, m=7, discrete=True)
     whole = deferral_curve(errors, costs, quality, call_costs=call_costs)
-    monkeypatch.setattr(deferral_module, "_SWEEP_BLOCK_ELEMENTS", 7 * 13)
+    monkeypatch.setattr(tradeoff_module, "_SWEEP_BLOCK_ELEMENTS", 7 * 13)
     blocked = deferral_curve(errors, costs, quality, call_costs=call_costs)
     np.testing.assert_allclose(blocked.lambdas, whole.lambdas)
     np.testing.assert_allclose(blocked.costs, whole.costs)
@@ -215,6 +223,69 @@ def test_event_sweep_matches_brute_force_on_many_models():
     np.testing.assert_allclose(curve.lambdas, lambdas, rtol=1e-9)
     np.testing.assert_allclose(curve.costs, points[:, 0], rtol=1e-9)
     np.testing.assert_allclose(curve.qualities, points[:, 1], rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- decision path
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("discrete", [False, True])
+def test_each_point_of_the_path_is_the_argmin_inside_its_interval(seed, discrete):
+    # Discrete problems have many exact ties: equal errors, equal costs, common crossings.
+    errors, costs, quality, _ = _random_problem(seed, n=40, m=6, discrete=discrete)
+    path = decision_path(errors, costs)
+    assert path.breakpoints[0] == 0.0 and (np.diff(path.breakpoints) > 0).all()
+    np.testing.assert_array_equal(path.choices(0), route_argmin(errors, costs, 0.0))
+    rows = np.arange(len(errors))
+    totals = path.totals(quality)
+    cost_totals = path.totals(costs)
+    for k in range(len(path.breakpoints)):
+        lam = path.interior_lambda(k)
+        assert path.point_index(lam) == k
+        assert path.point_index(path.breakpoints[k]) == k
+        choice = path.choices(k)
+        np.testing.assert_array_equal(choice, route_argmin(errors, costs, lam), err_msg=str(k))
+        assert totals[k] == pytest.approx(quality[rows, choice].sum(), abs=1e-9)
+        assert cost_totals[k] == pytest.approx(costs[choice].sum(), abs=1e-9)
+    # The last point holds for every larger lambda: every prompt on a cheapest model.
+    assert (costs[path.choices(len(path.breakpoints) - 1)] == costs.min()).all()
+
+
+def test_the_path_and_the_curve_share_breakpoints_and_point_at_matches_routing():
+    errors, costs, quality, call_costs = _random_problem(4, n=50, m=5, discrete=True)
+    path = decision_path(errors, costs)
+    curve = deferral_curve(errors, costs, quality, call_costs=call_costs)
+    np.testing.assert_array_equal(curve.lambdas, path.breakpoints)
+    rows = np.arange(len(errors))
+    for k in range(len(path.breakpoints)):
+        lam = path.interior_lambda(k)
+        chosen = route_argmin(errors, costs, lam)
+        cost, quality_k = curve.point_at(lam)
+        assert cost == pytest.approx(call_costs[rows, chosen].mean(), abs=1e-12)
+        assert quality_k == pytest.approx(quality[rows, chosen].mean(), abs=1e-12)
+        # From its breakpoint on, a point holds: point_at reads the raw point, not the envelope.
+        assert curve.point_at(curve.lambdas[k]) == (curve.costs[k], curve.qualities[k])
+    assert curve.point_at(1e9) == (curve.costs[-1], curve.qualities[-1])
+
+
+def test_a_path_with_no_event_has_one_point():
+    errors = np.array([[0.3, 0.1], [0.2, 0.4]])
+    path = decision_path(errors, np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(path.breakpoints, [0.0])
+    np.testing.assert_array_equal(path.choices(0), [1, 0])
+    assert path.interior_lambda(0) == 0.0
+    assert path.point_index(5.0) == 0
+    np.testing.assert_allclose(path.totals(np.array([[1.0, 0.0], [0.5, 0.25]])), [0.5])
+
+
+def test_the_path_by_hand():
+    # The 2 x 2 example of the curve: prompt 1 moves to model 1 at 0.1, prompt 0 at 0.4.
+    errors = np.array([[0.1, 0.5], [0.2, 0.3]])
+    path = decision_path(errors, np.array([2.0, 1.0]))
+    np.testing.assert_allclose(path.breakpoints, [0.0, 0.1, 0.4])
+    assert [path.choices(k).tolist() for k in range(3)] == [[0, 0], [0, 1], [1, 1]]
+    assert [path.interior_lambda(k) for k in range(3)] == pytest.approx([0.0, 0.25, 0.8])
+    np.testing.assert_allclose(path.totals(np.array([2.0, 1.0])), [4.0, 3.0, 2.0])
 
 
 # --------------------------------------------------------------------------- envelope
@@ -290,3 +361,16 @@ def test_bad_input_is_refused_clearly(errors, costs, quality, call_costs, messag
 def test_curve_needs_matching_point_arrays():
     with pytest.raises(ValueError, match="same length"):
         DeferralCurve(lambdas=[0.0], costs=[1.0, 2.0], qualities=[0.5, 0.6])
+
+
+# --------------------------------------------------------------------------- area
+
+
+def test_area_is_the_mean_envelope_quality_up_to_the_budget():
+    # Envelope (1, 0.6) - (1.5, 0.8) - (2, 0.85): over [0, 2] the integral is 0.6 + 0.35 + 0.4125.
+    errors = np.array([[0.1, 0.5], [0.2, 0.3]])
+    curve = deferral_curve(errors, np.array([2.0, 1.0]), 1.0 - errors)
+    assert area(curve, 2.0) == pytest.approx(1.3625 / 2, abs=1e-12)
+    assert mean_quality_up_to(curve, 1.0) == pytest.approx(0.6, abs=1e-12)
+    with pytest.raises(ValueError, match="cost budget must be a finite number > 0"):
+        mean_quality_up_to(curve, 0.0)

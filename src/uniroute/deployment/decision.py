@@ -1,0 +1,124 @@
+"""Where one prompt goes, and why: the routing decision over one pool snapshot."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from uniroute.pool import Pool
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionBatch:
+    """Arrays shared by the decisions of one routing call (rows = prompts, columns = models)."""
+
+    pool: Pool
+    errors: np.ndarray
+    objective: np.ndarray
+    allowed: np.ndarray
+    weights: np.ndarray | None
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """Where one prompt goes, and why.
+
+    ``model`` minimises ``estimated_error + lam * cost`` among the allowed models (every model of
+    the pool, or those within ``max_cost``); ``ranking`` lists the allowed models best-first (ties
+    to the cheaper), for fallback. ``estimated_error`` and ``cost`` are the chosen model's;
+    ``estimated_errors``, ``costs`` and ``objectives`` map every pool model to its own.
+    ``cluster`` is the prompt's (dominant) cluster and ``cluster_weights`` its Phi(x), for the
+    cluster-based routers. ``policy`` says where ``lam`` came from ("default", "explicit",
+    "max_cost" or "uncalibrated"); ``warning`` is set when the default policy is missing or stale.
+    The per-model mappings are built on first access, so routing a large batch costs no
+    per-model Python work until a decision is inspected.
+    """
+
+    model: str
+    lam: float
+    cluster: int | None
+    max_cost: float | None
+    policy: str
+    warning: str | None
+    batch: DecisionBatch = field(repr=False)
+    row: int = field(repr=False)
+
+    @property
+    def pool(self) -> Pool:
+        """The pool snapshot this decision was made over."""
+        return self.batch.pool
+
+    @property
+    def estimated_error(self) -> float:
+        """The chosen model's estimated error on this prompt."""
+        return float(self.batch.errors[self.row, self.pool.index(self.model)])
+
+    @property
+    def cost(self) -> float:
+        """The chosen model's expected cost per query."""
+        return self.pool.cost(self.model)
+
+    @functools.cached_property
+    def estimated_errors(self) -> dict[str, float]:
+        """Estimated error of every pool model on this prompt."""
+        return dict(zip(self.pool.names, self.batch.errors[self.row].tolist(), strict=True))
+
+    @functools.cached_property
+    def costs(self) -> dict[str, float]:
+        """Expected cost per query of every pool model."""
+        return dict(zip(self.pool.names, self.pool.costs.tolist(), strict=True))
+
+    @functools.cached_property
+    def objectives(self) -> dict[str, float]:
+        """``estimated_error + lam * cost`` of every pool model."""
+        return dict(zip(self.pool.names, self.batch.objective[self.row].tolist(), strict=True))
+
+    @functools.cached_property
+    def ranking(self) -> list[str]:
+        """Allowed models, best first (the chosen model first; ties to the cheaper)."""
+        allowed = np.flatnonzero(self.batch.allowed)
+        costs = self.pool.costs
+        order = np.lexsort((costs[allowed], self.batch.objective[self.row, allowed]))
+        ranked = [self.pool.names[j] for j in allowed[order]]
+        ranked.remove(self.model)
+        return [self.model, *ranked]
+
+    @functools.cached_property
+    def servable_ranking(self) -> list[str]:
+        """The ranking restricted to models the gateway can call (those with an endpoint)."""
+        return [name for name in self.ranking if self.pool.endpoint(name) is not None]
+
+    @functools.cached_property
+    def over_budget(self) -> list[str]:
+        """Models left out because their cost exceeds ``max_cost``."""
+        return [n for n, ok in zip(self.pool.names, self.batch.allowed, strict=True) if not ok]
+
+    @functools.cached_property
+    def cluster_weights(self) -> list[float] | None:
+        """Phi(x) over the clusters (one-hot for K-means), or None for other routers."""
+        if self.batch.weights is None:
+            return None
+        return self.batch.weights[self.row].tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form with every field."""
+        return {
+            "model": self.model,
+            "estimated_error": self.estimated_error,
+            "cost": self.cost,
+            "lam": self.lam,
+            "max_cost": self.max_cost,
+            "policy": self.policy,
+            "warning": self.warning,
+            "estimated_errors": self.estimated_errors,
+            "costs": self.costs,
+            "objectives": self.objectives,
+            "ranking": self.ranking,
+            "servable_ranking": self.servable_ranking,
+            "over_budget": self.over_budget,
+            "cluster": self.cluster,
+            "cluster_weights": self.cluster_weights,
+        }

@@ -1,0 +1,196 @@
+"""Changes to the pool: the one place the CLI and the admin API add, onboard, remove, enable,
+re-price and calibrate models.
+
+Each function writes the registry (one transaction: no reader ever sees a model half-described)
+and then refreshes the router, so the change is routed on return. Other processes see it when
+they next refresh. The changes that need no artifact (removing, enabling, re-pricing) also take
+a bare :class:`~uniroute.registry.Registry`, for callers that hold no router (the CLI's
+``models remove|enable|disable|set-cost``); routers see such a change at their next refresh.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uniroute.artifact import Artifact
+from uniroute.deployment.router import Router
+from uniroute.deployment.snapshot import calibrate_pool
+from uniroute.errors import CalibrationError, DataError, ModelExistsError
+from uniroute.onboarding.client import OnboardingResult, onboard_endpoint
+from uniroute.registry import ModelCost, ModelRecord, NewModel, Registry, align_scores
+from uniroute.registry.calibration import Policy, Target
+
+
+@dataclass(frozen=True)
+class AddedModel:
+    """Outcome of adding a model from scores: its record and how its prompt ids matched."""
+
+    record: ModelRecord
+    n_matched: int
+    n_representative: int
+    unknown_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class OnboardedModel:
+    """Outcome of onboarding a model from its endpoint: the answers' grading and the addition."""
+
+    result: OnboardingResult
+    added: AddedModel
+
+
+def check_can_add(router: Router, name: str, replace: bool) -> None:
+    """Refuse, before any work is done, to add a model that exists unless replacing it."""
+    if not replace and router.registry.has_model(name):
+        raise ModelExistsError(
+            f"model {name!r} is already in the registry {router.registry.path}; remove it first "
+            "or replace it"
+        )
+
+
+def add_scored_model(
+    router: Router,
+    record: ModelRecord,
+    scores: Mapping[str, float],
+    *,
+    replace: bool = False,
+    source: str = "scores",
+) -> AddedModel:
+    """Store a model record with its representative-prompt scores and Psi; routable on return.
+
+    Prompt ids that are not representative prompts are ignored (and reported); scores that
+    match none is an error naming ``source``.
+    """
+    started = time.perf_counter()
+    artifact = router.artifact
+    aligned = align_scores(scores, artifact.prompt_ids, source)
+    if not np.isfinite(aligned.values).any():
+        raise DataError(f"{source}: every matched score is missing")
+    psi = artifact.router.model_features(aligned.values, record.name)
+    matched = {
+        prompt_id: float(value)
+        for prompt_id, value in zip(artifact.prompt_ids, aligned.values.tolist(), strict=True)
+        if math.isfinite(value)
+    }
+    stored = router.registry.add_models(
+        [NewModel(record, matched, {artifact.artifact_id: psi})], replace=replace
+    )[0]
+    router.refresh()
+    return AddedModel(
+        stored,
+        aligned.n_matched,
+        len(artifact.prompt_ids),
+        aligned.unknown_ids,
+        time.perf_counter() - started,
+    )
+
+
+def onboard_model(
+    router: Router,
+    record: ModelRecord,
+    *,
+    replace: bool = False,
+    cache_path: str | Path | None = None,
+    progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    **settings: Any,
+) -> OnboardedModel:
+    """Ask the model's endpoint the representative prompts, grade the answers, add the model.
+
+    ``settings`` are the onboarding options (api_style, concurrency, timeout, retries,
+    max_tokens, skip_ungradeable_tasks, max_failure_rate). Any failure leaves the registry
+    unchanged.
+    """
+    if record.endpoint is None:
+        raise DataError(
+            f"model {record.name!r}: onboarding needs its endpoint (an OpenAI base URL)"
+        )
+    check_can_add(router, record.name, replace)
+    result = onboard_endpoint(
+        record.name,
+        record.endpoint,
+        router.artifact.representative_prompts,
+        upstream_model=record.upstream_model,
+        api_key_env=record.api_key_env,
+        progress=progress,
+        on_progress=on_progress,
+        cache_path=cache_path,
+        **settings,
+    )
+    added = add_scored_model(
+        router, record, result.scores, replace=replace, source=f"onboarding of {record.name!r}"
+    )
+    return OnboardedModel(result, added)
+
+
+def remove_model(router: Router | Registry, name: str) -> None:
+    """Delete a model from the registry and stop routing to it."""
+    _registry_of(router).remove_model(name)
+    _refresh(router)
+
+
+def set_enabled(router: Router | Registry, name: str, enabled: bool) -> ModelRecord:
+    """Put a model in or out of rotation (it stays in the registry)."""
+    record = _registry_of(router).set_enabled(name, enabled)
+    _refresh(router)
+    return record
+
+
+def set_cost(router: Router | Registry, name: str, cost: ModelCost) -> ModelRecord:
+    """Change a model's price."""
+    record = _registry_of(router).set_cost(name, cost)
+    _refresh(router)
+    return record
+
+
+def _registry_of(router: Router | Registry) -> Registry:
+    return router if isinstance(router, Registry) else router.registry
+
+
+def _refresh(router: Router | Registry) -> None:
+    if isinstance(router, Router):
+        router.refresh()
+
+
+def calibrate(router: Router, target: Target, *, store: bool = True) -> Policy:
+    """Solve a target on the representative prompts for the current pool; store as default."""
+    router.refresh()
+    snapshot = router.snapshot
+    if not len(snapshot.pool):
+        raise CalibrationError(f"no enabled model in the registry {router.registry.path}")
+    policy = calibrate_pool(router.artifact, snapshot.pool, target, snapshot.fingerprint)
+    if store:
+        router.registry.set_policy(policy)
+        router.refresh()
+    return policy
+
+
+def seed_registry(
+    artifact: Artifact, registry: Registry, *, replace: bool = True
+) -> list[ModelRecord]:
+    """Bind a registry to an artifact and add the artifact's training models (scores, cost, Psi)."""
+    registry.bind(artifact.artifact_id, artifact.prompt_ids)
+    models = []
+    for j, name in enumerate(artifact.training_models):
+        values = artifact.training_scores[:, j]
+        scores = {
+            prompt_id: float(value)
+            for prompt_id, value in zip(artifact.prompt_ids, values.tolist(), strict=True)
+            if math.isfinite(value)
+        }
+        record = ModelRecord(
+            name=name,
+            cost=ModelCost(per_query=float(artifact.training_costs[j])),
+            tags=("training",),
+        )
+        psi = artifact.router.model_features(values, name)
+        models.append(NewModel(record, scores, {artifact.artifact_id: psi}))
+    return registry.add_models(models, replace=replace)

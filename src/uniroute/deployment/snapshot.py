@@ -1,0 +1,144 @@
+"""A pool snapshot: the registry's enabled models read at one revision, as an immutable value.
+
+Routing reads one snapshot and never sees a half-applied change; the deployed router swaps in a
+new snapshot when the registry's revision moves. Reading a snapshot also re-solves the stored
+calibration target when the pool changed since it was solved (or flags the policy stale).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from uniroute.artifact import Artifact
+from uniroute.errors import CalibrationError, StateError
+from uniroute.onboarding.endpoints import base_url
+from uniroute.pool import Endpoint, Pool
+from uniroute.registry import ModelRecord, Registry, pool_fingerprint
+from uniroute.registry.calibration import Policy, Target, solve_target
+from uniroute.registry.costs import mean_input_tokens
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """The routable pool at one registry revision and the default policy in force for it.
+
+    ``pool`` holds the enabled models (with their endpoints, when they have one); ``records``
+    their registry records in pool order; ``policy_stale_reason`` says why the stored policy
+    could not be solved again for this pool (None when it is current, or when there is none).
+    """
+
+    pool: Pool
+    records: tuple[ModelRecord, ...]
+    fingerprint: str
+    policy: Policy | None
+    policy_stale_reason: str | None
+
+    @property
+    def revision(self) -> int:
+        """The registry revision this snapshot was read at."""
+        return self.pool.revision
+
+    @property
+    def default_lambda(self) -> float | None:
+        """Lambda of the default policy, or None if never calibrated."""
+        return None if self.policy is None else self.policy.lam
+
+
+def calibrate_pool(artifact: Artifact, pool: Pool, target: Target, fingerprint: str) -> Policy:
+    """Solve ``target`` on the artifact's representative prompts for this pool."""
+    if not len(pool):
+        raise CalibrationError("the pool has no enabled model to calibrate")
+    errors = artifact.router.predict_error(artifact.router.X_val_, pool)
+    return solve_target(errors, pool.costs, pool.scores, list(pool.names), target, fingerprint)
+
+
+class SnapshotReader:
+    """Reads snapshots of one registry for one artifact, re-reading only changed scores."""
+
+    def __init__(self, artifact: Artifact, registry: Registry, *, auto_recalibrate: bool = True):
+        self.artifact = artifact
+        self.registry = registry
+        self.auto_recalibrate = auto_recalibrate
+        self._prompt_ids = artifact.prompt_ids
+        self.mean_input_tokens = mean_input_tokens(p.text for p in artifact.representative_prompts)
+        self._scores_cache: dict[str, tuple[int, np.ndarray]] = {}
+
+    def _scores_of(self, records: Sequence[ModelRecord]) -> np.ndarray:
+        """Representative-prompt scores of these models, reading only those changed since."""
+        stale = [r for r in records if self._scores_cache.get(r.name, (None,))[0] != r.revision]
+        if stale:
+            fresh = self.registry.scores_matrix([r.name for r in stale], self._prompt_ids)
+            for j, record in enumerate(stale):
+                self._scores_cache[record.name] = (record.revision, fresh[:, j])
+        live = {r.name for r in records}
+        for name in [n for n in self._scores_cache if n not in live]:
+            del self._scores_cache[name]
+        if not records:
+            return np.zeros((len(self._prompt_ids), 0))
+        return np.column_stack([self._scores_cache[r.name][1] for r in records])
+
+    def _features_of(self, records: Sequence[ModelRecord], scores: np.ndarray) -> np.ndarray:
+        """Psi rows of these models for this artifact, computing (and storing) missing ones."""
+        artifact_id = self.artifact.artifact_id
+        stored = self.registry.get_features(artifact_id, [r.name for r in records])
+        missing = {
+            r.name: self.artifact.router.model_features(scores[:, j], r.name)
+            for j, r in enumerate(records)
+            if r.name not in stored
+        }
+        if missing:
+            # Psi depends on the artifact: computed once here and kept for later loads
+            # (a read-only registry file just keeps it in memory).
+            with contextlib.suppress(StateError):
+                self.registry.set_features(artifact_id, missing)
+            stored.update(missing)
+        return np.vstack([stored[r.name] for r in records])
+
+    def read(self) -> Snapshot:
+        """The enabled models and the default policy, as the registry holds them now."""
+        revision = self.registry.pool_version()
+        records = tuple(self.registry.list_models(enabled_only=True))
+        fingerprint = pool_fingerprint(
+            self.artifact.artifact_id, [(r.name, r.revision) for r in records]
+        )
+        if records:
+            scores = self._scores_of(records)
+            pool = Pool(
+                names=tuple(r.name for r in records),
+                costs=np.array([r.cost.per_query_cost(self.mean_input_tokens) for r in records]),
+                scores=scores,
+                features=self._features_of(records, scores),
+                endpoints=tuple(_endpoint_of(r) for r in records),
+                revision=revision,
+            )
+        else:
+            pool = Pool.empty(len(self._prompt_ids), revision)
+        policy, stale_reason = self._current_policy(pool, fingerprint)
+        return Snapshot(pool, records, fingerprint, policy, stale_reason)
+
+    def _current_policy(self, pool: Pool, fingerprint: str) -> tuple[Policy | None, str | None]:
+        stored = self.registry.get_policy()
+        if stored is None or stored.pool_fingerprint == fingerprint:
+            return stored, None
+        if not len(pool):
+            return stored, "the pool has no enabled model"
+        if not self.auto_recalibrate:
+            return stored, "the pool changed since the policy was calibrated"
+        try:
+            policy = calibrate_pool(self.artifact, pool, stored.target, fingerprint)
+        except CalibrationError as exc:
+            return stored, f"the pool changed and the target can no longer be met: {exc}"
+        # Solving again is deterministic, so other processes need not be told (notify=False).
+        with contextlib.suppress(StateError):
+            self.registry.set_policy(policy, notify=False)
+        return policy, None
+
+
+def _endpoint_of(record: ModelRecord) -> Endpoint | None:
+    if not record.endpoint:
+        return None
+    return Endpoint(base_url(record.endpoint), record.api_key_env, record.upstream_model)

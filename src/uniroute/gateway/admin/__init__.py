@@ -1,0 +1,2 @@
+"""The admin API: request models (``protocol``), handlers of ``/admin`` (``routes``) and the
+background jobs they start (``jobs``)."""

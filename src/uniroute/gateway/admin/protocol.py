@@ -1,0 +1,292 @@
+"""Request models of the admin API: every body is checked here, before any work is done.
+
+Unknown fields are refused (``extra="forbid"``) and values are not coerced (``strict``): a
+400 names the field. A model's record and price are built with the registry's own rules
+(``ModelRecord``, ``ModelCost``), and a calibration target with ``make_target``, so the API
+accepts exactly what the registry and the CLI accept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from uniroute.gateway.errors import invalid
+from uniroute.registry import ModelCost, ModelRecord
+from uniroute.registry.calibration import Target, make_target
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+_PRICE_FIELDS = ("cost", "cost_per_1k_input", "cost_per_1k_output", "expected_output_tokens")
+
+
+def _finite_number(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise invalid("invalid_type", f"'{field}' must be a finite number, got {value!r}", field)
+    return float(value)
+
+
+def _scores(value: Any) -> dict[str, float]:
+    """Scores as ``{prompt_id: score}`` or ``[{"prompt_id": ..., "score": ...}, ...]``; a null
+    score is missing (never 0) and left out."""
+    if isinstance(value, list):
+        rows: dict[str, Any] = {}
+        for index, row in enumerate(value):
+            if not isinstance(row, dict) or "prompt_id" not in row or "score" not in row:
+                raise invalid(
+                    "invalid_scores",
+                    f"scores[{index}] must be an object with prompt_id and score",
+                    "scores",
+                )
+            prompt_id = str(row["prompt_id"])
+            if prompt_id in rows:
+                raise invalid(
+                    "invalid_scores",
+                    f"scores[{index}]: prompt_id {prompt_id!r} appears twice",
+                    "scores",
+                )
+            rows[prompt_id] = row["score"]
+        value = rows
+    if not isinstance(value, dict) or not value:
+        raise invalid(
+            "invalid_scores",
+            "'scores' must be a non-empty object {prompt_id: score} or a list of "
+            "{prompt_id, score}",
+            "scores",
+        )
+    checked: dict[str, float] = {}
+    for prompt_id, score in value.items():
+        if score is None:
+            continue
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not (0.0 <= float(score) <= 1.0)
+        ):
+            raise invalid(
+                "invalid_scores",
+                f"score of prompt {prompt_id!r} must be a number in [0, 1], got {score!r}",
+                "scores",
+            )
+        checked[str(prompt_id)] = float(score)
+    if not checked:
+        raise invalid("invalid_scores", "every score given is missing (null)", "scores")
+    return checked
+
+
+class PriceRequest(BaseModel):
+    """A price: ``cost`` per query, or ``cost_per_1k_input`` and ``cost_per_1k_output``
+    (with ``expected_output_tokens``, default the registry's); the body of
+    ``POST /admin/models/{name}/cost``."""
+
+    model_config = _STRICT
+
+    cost: float | None = None
+    cost_per_1k_input: float | None = None
+    cost_per_1k_output: float | None = None
+    expected_output_tokens: float | None = None
+    _price: ModelCost = PrivateAttr()
+
+    @field_validator(*_PRICE_FIELDS, mode="before")
+    @classmethod
+    def _number(cls, value: Any, info: ValidationInfo) -> float | None:
+        return _finite_number(value, info.field_name or "cost")
+
+    @model_validator(mode="after")
+    def _build_price(self) -> PriceRequest:
+        prices: dict[str, float] = {}
+        for key, value in (
+            ("per_query", self.cost),
+            ("per_1k_input", self.cost_per_1k_input),
+            ("per_1k_output", self.cost_per_1k_output),
+            ("expected_output_tokens", self.expected_output_tokens),
+        ):
+            if value is not None:
+                prices[key] = value
+        try:
+            self._price = ModelCost(**prices)
+        except ValueError as exc:
+            raise invalid("invalid_cost", f"cost: {exc}", "cost") from None
+        return self
+
+    @property
+    def price(self) -> ModelCost:
+        """The price as the registry stores it."""
+        return self._price
+
+
+class OnboardingOptions(BaseModel):
+    """Settings of an onboarding run (``onboarding`` in an add-model body); unset ones take
+    the onboarding client's defaults."""
+
+    model_config = _STRICT
+
+    api_style: Literal["chat", "completions"] | None = None
+    concurrency: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    skip_ungradeable_tasks: bool | None = None
+    max_failure_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_options(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or set(value) - set(cls.model_fields):
+            raise invalid(
+                "unknown_field",
+                f"'onboarding' may hold only {sorted(cls.model_fields)}",
+                "onboarding",
+            )
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """The options given, as keyword arguments of ``pool_changes.onboard_model``."""
+        return self.model_dump(exclude_none=True)
+
+
+class AddModelRequest(PriceRequest):
+    """``POST /admin/models``: a model's record and price, and **either** its ``scores`` on the
+    representative prompts **or** ``onboard: true`` (its endpoint is asked them)."""
+
+    name: str = Field(default=None, validate_default=True)
+    endpoint: str | None = None
+    upstream_model: str | None = None
+    api_key_env: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    replace: bool = False
+    scores: dict[str, float] | None = None
+    onboard: bool = False
+    onboarding: OnboardingOptions = Field(default_factory=OnboardingOptions)
+    _record: ModelRecord = PrivateAttr()
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise invalid("missing_field", "'name' must be a non-empty string", "name")
+        return value
+
+    @field_validator("endpoint", "upstream_model", "api_key_env", mode="before")
+    @classmethod
+    def _string(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            field = info.field_name
+            raise invalid("invalid_type", f"'{field}' must be a non-empty string", field)
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise invalid("invalid_type", "'tags' must be a list of strings", "tags")
+        return value
+
+    @field_validator("enabled", "replace", "onboard", mode="before")
+    @classmethod
+    def _flag(cls, value: Any, info: ValidationInfo) -> bool:
+        if not isinstance(value, bool):
+            field = info.field_name
+            raise invalid("invalid_type", f"'{field}' must be true or false", field)
+        return value
+
+    @field_validator("scores", mode="before")
+    @classmethod
+    def _scores(cls, value: Any) -> dict[str, float] | None:
+        return None if value is None else _scores(value)
+
+    @model_validator(mode="after")
+    def _build_record(self) -> AddModelRequest:
+        if (self.scores is not None) == self.onboard:
+            raise invalid(
+                "missing_field",
+                "give either 'scores' or 'onboard': true (with an 'endpoint')",
+                "scores",
+            )
+        if self.onboard and self.endpoint is None:
+            raise invalid(
+                "missing_field",
+                "onboarding needs the model's 'endpoint' (an OpenAI base URL)",
+                "endpoint",
+            )
+        # The registry's own rules; a field it refuses is a 400 with its message.
+        self._record = ModelRecord(
+            name=self.name,
+            cost=self.price,
+            endpoint=self.endpoint,
+            upstream_model=self.upstream_model,
+            api_key_env=self.api_key_env,
+            tags=tuple(self.tags),
+            enabled=self.enabled,
+        )
+        return self
+
+    @property
+    def record(self) -> ModelRecord:
+        """The record to store."""
+        return self._record
+
+
+class ShareTarget(BaseModel):
+    """``target_share``: this share of the traffic (in [0, 1]) to ``model``."""
+
+    model_config = _STRICT
+
+    model: str
+    share: float
+
+
+class RecalibrateRequest(BaseModel):
+    """``POST /admin/recalibrate``: one target, or none (an empty body) for the stored one."""
+
+    model_config = _STRICT
+
+    target_cost: float | None = None
+    target_quality: float | None = None
+    target_share: ShareTarget | None = None
+    _target: Target | None = PrivateAttr(default=None)
+
+    @field_validator("target_cost", "target_quality", mode="before")
+    @classmethod
+    def _number(cls, value: Any, info: ValidationInfo) -> float | None:
+        return _finite_number(value, info.field_name or "target")
+
+    @field_validator("target_share", mode="before")
+    @classmethod
+    def _share(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, dict) or set(value) != {"model", "share"}):
+            raise invalid(
+                "invalid_type",
+                '\'target_share\' must be {"model": name, "share": p}',
+                "target_share",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _build_target(self) -> RecalibrateRequest:
+        share = self.target_share
+        if self.target_cost is None and self.target_quality is None and share is None:
+            return self
+        self._target = make_target(
+            target_cost=self.target_cost,
+            target_quality=self.target_quality,
+            target_share=None if share is None else (share.model, share.share),
+        )
+        return self
+
+    @property
+    def target(self) -> Target | None:
+        """The target given, or None (solve the stored target again)."""
+        return self._target

@@ -1,0 +1,213 @@
+"""The gateway's service object and what a handler reads from its request (auth, the gateway).
+
+:class:`Gateway` holds the deployed :class:`~uniroute.deployment.Router` and everything that
+lives as long as the server: settings, metrics, circuit breakers, the routing batcher, the
+upstream client and the admin jobs. A handler takes ``gateway.router.snapshot`` **once** and
+uses that snapshot for the whole request, so the decision, its servable candidates, their
+endpoints and their costs all describe the same pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+from starlette.requests import HTTPConnection
+
+from uniroute.deployment import Decision, Router, Snapshot
+from uniroute.errors import RouterError
+from uniroute.gateway.access_log import GATEWAY_LOGGER
+from uniroute.gateway.admin.jobs import JobTracker
+from uniroute.gateway.batching import RouteItem, RoutingBatcher
+from uniroute.gateway.config import GatewayConfig
+from uniroute.gateway.errors import ApiError
+from uniroute.gateway.fallback import CLOSED, BreakerBoard
+from uniroute.gateway.metrics import GatewayMetrics
+from uniroute.gateway.openai.policy import ROUTED_ALIAS, RoutingPolicy
+from uniroute.gateway.upstream import UpstreamClient
+
+logger = logging.getLogger(GATEWAY_LOGGER)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Gateway:
+    """Everything a request needs besides its own body; one per application."""
+
+    def __init__(
+        self, router: Router, config: GatewayConfig, metrics: GatewayMetrics | None = None
+    ) -> None:
+        self.router = router
+        self.config = config
+        self.metrics = metrics or GatewayMetrics()
+        self.breakers = BreakerBoard(config.breaker_failure_threshold, config.breaker_cooldown_s)
+        self.routing_limiter = anyio.CapacityLimiter(config.routing_threads)
+        self.batcher = RoutingBatcher(
+            router.embed, router.route_embeddings, self.routing_limiter, config.routing_batch_size
+        )
+        self.jobs = JobTracker()
+        self._upstream: UpstreamClient | None = None
+        self._observed: Snapshot | None = None
+        self._reference: tuple[Snapshot, float | None] | None = None
+        self.observe(router.snapshot)
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def upstream(self) -> UpstreamClient:
+        """The pooled client of the upstream endpoints (open while the app runs)."""
+        if self._upstream is None:
+            raise RuntimeError("the gateway is not running: its upstream client is not open")
+        return self._upstream
+
+    def open_upstream(self) -> None:
+        """Open the upstream connection pools (at application start)."""
+        self._upstream = UpstreamClient(self.config)
+
+    async def aclose(self) -> None:
+        """Close the upstream connections, then give running admin jobs a moment to finish."""
+        if self._upstream is not None:
+            await self._upstream.aclose()
+            self._upstream = None
+        await anyio.to_thread.run_sync(self.jobs.wait, 5.0)
+
+    # ------------------------------------------------------------------ the pool
+    def observe(self, snapshot: Snapshot) -> None:
+        """Bring the gauges and breakers in line with a snapshot (on the event loop)."""
+        if snapshot is self._observed:
+            return
+        self._observed = snapshot
+        servable = set(snapshot.pool.servable)
+        self.metrics.servable_models.set(len(servable))
+        for name in list(self.breakers.states()):
+            if name not in servable:
+                self.breakers.forget(name)
+
+    async def refresh(self) -> bool:
+        """Re-read the registry if it changed (in a thread); True when a new pool was read."""
+        changed = await anyio.to_thread.run_sync(self.router.refresh)
+        # The router may also have been refreshed by a pool change: observe in any case.
+        self.observe(self.router.snapshot)
+        return changed
+
+    async def change_pool(self, change: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a ``pool_changes`` function in a thread; the gateway serves its result on return."""
+        result = await anyio.to_thread.run_sync(lambda: change(*args, **kwargs))
+        self.observe(self.router.snapshot)
+        return result
+
+    async def poll_registry(self) -> None:
+        """Notice changes made by other processes (the CLI) within ``registry_poll_s``."""
+        while True:
+            await anyio.sleep(self.config.registry_poll_s)
+            try:
+                await self.refresh()
+            except Exception:  # the next poll retries; serving goes on with the last pool
+                logger.exception("registry refresh failed")
+
+    def reference_cost(self, snapshot: Snapshot) -> float | None:
+        """Expected per-query cost of the snapshot's most accurate model (for the savings)."""
+        if self._reference is None or self._reference[0] is not snapshot:
+            best = snapshot.pool.most_accurate()
+            self._reference = (snapshot, None if best is None else snapshot.pool.cost(best))
+        return self._reference[1]
+
+    # ------------------------------------------------------------------ routing
+    async def decide(self, text: str, policy: RoutingPolicy, snapshot: Snapshot) -> Decision:
+        """The router's decision for one prompt over ``snapshot`` (batched, in a thread)."""
+        started = time.perf_counter()
+        item = RouteItem(text, policy.lam, policy.max_cost, snapshot)
+        try:
+            decision = await self.batcher.decide(item)
+        except RouterError as exc:
+            # With models in the pool, the only routing error a valid ceiling can cause is
+            # that no model is cheap enough.
+            if policy.max_cost is not None and len(snapshot.pool):
+                raise ApiError(
+                    400, str(exc), param="model", code="no_model_within_budget"
+                ) from None
+            raise ApiError(503, f"cannot route: {exc}", code="routing_unavailable") from None
+        self.metrics.routing_latency.observe(time.perf_counter() - started)
+        return decision
+
+    @staticmethod
+    def check_direct_model(name: str, snapshot: Snapshot) -> None:
+        """A directly named model must be a servable model (enabled, with an endpoint)."""
+        servable = snapshot.pool.servable
+        if name in servable:
+            return
+        raise ApiError(
+            404,
+            f"the model {name!r} does not exist or is not served here; use "
+            f"'{ROUTED_ALIAS}' to route, or one of {sorted(servable)}",
+            param="model",
+            code="model_not_found",
+        )
+
+    def update_breaker_gauges(self, models: Iterable[str]) -> None:
+        """Mirror the circuit state of these models in the metrics."""
+        for model in models:
+            state = self.breakers.get(model).state
+            self.metrics.breaker_open.labels(model=model).set(0.0 if state == CLOSED else 1.0)
+
+
+# ---------------------------------------------------------------------------- accessors
+def gateway_of(request: HTTPConnection) -> Gateway:
+    """The gateway serving this request."""
+    return request.app.state.gateway
+
+
+def _bearer_token(request: HTTPConnection) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison (the time taken says nothing about how much matched)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def check_client_key(request: HTTPConnection) -> Gateway:
+    """The gateway, once the request carries an accepted client key (when keys are set)."""
+    gateway = gateway_of(request)
+    keys = gateway.config.client_keys()
+    if not keys:
+        return gateway
+    key = _bearer_token(request) or request.headers.get("api-key") or None
+    if key is None:
+        raise ApiError(
+            401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+        )
+    if not any(_same_secret(key, accepted) for accepted in keys):
+        raise ApiError(401, "invalid API key", code="invalid_api_key")
+    return gateway
+
+
+def require_admin(request: HTTPConnection) -> Gateway:
+    """The gateway, once the request carries the admin token (403 when the admin API is off)."""
+    gateway = gateway_of(request)
+    token = gateway.config.admin_token()
+    if token is None:
+        raise ApiError(
+            403,
+            f"the admin API is disabled: set the environment variable "
+            f"{gateway.config.admin_token_env} before starting the gateway",
+            code="admin_disabled",
+        )
+    given = _bearer_token(request)
+    if given is None:
+        raise ApiError(
+            401,
+            "admin API: send 'Authorization: Bearer <admin token>'",
+            code="invalid_admin_token",
+        )
+    if not _same_secret(given, token):
+        raise ApiError(401, "admin API: invalid admin token", code="invalid_admin_token")
+    return gateway

@@ -1,0 +1,89 @@
+"""The request-context middleware: a request id, one access-log line, and no crash reaches a client.
+
+Each HTTP request gets an id (the client's ``x-request-id`` when it is short and plain, else a
+fresh one), sent back in ``x-request-id``. When the request ends, one access-log line is written
+with the fields handlers added (:func:`~uniroute.gateway.access_log.note`), and the request is
+counted in ``uniroute_requests_total`` if a handler named its endpoint. An exception that escapes
+a handler becomes an OpenAI-style 500 (when nothing has been sent yet), so no input can take the
+server down or leak a traceback to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from uniroute.gateway.access_log import (
+    GATEWAY_LOGGER,
+    LOG_FIELDS_KEY,
+    REQUEST_ID_KEY,
+    log_access,
+    new_request_id,
+)
+from uniroute.gateway.errors import error_body
+from uniroute.gateway.metrics import GatewayMetrics
+
+logger = logging.getLogger(GATEWAY_LOGGER)
+
+
+class RequestContextMiddleware:
+    """Request id, access log, request counter and the last-resort 500 (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Wrap one HTTP request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        request_id = new_request_id(headers.get("x-request-id"))
+        scope[REQUEST_ID_KEY] = request_id
+        fields: dict = {}
+        scope[LOG_FIELDS_KEY] = fields
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                raw = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                raw.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": raw}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            logger.error("unhandled error", exc_info=True, extra={"request_id": request_id})
+            fields["error"] = f"internal: {type(exc).__name__}"
+            if not status["sent"]:
+                body = error_body(
+                    f"internal error ({type(exc).__name__}); request id {request_id}",
+                    status=500,
+                    code="internal_error",
+                )
+                await JSONResponse(body, status_code=500)(scope, receive, send_wrapper)
+        finally:
+            log_access(
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                status=status["code"],
+                duration_ms=round((time.perf_counter() - started) * 1e3, 3),
+                client=(scope.get("client") or ("", 0))[0],
+                **fields,
+            )
+            endpoint = fields.get("endpoint")
+            if endpoint:
+                self.metrics.requests.labels(
+                    endpoint=endpoint,
+                    model=fields.get("model", "none"),
+                    status=str(status["code"]),
+                ).inc()

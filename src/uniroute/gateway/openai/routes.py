@@ -1,0 +1,230 @@
+"""Handlers of the OpenAI-compatible API under ``/v1``.
+
+``POST /v1/chat/completions`` and ``POST /v1/completions`` are answered by the model the router
+picks (or the pool model named in ``model``), trying the next servable model of the decision's
+ranking when one fails; ``POST /v1/route`` returns the decision only; ``GET /v1/models`` lists
+the routing alias and the servable pool models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from uniroute.gateway.access_log import note, request_id_of
+from uniroute.gateway.body import json_body, validate
+from uniroute.gateway.dependencies import Gateway, check_client_key
+from uniroute.gateway.errors import ApiError
+from uniroute.gateway.fallback import AllModelsFailedError, UpstreamError, call_with_fallback
+from uniroute.gateway.openai.policy import ROUTED_ALIAS, parse_model_choice
+from uniroute.gateway.openai.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    RouteRequest,
+)
+from uniroute.gateway.upstream import UpstreamAnswer, UpstreamStream, UpstreamTarget
+
+CHAT_PATH = "/chat/completions"
+COMPLETIONS_PATH = "/completions"
+
+
+def _answer_headers(model: str, request: Request, attempts: int) -> dict[str, str]:
+    return {
+        "x-uniroute-model": model,
+        "x-uniroute-attempts": str(attempts),
+        "x-request-id": request_id_of(request),
+    }
+
+
+def _all_failed_error(exc: AllModelsFailedError) -> ApiError:
+    if exc.attempts and all(a.outcome == "skipped" for a in exc.attempts):
+        return ApiError(
+            503,
+            f"every candidate model is out of rotation after repeated failures ({exc}); "
+            "retry later",
+            code="models_unavailable",
+        )
+    return ApiError(502, str(exc), code="upstream_failed")
+
+
+async def _completion(
+    request: Request, path: str, kind: type[ChatCompletionRequest | CompletionRequest]
+) -> Response:
+    note(request, endpoint="chat" if path == CHAT_PATH else "completions")
+    gateway = check_client_key(request)
+    body = await json_body(request, gateway.config.max_body_bytes)
+    parsed = validate(kind, body)
+    choice = parse_model_choice(parsed.model, request.headers)
+    note(request, stream=parsed.stream)
+    # One snapshot for the whole request: decision, candidates, endpoints and costs agree.
+    snapshot = gateway.router.snapshot
+    if choice.policy is not None:
+        decision = await gateway.decide(parsed.routing_text(), choice.policy, snapshot)
+        candidates = decision.servable_ranking
+        note(request, policy=choice.policy.describe(), routed_to=decision.model, lam=decision.lam)
+        if decision.warning:
+            note(request, policy_warning=decision.warning)
+        if not candidates:
+            raise ApiError(
+                503,
+                "no enabled pool model with an endpoint can take this request",
+                code="models_unavailable",
+            )
+        max_models = gateway.config.max_models_per_request
+    else:
+        assert choice.direct_model is not None
+        gateway.check_direct_model(choice.direct_model, snapshot)
+        candidates, max_models = [choice.direct_model], 1
+        note(request, policy="direct")
+
+    request_id = request_id_of(request)
+
+    async def call(model: str) -> UpstreamAnswer | UpstreamStream:
+        endpoint = snapshot.pool.endpoint(model)
+        assert endpoint is not None  # candidates are servable models of this snapshot
+        target = UpstreamTarget(model, endpoint)
+        try:
+            if parsed.stream:
+                return await gateway.upstream.open_stream(target, path, body, request_id)
+            return await gateway.upstream.complete(target, path, body, request_id)
+        except UpstreamError as failure:
+            if failure.counts_against_model:
+                # The breaker is updated by the fallback loop right after this re-raise.
+                gateway.metrics.upstream_errors.labels(model=model, kind=failure.kind).inc()
+            raise
+
+    try:
+        result = await call_with_fallback(candidates, call, gateway.breakers, max_models)
+    except AllModelsFailedError as exc:
+        gateway.update_breaker_gauges(a.model for a in exc.attempts)
+        note(request, attempts=[a.__dict__ for a in exc.attempts])
+        raise _all_failed_error(exc) from None
+    except UpstreamError as failure:
+        note(request, upstream_status=failure.status)
+        return Response(
+            failure.body or b"", status_code=failure.status or 502, media_type="application/json"
+        )
+
+    model = result.model
+    gateway.update_breaker_gauges(a.model for a in result.attempts)
+    if model != candidates[0]:
+        gateway.metrics.fallbacks.inc()
+    note(request, model=model, attempts=[a.__dict__ for a in result.attempts])
+    gateway.metrics.record_answer(
+        model, snapshot.pool.cost(model), gateway.reference_cost(snapshot)
+    )
+    headers = _answer_headers(
+        model, request, len([a for a in result.attempts if a.outcome != "skipped"])
+    )
+    answer = result.value
+    if isinstance(answer, UpstreamAnswer):
+        gateway.metrics.upstream_latency.labels(model=model).observe(answer.seconds)
+        return Response(
+            answer.body, status_code=200, media_type=answer.content_type, headers=headers
+        )
+    gateway.metrics.upstream_latency.labels(model=model).observe(answer.seconds_to_headers)
+    return StreamingResponse(
+        _relay(gateway, request, answer),
+        media_type="text/event-stream",
+        headers={**headers, "cache-control": "no-cache"},
+    )
+
+
+async def _relay(
+    gateway: Gateway, request: Request, stream: UpstreamStream
+) -> AsyncIterator[bytes]:
+    """Pass an upstream SSE stream through; a failure after the first byte ends it in-band."""
+    sent = 0
+    try:
+        async for chunk in stream.chunks():
+            sent += len(chunk)
+            yield chunk
+    except Exception as exc:  # the status is already sent: report in-band, as OpenAI does
+        reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        failure = UpstreamError(
+            f"stream from {stream.model!r} broke off ({reason})", kind="stream_broken"
+        )
+        gateway.breakers.get(stream.model).record_failure()
+        gateway.metrics.upstream_errors.labels(model=stream.model, kind=failure.kind).inc()
+        gateway.update_breaker_gauges([stream.model])
+        note(request, stream_error=failure.reason)
+        error = ApiError(502, failure.reason, code="upstream_stream_broken")
+        yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+    finally:
+        note(request, bytes_streamed=sent)
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+
+
+async def chat_completions(request: Request) -> Response:
+    """POST /v1/chat/completions."""
+    return await _completion(request, CHAT_PATH, ChatCompletionRequest)
+
+
+async def completions(request: Request) -> Response:
+    """POST /v1/completions (legacy text completions)."""
+    return await _completion(request, COMPLETIONS_PATH, CompletionRequest)
+
+
+async def route(request: Request) -> Response:
+    """POST /v1/route: the routing decision for a prompt, without calling any model."""
+    note(request, endpoint="route")
+    gateway = check_client_key(request)
+    parsed = validate(RouteRequest, await json_body(request, gateway.config.max_body_bytes))
+    policy = parse_model_choice(parsed.model, request.headers).policy
+    if policy is None:
+        raise ApiError(
+            400,
+            "'model' must be 'uniroute' or 'uniroute:<option>' for /v1/route",
+            param="model",
+            code="invalid_routing_policy",
+        )
+    decision = await gateway.decide(parsed.routing_text(), policy, gateway.router.snapshot)
+    payload: dict[str, Any] = decision.to_dict()
+    servable = decision.servable_ranking
+    payload["policy"] = policy.describe()
+    payload["servable_model"] = servable[0] if servable else None
+    note(request, policy=policy.describe(), routed_to=decision.model)
+    return JSONResponse(payload, headers={"x-uniroute-model": decision.model})
+
+
+async def list_models(request: Request) -> Response:
+    """GET /v1/models: the routing alias and every servable pool model."""
+    gateway = check_client_key(request)
+    snapshot = gateway.router.snapshot
+    data: list[dict[str, Any]] = [
+        {
+            "id": ROUTED_ALIAS,
+            "object": "model",
+            "created": 0,
+            "owned_by": "uniroute",
+            "default_lambda": snapshot.default_lambda,
+        }
+    ]
+    for name in sorted(snapshot.pool.servable):
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "uniroute-pool",
+                "cost_per_query": snapshot.pool.cost(name),
+            }
+        )
+    return JSONResponse({"object": "list", "data": data})
+
+
+def openai_routes() -> list[Route]:
+    """The /v1 routes."""
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/route", route, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+    ]

@@ -1,0 +1,205 @@
+"""What the registry stores about a model, and the checks every stored field passes.
+
+A ``ModelRecord`` validates itself when built (so a record read back from the file is checked
+like one given by a caller); ``NewModel`` adds the scores and Psi to store with it. Endpoints are
+checked by the one rule in ``uniroute.onboarding.endpoints``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from uniroute.errors import RegistryError
+from uniroute.onboarding.endpoints import check_endpoint
+from uniroute.registry.costs import ModelCost
+
+# ---------------------------------------------------------------------------- field validation
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_PREFIXES = (
+    "sk-",
+    "sk_",
+    "rk_",
+    "pk_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "hf_",
+    "gsk_",
+    "AKIA",
+    "AIza",
+    "ya29.",
+    "eyJ",
+)
+
+
+def looks_like_secret(value: str) -> bool:
+    """True when a string looks like an API key or token rather than a variable name."""
+    if any(value.startswith(prefix) for prefix in _SECRET_PREFIXES):
+        return True
+    if not _ENV_NAME.match(value):
+        return True
+    # Variable names are words joined by underscores; keys are long runs mixing case and digits.
+    longest_run = max((len(part) for part in value.split("_")), default=0)
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value)
+    has_digit = any(c.isdigit() for c in value)
+    return longest_run >= 24 or (len(value) >= 20 and mixed and has_digit)
+
+
+def check_api_key_env(value: str | None) -> str | None:
+    """Validate the name of the environment variable holding a model's API key."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise RegistryError("api_key_env must be a non-empty environment variable name")
+    if looks_like_secret(value):
+        raise RegistryError(
+            "api_key_env must be the NAME of the environment variable that holds the API key "
+            "(e.g. OPENAI_API_KEY), not the key itself; the value given looks like a key and was "
+            "not stored"
+        )
+    return value
+
+
+def check_model_name(name: str, label: str = "model name") -> str:
+    """Validate a model name (non-empty, printable, no surrounding whitespace)."""
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise RegistryError(
+            f"{label} must be a non-empty string without surrounding spaces: {name!r}"
+        )
+    if len(name) > 200 or not name.isprintable():
+        raise RegistryError(f"{label} must be printable and at most 200 characters: {name!r}")
+    return name
+
+
+def check_upstream_model(value: str | None, endpoint: str | None, name: str) -> str | None:
+    """Validate the model name sent to a model's endpoint (it needs an endpoint to be sent to)."""
+    if value is None:
+        return None
+    check_model_name(value, f"model {name!r}: upstream model name")
+    if endpoint is None:
+        raise RegistryError(
+            f"model {name!r}: an upstream model name ({value!r}) is the name sent to the "
+            "model's endpoint; give the endpoint too"
+        )
+    return value
+
+
+def check_scores(name: str, scores: Mapping[str, float]) -> list[tuple[str, str, float]]:
+    """A model's scores as (model, prompt_id, score) rows; NaN (missing) scores get no row."""
+    rows = []
+    for prompt_id, score in scores.items():
+        try:
+            value = float(score)
+        except (TypeError, ValueError):
+            raise RegistryError(
+                f"model {name!r}: score for prompt {prompt_id!r} is not a number: {score!r}"
+            ) from None
+        if math.isnan(value):
+            continue  # missing: stored as no row
+        if not 0.0 <= value <= 1.0:
+            raise RegistryError(
+                f"model {name!r}: score {value} for prompt {prompt_id!r} is outside [0, 1]"
+            )
+        rows.append((name, str(prompt_id), value))
+    if not rows:
+        raise RegistryError(f"model {name!r}: no score on any representative prompt")
+    return rows
+
+
+def psi_bytes(psi: np.ndarray, label: str) -> bytes:
+    """Psi as stored: little-endian float64 bytes of a non-empty vector of finite numbers."""
+    array = np.asarray(psi, dtype="<f8").reshape(-1)
+    if array.size == 0 or not np.isfinite(array).all():
+        raise RegistryError(f"{label}: Psi must be a non-empty vector of finite numbers")
+    return array.tobytes()
+
+
+# ---------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model of the pool as the registry stores it (scores and Psi are kept separately)."""
+
+    name: str
+    cost: ModelCost
+    endpoint: str | None = None
+    api_key_env: str | None = None
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    revision: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+    #: The ``model`` field the endpoint expects, when it differs from ``name`` (None: ``name``).
+    #: Last, so that positional construction written for schema version 1 still works.
+    upstream_model: str | None = None
+
+    def __post_init__(self) -> None:
+        check_model_name(self.name)
+        object.__setattr__(self, "endpoint", check_endpoint(self.endpoint))
+        check_upstream_model(self.upstream_model, self.endpoint, self.name)
+        object.__setattr__(self, "api_key_env", check_api_key_env(self.api_key_env))
+        tags = tuple(self.tags)
+        if not all(isinstance(tag, str) and tag.strip() for tag in tags):
+            raise RegistryError(f"model {self.name!r}: tags must be non-empty strings, got {tags}")
+        object.__setattr__(self, "tags", tags)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the API key itself is never part of a record)."""
+        return {
+            "name": self.name,
+            "cost_per_query": self.cost.per_query,
+            "cost_per_1k_input": self.cost.per_1k_input,
+            "cost_per_1k_output": self.cost.per_1k_output,
+            "expected_output_tokens": self.cost.expected_output_tokens,
+            "endpoint": self.endpoint,
+            "upstream_model": self.upstream_model,
+            "api_key_env": self.api_key_env,
+            "tags": list(self.tags),
+            "enabled": self.enabled,
+            "revision": self.revision,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The artifact a registry's scores refer to: its id and a fingerprint of its prompt ids."""
+
+    artifact_id: str
+    prompts_fingerprint: str
+
+
+@dataclass
+class NewModel:
+    """A model to add: its record, scores by prompt id, and Psi per artifact id."""
+
+    record: ModelRecord
+    scores: Mapping[str, float]
+    features: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- fingerprints
+def prompts_fingerprint(prompt_ids: Iterable[str]) -> str:
+    """Order-independent fingerprint of a set of representative prompt ids."""
+    digest = hashlib.sha256()
+    for prompt_id in sorted(str(p) for p in prompt_ids):
+        digest.update(prompt_id.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:32]
+
+
+def pool_fingerprint(artifact_id: str, models: Iterable[tuple[str, int]]) -> str:
+    """Fingerprint of (artifact, sorted (name, revision) pairs) of the routable models."""
+    digest = hashlib.sha256(artifact_id.encode("utf-8") + b"\0")
+    for name, revision in sorted(models):
+        digest.update(f"{name}\0{int(revision)}\0".encode())
+    return digest.hexdigest()[:32]

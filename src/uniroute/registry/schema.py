@@ -1,0 +1,188 @@
+"""The registry file's tables, their ``PRAGMA user_version`` migrations, and the models-table row.
+
+A new column touches this module only (a migration, ``MODEL_COLUMN_NAMES`` and the row mapping)
+besides the record field itself; see ``uniroute.registry.store`` for the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from uniroute.errors import StateError
+from uniroute.registry.costs import ModelCost
+from uniroute.registry.records import ModelRecord
+
+_SCHEMA_V1 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        cost_per_query REAL,
+        cost_per_1k_input REAL,
+        cost_per_1k_output REAL,
+        expected_output_tokens REAL NOT NULL,
+        endpoint TEXT,
+        api_key_env TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        enabled INTEGER NOT NULL DEFAULT 1,
+        revision INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE scores (
+        model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+        prompt_id TEXT NOT NULL,
+        score REAL NOT NULL,
+        PRIMARY KEY (model, prompt_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE features (
+        model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+        artifact_id TEXT NOT NULL,
+        psi BLOB NOT NULL,
+        PRIMARY KEY (model, artifact_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE policy (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        body TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "INSERT INTO meta (key, value) VALUES ('pool_version', '0')",
+)
+
+
+def now() -> str:
+    """The current UTC time as the registry stores it (ISO 8601, whole seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _create_schema_v1(connection: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would commit the migration's open transaction.
+    for statement in _SCHEMA_V1:
+        connection.execute(statement)
+    connection.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (now(),))
+
+
+def _add_upstream_model(connection: sqlite3.Connection) -> None:
+    # NULL for every existing model: they were served under their pool name.
+    connection.execute("ALTER TABLE models ADD COLUMN upstream_model TEXT")
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+#: ``MIGRATIONS[v]`` upgrades a file from schema version v to v + 1 (version 0 = an empty file).
+MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1, _add_upstream_model)
+REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(
+    connection: sqlite3.Connection,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    source: str = "registry",
+) -> int:
+    """Upgrade a registry file to ``len(migrations)``, one transaction per step; returns it.
+
+    A file written by a newer uniroute (a higher version than this code knows) is refused rather
+    than misread.
+    """
+    target = len(migrations)
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > target:
+        raise StateError(
+            f"{source}: registry schema version {version} is newer than this uniroute reads "
+            f"(version {target}); upgrade uniroute"
+        )
+    while version < target:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated between our read and taking the write lock.
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version < target:
+                migrations[version](connection)
+                version += 1
+                connection.execute(f"PRAGMA user_version = {int(version)}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return version
+
+
+# ---------------------------------------------------------------------------- the models row
+#: The columns of the models table, in the order of ``record_row`` and ``record_from_row``.
+MODEL_COLUMN_NAMES = (
+    "name",
+    "cost_per_query",
+    "cost_per_1k_input",
+    "cost_per_1k_output",
+    "expected_output_tokens",
+    "endpoint",
+    "upstream_model",
+    "api_key_env",
+    "tags",
+    "enabled",
+    "revision",
+    "created_at",
+    "updated_at",
+)
+MODEL_COLUMNS = ", ".join(MODEL_COLUMN_NAMES)
+SELECT_MODELS = f"SELECT {MODEL_COLUMNS} FROM models"
+INSERT_MODEL = (
+    f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({', '.join('?' * len(MODEL_COLUMN_NAMES))})"
+)
+
+
+def record_row(record: ModelRecord) -> tuple:
+    """A record as the values of ``MODEL_COLUMN_NAMES``."""
+    return (
+        record.name,
+        record.cost.per_query,
+        record.cost.per_1k_input,
+        record.cost.per_1k_output,
+        record.cost.expected_output_tokens,
+        record.endpoint,
+        record.upstream_model,
+        record.api_key_env,
+        json.dumps(list(record.tags)),
+        int(record.enabled),
+        record.revision,
+        record.created_at,
+        record.updated_at,
+    )
+
+
+def record_from_row(row: tuple) -> ModelRecord:
+    """The record of a row selected with ``SELECT_MODELS`` (validated again on the way in)."""
+    (
+        name,
+        per_query,
+        per_in,
+        per_out,
+        out_tokens,
+        endpoint,
+        upstream_model,
+        key_env,
+        tags,
+        enabled,
+        revision,
+        created,
+        updated,
+    ) = row
+    return ModelRecord(
+        name=name,
+        cost=ModelCost(
+            per_query=per_query,
+            per_1k_input=per_in,
+            per_1k_output=per_out,
+            expected_output_tokens=out_tokens,
+        ),
+        endpoint=endpoint,
+        upstream_model=upstream_model,
+        api_key_env=key_env,
+        tags=tuple(json.loads(tags)),
+        enabled=bool(enabled),
+        revision=int(revision),
+        created_at=created,
+        updated_at=updated,
+    )

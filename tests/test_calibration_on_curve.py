@@ -1,0 +1,131 @@
+"""A calibrated policy lies on the evaluated deferral curve.
+
+Calibration and the deferral curve read the one lambda sweep of ``uniroute.tradeoff``, so on the
+same representative prompts and pool, a policy's expected cost and quality at its lambda are the
+curve's point at that lambda, for every kind of target. Checked on real RouterBench ARC data, on
+prompts where every pool model has a score (the curve needs every score; calibration leaves a
+missing one out of its mean).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uniroute.artifact import Artifact, build_artifact
+from uniroute.data.dataset import RoutingDataset
+from uniroute.deployment import Router
+from uniroute.deployment.pool_changes import add_scored_model, calibrate, seed_registry
+from uniroute.embeddings import make_encoder
+from uniroute.errors import CalibrationError
+from uniroute.pool import Pool
+from uniroute.registry import ModelCost, ModelRecord, Registry
+from uniroute.registry.calibration import Policy, Target, solve_target
+from uniroute.tradeoff import DeferralCurve, deferral_curve, route_argmin
+
+TOLERANCE = 1e-12
+HELD_OUT = "gpt-4-1106-preview"
+
+
+def _targets(curve: DeferralCurve, pool: Pool) -> list[Target]:
+    """Cost and quality targets across the curve's range, and shares for the pool's models."""
+    costs = np.linspace(curve.costs.min(), curve.costs.max(), 9)
+    qualities = np.linspace(curve.qualities.min(), curve.qualities.max(), 9)
+    targets = [Target("cost", float(c)) for c in costs]
+    targets += [Target("quality", float(q)) for q in qualities]
+    for name in pool.names:
+        targets += [Target("share", share, model=name) for share in (0.0, 0.1, 0.5, 0.9)]
+    return targets
+
+
+def _assert_on_curve(policy: Policy, curve: DeferralCurve, errors, costs, scores) -> None:
+    cost, quality = curve.point_at(policy.lam)
+    assert abs(policy.expected_cost - cost) <= TOLERANCE, policy
+    assert abs(policy.expected_quality - quality) <= TOLERANCE, policy
+    # ... and both are what routing at that lambda actually gives on those prompts.
+    choice = route_argmin(errors, costs, policy.lam)
+    assert costs[choice].mean() == pytest.approx(policy.expected_cost, rel=TOLERANCE, abs=0)
+    realised = scores[np.arange(len(choice)), choice].mean()
+    assert realised == pytest.approx(policy.expected_quality, rel=TOLERANCE, abs=TOLERANCE)
+
+
+def _scores_of(dataset: RoutingDataset, model: str) -> dict[str, float]:
+    column = dataset.scores[:, dataset.model_index(model)]
+    return {pid: float(s) for pid, s in zip(dataset.prompt_ids, column, strict=True)}
+
+
+def test_policies_lie_on_the_curve_of_the_deployed_pool(
+    arc_artifact: Artifact, arc_dataset: RoutingDataset, tmp_path: Path
+) -> None:
+    """The shared artifact's deployed pool (training models and an onboarded unseen one)."""
+    router = Router.load(arc_artifact, tmp_path / "pool.db")
+    seed_registry(arc_artifact, router.registry)
+    record = ModelRecord(name=HELD_OUT, cost=ModelCost(per_query=0.002))
+    add_scored_model(router, record, _scores_of(arc_dataset, HELD_OUT))
+    pool = router.snapshot.pool
+    assert HELD_OUT in pool and len(pool) == len(arc_artifact.training_models) + 1
+
+    complete = np.isfinite(pool.scores).all(axis=1)
+    assert 50 <= complete.sum() < len(complete)  # ARC has missing scores: some rows are left out
+    estimator = arc_artifact.router
+    errors = estimator.predict_error(estimator.X_val_, pool)[complete]
+    scores = pool.scores[complete]
+    curve = deferral_curve(errors, pool.costs, scores)
+
+    checked = 0
+    for target in _targets(curve, pool):
+        try:
+            policy = solve_target(errors, pool.costs, scores, list(pool.names), target)
+        except CalibrationError:
+            continue  # a share no lambda gives, e.g. a model never chosen
+        _assert_on_curve(policy, curve, errors, pool.costs, scores)
+        assert policy.n_prompts == curve.n_prompts == int(complete.sum())
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.fixture(scope="module")
+def complete_artifact(arc_dataset: RoutingDataset, arc_holdout_models, tmp_path_factory):
+    """An ARC artifact built the same way, on the prompts every model has a score for."""
+    rows = np.flatnonzero(np.isfinite(arc_dataset.scores).all(axis=1))
+    return build_artifact(
+        arc_dataset.subset(rows),
+        tmp_path_factory.mktemp("complete") / "artifact",
+        encoder=make_encoder("tfidf", n_components=32),
+        router="uniroute-kmeans",
+        router_params={"n_clusters": 6},
+        holdout_models=arc_holdout_models,
+        val_fraction=0.25,
+        seed=3,
+    )
+
+
+def test_stored_policies_lie_on_the_curve_of_the_representative_prompts(
+    complete_artifact: Artifact, tmp_path: Path
+) -> None:
+    """The deployed path end to end: `calibrate` over the registry's pool, stored and reloaded."""
+    registry = Registry(tmp_path / "pool.db")
+    seed_registry(complete_artifact, registry)
+    router = Router.load(complete_artifact, registry)
+    pool = router.snapshot.pool
+    assert np.isfinite(pool.scores).all()
+    estimator = complete_artifact.router
+    errors = estimator.predict_error(estimator.X_val_, pool)
+    curve = deferral_curve(errors, pool.costs, pool.scores)
+    assert curve.n_prompts == len(complete_artifact.prompt_ids)
+
+    checked = 0
+    for target in _targets(curve, pool):
+        try:
+            policy = calibrate(router, target)
+        except CalibrationError:
+            continue
+        _assert_on_curve(policy, curve, errors, pool.costs, pool.scores)
+        # The stored default is that same point: a fresh process routes at it.
+        reloaded = Router.load(complete_artifact, registry.path).snapshot.policy
+        assert reloaded == policy
+        assert reloaded.pool_fingerprint == router.snapshot.fingerprint
+        checked += 1
+    assert checked >= 20
