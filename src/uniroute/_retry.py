@@ -9,10 +9,10 @@ stall a caller), then calls again. Any other exception, and the last attempt's, 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from uniroute._checks import non_negative_number
 from uniroute.errors import UsageError
 
 _T = TypeVar("_T")
@@ -28,14 +28,6 @@ def parse_retry_after(header: str | None) -> float | None:
     value = (header or "").strip()
     # The HTTP-date form is not worth a date parser here: the backoff delay applies instead.
     return float(value) if value.replace(".", "", 1).isdigit() else None
-
-
-def _seconds(value: object, label: str) -> float:
-    # By hand rather than with uniroute._checks, which sits in this module's own layer.
-    number = not isinstance(value, bool) and isinstance(value, int | float)
-    if not number or not math.isfinite(value) or value < 0:
-        raise UsageError(f"{label} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _accepts(retryable: Retryable, exc: Exception) -> bool:
@@ -64,8 +56,8 @@ async def retry(
     """
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise UsageError(f"attempts must be a whole number >= 1, got {attempts!r}")
-    backoff = _seconds(backoff, "backoff")
-    max_retry_after = _seconds(max_retry_after, "max_retry_after")
+    backoff = non_negative_number(backoff, "backoff")
+    max_retry_after = non_negative_number(max_retry_after, "max_retry_after")
     for attempt in range(attempts):
         try:
             return await call()

@@ -105,8 +105,10 @@ def validation_error(exc: ValidationError, accepted: Iterable[str] | None = None
     param = _param_of(first["loc"])
     kind = first["type"]
     if kind == "extra_forbidden":
-        unknown = [_param_of(e["loc"]) for e in errors if e["type"] == "extra_forbidden"]
-        listed = f"; accepted: {sorted(accepted)}" if accepted is not None else ""
+        extra = [e["loc"] for e in errors if e["type"] == "extra_forbidden"]
+        unknown = [_param_of(loc) for loc in extra]
+        top_level = all(len(loc) == 1 for loc in extra)
+        listed = f"; accepted: {sorted(accepted)}" if accepted is not None and top_level else ""
         return ApiError(
             400, f"unknown field(s) {unknown}{listed}", param=unknown[0], code="unknown_field"
         )

@@ -1,2 +1,4 @@
-"""Test tooling shipped with the package (replay upstreams, child processes); never imported by
-the product code, as ``starlette.testclient`` is not imported by Starlette itself."""
+"""Test tooling shipped with the package, as ``starlette.testclient`` is with Starlette: replay
+upstreams (``replay``), child server processes (``child_process``, ``process``) and the gateway
+harness (``harness``: pools from recorded data, in-thread servers, waiting). Product code never
+imports it."""
