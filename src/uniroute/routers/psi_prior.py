@@ -15,7 +15,7 @@ in Sigma), pulls a sparse cluster toward that prediction, and approaches the obs
 evidence grows.
 
 Arrays here are models-first: ``cluster_errors`` and ``sums`` are (m, K) or (K,) for one model.
-The fitted state is three small float arrays (``state_arrays`` / ``from_arrays``), so a router
+The fitted state is four small float arrays (``state_arrays`` / ``from_arrays``), so a router
 can persist it in its checksummed array store; only numpy is needed to compute a posterior.
 """
 
@@ -140,7 +140,8 @@ class PsiPrior:
         fewer than two; when omitted, the Bernoulli variance e(1 - e) of the cluster mean is
         used, exact for 0/1 scores). ``noise_floor`` bounds the per-prompt noise variance from
         below, ``variance_floor`` each prior variance, and ``ridge`` the eigenvalues of Sigma
-        relative to its mean variance (so Sigma stays well conditioned whatever m and K are).
+        relative to its mean variance (so Sigma stays well conditioned whatever m and K are:
+        its condition number is at most about K / ridge).
         """
         errors, counts, within = _check_training(cluster_errors, cluster_counts, within_variance)
         for value, label in (
@@ -324,8 +325,11 @@ def _pooled_noise(
 def _shrunk_variances(
     errors: np.ndarray, observed: np.ndarray, mean: np.ndarray, floor: float
 ) -> tuple[np.ndarray, float]:
-    """Across-LLM variance of each cluster's error, shrunk toward the median (Opgen-Rhein &
-    Strimmer), so a cluster where a handful of LLMs happen to agree is not trusted as certain."""
+    """Across-LLM variance of each cluster's error, shrunk toward the median variance.
+
+    The Opgen-Rhein & Strimmer intensity, so a cluster where a handful of LLMs happen to agree
+    is not taken as one where every LLM must score alike.
+    """
     n = observed.sum(axis=0)
     n_clusters = errors.shape[1]
     squares = np.where(observed, (errors - mean[None, :]) ** 2, 0.0)
