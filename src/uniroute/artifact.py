@@ -272,7 +272,7 @@ def _manifest_checksum(manifest: dict[str, Any]) -> str:
 
 
 def split_representative(
-    tasks: Sequence[str], val_fraction: float, seed: int
+    tasks: Sequence[str] | np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of prompt positions into (training, representative), stratified by task.
 

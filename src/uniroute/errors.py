@@ -30,8 +30,10 @@ class UniRouteError(Exception):
     """Base of every error UniRoute raises on purpose."""
 
     exit_code: ClassVar[int] = 1
-    http_status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
+    # Class defaults, not ClassVars: an instance may carry its own (the gateway's ApiError sets
+    # both per refusal, and an OpenAI error body's ``code`` may be null).
+    http_status: int = 500
+    code: str | None = "internal_error"
 
 
 class UsageError(UniRouteError, ValueError):

@@ -11,7 +11,7 @@ always sees one consistent pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -35,7 +35,9 @@ class Pool:
     ``costs`` (m,) are expected costs per query, ``scores`` (n_representative, m) the scores on
     the representative prompts (NaN = missing), ``features`` (m, F) the Psi rows, ``endpoints``
     one entry per model (None when the gateway cannot call it). ``revision`` is the registry
-    revision the pool was read at (0 for a pool built in memory).
+    revision the pool was read at (0 for a pool built in memory). For estimators whose features
+    are per-cluster errors, ``evidence`` (m, F) counts the representative prompts behind each
+    feature and ``feature_std`` (m, F) is its uncertainty (posterior std); None otherwise.
     """
 
     names: tuple[str, ...]
@@ -44,6 +46,8 @@ class Pool:
     features: np.ndarray
     endpoints: tuple[Endpoint | None, ...] = ()
     revision: int = 0
+    evidence: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,14 +74,30 @@ class Pool:
         endpoints = tuple(self.endpoints) if self.endpoints else (None,) * m
         if len(endpoints) != m:
             raise RouterError(f"{len(endpoints)} endpoints for {m} models")
-        for value in (costs, scores, features):
-            value.setflags(write=False)
+        evidence = self._per_feature(self.evidence, features.shape, "evidence")
+        feature_std = self._per_feature(self.feature_std, features.shape, "feature_std")
+        for value in (costs, scores, features, evidence, feature_std):
+            if value is not None:
+                value.setflags(write=False)
+        object.__setattr__(self, "evidence", evidence)
+        object.__setattr__(self, "feature_std", feature_std)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "costs", costs)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "endpoints", endpoints)
         object.__setattr__(self, "_index", {name: j for j, name in enumerate(names)})
+
+    @staticmethod
+    def _per_feature(
+        values: np.ndarray | None, shape: tuple[int, ...], label: str
+    ) -> np.ndarray | None:
+        if values is None:
+            return None
+        array = np.array(values, dtype=float)
+        if array.shape != shape or not np.isfinite(array).all() or (array < 0).any():
+            raise RouterError(f"{label} must be finite values >= 0 of shape {shape}")
+        return array
 
     @classmethod
     def empty(cls, n_representative: int, revision: int = 0) -> Pool:
@@ -120,7 +140,20 @@ class Pool:
             features=self.features[columns],
             endpoints=tuple(self.endpoints[j] for j in columns),
             revision=self.revision,
+            evidence=None if self.evidence is None else self.evidence[columns],
+            feature_std=None if self.feature_std is None else self.feature_std[columns],
         )
+
+    def pessimistic(self, z: float) -> Pool:
+        """The pool with each feature raised by ``z`` standard deviations (clipped to [0, 1]).
+
+        Routing over it decides on an upper bound of every estimated error instead of its mean,
+        so a model is trusted on a cluster only as far as its evidence there allows. A pool
+        without uncertainty is returned unchanged.
+        """
+        if self.feature_std is None or z == 0:
+            return self
+        return replace(self, features=np.clip(self.features + z * self.feature_std, 0.0, 1.0))
 
     def most_accurate(self) -> str | None:
         """The model with the highest mean score on the representative prompts (None if empty)."""

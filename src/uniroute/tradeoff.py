@@ -286,7 +286,7 @@ def mean_quality_up_to(curve: DeferralCurve, budget: float) -> float:
     # rule on the vertices inside (0, budget) plus both ends is the exact integral.
     inside = curve.envelope_costs[(curve.envelope_costs > 0) & (curve.envelope_costs < budget)]
     knots = np.r_[0.0, inside, budget]
-    values = curve.quality_at(knots)
+    values = np.asarray(curve.quality_at(knots))
     return float(np.sum(np.diff(knots) * (values[1:] + values[:-1])) / 2.0 / budget)
 
 

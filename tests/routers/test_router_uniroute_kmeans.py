@@ -71,7 +71,8 @@ def test_router_psi_with_an_empty_cluster_and_missing_scores_is_hand_computed():
     X_train, _ = three_groups(rng, [10, 10, 10])
     X_val, val_group = three_groups(rng, [3, 2, 0])  # no representative prompt in group 2
     S_val = np.ones((5, 1))
-    router = UniRouteKMeans(n_clusters=3).fit(X_train, np.ones((30, 1)), X_val, S_val, [1.0])
+    router = UniRouteKMeans(n_clusters=3, psi_prior="own-mean")
+    router.fit(X_train, np.ones((30, 1)), X_val, S_val, [1.0])
     k = router.clusters(X_val)
     assert len(set(k[:3].tolist())) == 1 and len(set(k[3:].tolist())) == 1 and k[0] != k[3]
     empty = ({0, 1, 2} - set(k.tolist())).pop()
@@ -89,6 +90,65 @@ def test_router_psi_with_an_empty_cluster_and_missing_scores_is_hand_computed():
     errors = router.predict_error(X_test, pool)[:, pool.index("new")]
     np.testing.assert_allclose(errors, psi[router.clusters(X_test)])
     assert errors[test_group == 2] == pytest.approx([g, g])
+
+
+def correlated_skills(rng, n_models):
+    """Training LLMs whose error on group 2 follows their error on group 0 (group 1 is noise)."""
+    skill = rng.uniform(0.05, 0.95, size=n_models)
+    return np.column_stack([skill, rng.uniform(0.2, 0.8, size=n_models), skill])
+
+
+def test_population_prior_predicts_a_cluster_without_evidence_from_the_others():
+    rng = np.random.default_rng(1)
+    X_train, train_group = three_groups(rng, [40, 40, 40])
+    X_val, val_group = three_groups(rng, [10, 10, 10])
+    truth = correlated_skills(rng, 12)  # (models, groups) error rates
+    S_train = (rng.random((120, 12)) >= truth[:, train_group].T).astype(float)
+    S_val = (rng.random((30, 12)) >= truth[:, val_group].T).astype(float)
+    router = UniRouteKMeans(n_clusters=3).fit(X_train, S_train, X_val, S_val, np.ones(12))
+    k_of_group = {g: int(router.clusters(X_val[val_group == g][:1])[0]) for g in range(3)}
+
+    # A weak new model (error 0.9 on groups 0 and 2) that answered groups 0 and 1 only.
+    scores = np.where(val_group == 0, 0.1, 0.5).astype(float)
+    scores[val_group == 0] = (rng.random(10) >= 0.9).astype(float)
+    scores[val_group == 2] = np.nan
+    psi = router.model_features(scores)
+    own_mean = np.nanmean(1 - scores)
+    evidence, std = router.model_evidence(scores)
+    unseen = k_of_group[2]
+    # Its unanswered cluster is predicted weak, as its correlated cluster is: not its own mean.
+    assert psi[unseen] > own_mean + 0.05
+    assert abs(psi[unseen] - psi[k_of_group[0]]) < abs(own_mean - psi[k_of_group[0]])
+    assert evidence[unseen] == 0 and evidence[k_of_group[0]] == 10
+    assert std is not None and std[unseen] > std[k_of_group[0]]
+
+    # With evidence everywhere the posterior is close to the observed cluster means.
+    full = (rng.random(30) >= truth[0, val_group]).astype(float)
+    observed = np.array([1 - full[val_group == g].mean() for g in range(3)])
+    np.testing.assert_allclose(
+        router.model_features(full)[[k_of_group[g] for g in range(3)]], observed, atol=0.12
+    )
+
+
+def test_a_router_saved_before_the_prior_keeps_the_own_mean_rule(tmp_path):
+    rng = np.random.default_rng(2)
+    X_train, _ = three_groups(rng, [10, 10, 10])
+    X_val, _ = three_groups(rng, [3, 3, 3])
+    S_train, S_val = rng.random((30, 3)), rng.random((9, 3))
+    router = UniRouteKMeans(n_clusters=3, psi_prior="own-mean")
+    router.fit(X_train, S_train, X_val, S_val, np.ones(3)).save(tmp_path / "r")
+    loaded = load_estimator(tmp_path / "r")
+    assert loaded.psi_prior == "own-mean" and loaded.psi_prior_ is None
+    np.testing.assert_array_equal(
+        loaded.model_features(S_val[:, 0]), router.model_features(S_val[:, 0])
+    )
+    population = UniRouteKMeans(n_clusters=3).fit(X_train, S_train, X_val, S_val, np.ones(3))
+    population.save(tmp_path / "p")
+    reloaded = load_estimator(tmp_path / "p")
+    assert reloaded.psi_prior == "population"
+    np.testing.assert_array_equal(
+        reloaded.model_features(S_val[:, 1]), population.model_features(S_val[:, 1])
+    )
 
 
 def test_auto_k_picks_the_number_of_skill_groups_from_validation_only():

@@ -180,7 +180,7 @@ class RoutingDataset:
         models: list[str] = []
         for part in parts:
             models += [m for m in part.models if m not in models]
-        costs = {}
+        costs: dict[str, list[tuple[float, int]]] = {}
         for part in parts:
             for m, c in zip(part.models, part.model_costs, strict=True):
                 costs.setdefault(m, []).append((c, part.n_prompts))

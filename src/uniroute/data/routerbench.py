@@ -192,7 +192,7 @@ def _unique_prompt_ids(
         ids[i] = f"{sample_ids[i]}#{labels[i]}"
     clash = pd.Series(ids).duplicated(keep=False).to_numpy()
     if clash.any():
-        i, j = np.flatnonzero(clash)[:2]
+        i, j = (int(k) for k in np.flatnonzero(clash)[:2])
         raise DataError(
             f"{row_names[j]}: sample_id {sample_ids[j]!r} and row label {labels[j]!r} repeat "
             f"those at {row_names[i]}; RouterBench row labels must be unique"
@@ -293,14 +293,17 @@ def responses_by_prompt(dataset: RoutingDataset) -> dict[str, dict[str, str | No
         if column is None:
             continue
         by_position = len(column) == len(prompt_ids)
-        by_id = recorded_ids is not None and len(recorded_ids) == len(column)
-        if by_id and by_position and [str(p) for p in recorded_ids] != prompt_ids:
+        # The recorded ids, when they fit this model's responses (read by id), else None.
+        ids = None
+        if recorded_ids is not None and len(recorded_ids) == len(column):
+            ids = [str(p) for p in recorded_ids]
+        if ids is not None and by_position and ids != prompt_ids:
             raise DataError(
                 f"dataset {dataset.name!r}: the recorded responses of model {model!r} cannot be "
                 "matched to its prompts unambiguously (reordered rows)"
             )
-        if by_id:
-            table = dict(zip((str(p) for p in recorded_ids), column, strict=True))
+        if ids is not None:
+            table = dict(zip(ids, column, strict=True))
             missing = [p for p in prompt_ids if p not in table]
             if missing:
                 raise DataError(

@@ -65,7 +65,9 @@ def _allocate(size: int, targets: np.ndarray) -> np.ndarray:
 
 
 def split_prompts(
-    tasks: Sequence[str], fractions: Sequence[float] = (0.6, 0.1, 0.3), seed: int = 0
+    tasks: Sequence[str] | np.ndarray,
+    fractions: Sequence[float] = (0.6, 0.1, 0.3),
+    seed: int = 0,
 ) -> PromptSplit:
     """Split prompt positions into train/val/test, each task in the same proportions.
 

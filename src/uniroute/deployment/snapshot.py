@@ -107,6 +107,7 @@ class SnapshotReader:
         )
         if records:
             scores = self._scores_of(records)
+            evidence, feature_std = self.artifact.router.pool_evidence(scores)
             pool = Pool(
                 names=tuple(r.name for r in records),
                 costs=np.array([r.cost.per_query_cost(self.mean_input_tokens) for r in records]),
@@ -114,6 +115,8 @@ class SnapshotReader:
                 features=self._features_of(records, scores),
                 endpoints=tuple(_endpoint_of(r) for r in records),
                 revision=revision,
+                evidence=evidence,
+                feature_std=feature_std,
             )
         else:
             pool = Pool.empty(len(self._prompt_ids), revision)

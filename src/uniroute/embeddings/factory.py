@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from uniroute.embeddings._common import read_encoder_manifest
 from uniroute.embeddings.base import Encoder
@@ -22,7 +22,15 @@ ENCODERS = tuple(_ENCODER_CLASSES)
 EMBEDDING_CACHE_SUBDIR = "embeddings"
 
 
-def encoder_class(name: str) -> type:
+class EncoderClass(Protocol):
+    """What the factory needs of a registered encoder class: build one, or load a saved one."""
+
+    def __call__(self, **params: Any) -> Encoder: ...
+
+    def load(self, directory: Path) -> Encoder: ...
+
+
+def encoder_class(name: str) -> EncoderClass:
     """The encoder class registered under ``name``."""
     if name not in _ENCODER_CLASSES:
         raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}")

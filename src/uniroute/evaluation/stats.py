@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import binomtest
 
 #: Paired values closer than this (absolute) count as a tie in the sign test.
@@ -29,7 +30,7 @@ class SignTestResult(NamedTuple):
         }
 
 
-def sign_test(a: np.ndarray, b: np.ndarray) -> SignTestResult:
+def sign_test(a: ArrayLike, b: ArrayLike) -> SignTestResult:
     """Two-sided exact sign test on paired per-trial values (higher is better), ties ignored."""
     a = np.asarray(a, dtype=float).reshape(-1)
     b = np.asarray(b, dtype=float).reshape(-1)
@@ -50,7 +51,7 @@ def sign_test(a: np.ndarray, b: np.ndarray) -> SignTestResult:
     return SignTestResult(wins, losses, ties, p_value)
 
 
-def mean_std(values: np.ndarray, *, return_count: bool = False) -> tuple[float, ...]:
+def mean_std(values: ArrayLike, *, return_count: bool = False) -> tuple[float, ...]:
     """Mean and sample std (ddof=1; 0 for one value) of the non-NaN values.
 
     NaN values are left out; with ``return_count=True`` the number of values used is returned as

@@ -13,9 +13,10 @@ import numpy as np
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.splits import split_models, split_prompts
 from uniroute.embeddings.base import Encoder
+from uniroute.errors import RouterError
 from uniroute.evaluation.metrics import evaluate_curve, single_model_points
 from uniroute.evaluation.stats import mean_std, sign_test
-from uniroute.routers import make_estimator
+from uniroute.routers import ClusterProfileRouter, make_estimator
 from uniroute.tradeoff import DeferralCurve, deferral_curve
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def run_trial(
         if name == "uniroute-kmeans" and not any(
             config.router_params.get(r) for r in ("uniroute-kmeans", "uniroute-learned")
         ):
+            if not isinstance(estimator, ClusterProfileRouter):
+                raise RouterError(f"{name!r} is a {type(estimator).__name__}, not a cluster router")
             chosen_k = int(estimator.n_clusters_)
         curve = deferral_curve(errors_hat, test_costs, test_quality, call_costs=test_call_costs)
         curves[name] = curve

@@ -306,7 +306,10 @@ class NumericGrader(BaseGrader):
         return _last_number(text)
 
     def _matches(self, got: object, expected: object) -> bool:
-        return math.isclose(float(got), float(expected), rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        # Both come from ``extract``, which returns a float (``grade`` skips a None).
+        if not isinstance(got, int | float) or not isinstance(expected, int | float):
+            raise GradingError(f"cannot compare {got!r} with {expected!r} as numbers")
+        return math.isclose(got, expected, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
 
 
 # ---------------------------------------------------------------------------- exact match
@@ -376,6 +379,7 @@ def parse_code_tests(reference: str | None) -> CodeTests:
         spec = json.loads(reference)
     except json.JSONDecodeError as exc:
         raise GradingError(f"unit tests are not valid JSON ({exc})") from None
+    tests: object
     setup = ""
     if isinstance(spec, dict):
         if "test" in spec and "entry_point" in spec:

@@ -102,9 +102,10 @@ def attach_references(dataset: RoutingDataset) -> RoutingDataset:
     )
     stats = ReferenceStats()
     graders = {task: grader_for(task) for task in {str(t) for t in dataset.tasks}}
-    choice_rows = [
-        i for i in range(n) if isinstance(graders[str(dataset.tasks[i])], MultipleChoiceGrader)
-    ]
+    choice_graders = {
+        task: grader for task, grader in graders.items() if isinstance(grader, MultipleChoiceGrader)
+    }
+    choice_rows = [i for i in range(n) if str(dataset.tasks[i]) in choice_graders]
     needs = {i for i in choice_rows if not _present(references[i])}
     responses = responses_by_prompt(dataset) if needs and dataset.meta.get("responses") else {}
     for i in choice_rows:
@@ -120,7 +121,7 @@ def attach_references(dataset: RoutingDataset) -> RoutingDataset:
         prompt = RepresentativePrompt(prompt_id, str(dataset.prompts[i]), task)
         answers = {model: by_prompt.get(prompt_id) for model, by_prompt in responses.items()}
         scores = {m: float(dataset.scores[i, j]) for j, m in enumerate(dataset.models)}
-        letter, rule = derive_choice_reference(prompt, answers, scores, graders[task])
+        letter, rule = derive_choice_reference(prompt, answers, scores, choice_graders[task])
         references[i] = letter
         stats.count(task, rule)
         if letter is None:

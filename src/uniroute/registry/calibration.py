@@ -218,7 +218,7 @@ def solve_target(
         candidates = meets[path.costs[meets] <= cheapest]
         point = int(candidates[np.argmax(path.qualities[candidates])])
     else:
-        distance = np.abs(path.shares - target.value)
+        distance = np.abs(_shares_of(path) - target.value)
         closest = np.flatnonzero(distance <= distance.min() + _TOLERANCE)
         point = int(closest[-1])
 
@@ -233,7 +233,7 @@ def solve_target(
     elif target.kind == "quality":
         achieved = expected_quality
     else:
-        achieved = float(path.shares[point])
+        achieved = float(_shares_of(path)[point])
     return Policy(
         lam=lam,
         expected_cost=expected_cost,
@@ -244,6 +244,13 @@ def solve_target(
         n_prompts=path.path.n_prompts,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _shares_of(path: LambdaPath) -> np.ndarray:
+    """The traffic shares of a path solved for a share target (``lambda_path(share_model=)``)."""
+    if path.shares is None:
+        raise CalibrationError("a share target needs the lambda path of its model's share")
+    return path.shares
 
 
 def make_target(
@@ -260,6 +267,8 @@ def make_target(
         return Target("cost", target_cost)
     if target_quality is not None:
         return Target("quality", target_quality)
+    if target_share is None:
+        raise CalibrationError("give exactly one of target_cost, target_quality, target_share")
     try:
         model, share = target_share
     except (TypeError, ValueError):

@@ -60,22 +60,29 @@ class ModelCost:
         """True when the model is priced per token rather than per query."""
         return self.per_query is None
 
+    def _token_prices(self) -> tuple[float, float]:
+        """(per 1k input, per 1k output) of a token-priced model (``__post_init__`` ensures both)."""
+        if self.per_1k_input is None or self.per_1k_output is None:
+            raise DataError("per-1k-token pricing needs both the input and the output price")
+        return self.per_1k_input, self.per_1k_output
+
     def per_query_cost(self, mean_input_tokens: float) -> float:
         """Expected cost of one query whose prompt has ``mean_input_tokens`` tokens."""
         if self.per_query is not None:
             return self.per_query
         tokens = non_negative_number(mean_input_tokens, "mean_input_tokens", UsageError)
+        per_1k_input, per_1k_output = self._token_prices()
         return (
-            tokens / 1000.0 * self.per_1k_input
-            + self.expected_output_tokens / 1000.0 * self.per_1k_output
+            tokens / 1000.0 * per_1k_input + self.expected_output_tokens / 1000.0 * per_1k_output
         )
 
     def describe(self) -> str:
         """Short human-readable price, e.g. '0.002/query' or '0.5/1k in + 1.5/1k out'."""
         if self.per_query is not None:
             return f"{self.per_query:g}/query"
+        per_1k_input, per_1k_output = self._token_prices()
         return (
-            f"{self.per_1k_input:g}/1k in + {self.per_1k_output:g}/1k out "
+            f"{per_1k_input:g}/1k in + {per_1k_output:g}/1k out "
             f"(~{self.expected_output_tokens:g} output tokens)"
         )
 

@@ -129,6 +129,13 @@ class RouterEstimator(ABC):
     def _model_features(self, scores: np.ndarray) -> np.ndarray:
         """Psi(h) from representative-prompt scores (NaN = missing); a 1-D float array."""
 
+    def model_evidence(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Per feature: how many representative prompts back it, and its std (None: unknown).
+
+        None for estimators whose features are not per-cluster errors (K-NN, MLP, ...).
+        """
+        return None
+
     def _check_scores(self, scores: np.ndarray, name: str) -> np.ndarray:
         values = np.asarray(scores, dtype=float).reshape(-1)
         if len(values) != len(self.X_val_):
@@ -167,6 +174,7 @@ class RouterEstimator(ABC):
         if features is None:
             rows = [np.asarray(self._model_features(c), float) for c in columns]
             features = np.vstack(rows) if rows else np.zeros((0, 0))
+        evidence, feature_std = self.pool_evidence(scores)
         return Pool(
             names=tuple(names),
             costs=np.asarray(costs, dtype=float),
@@ -174,7 +182,20 @@ class RouterEstimator(ABC):
             features=features,
             endpoints=tuple(endpoints),
             revision=revision,
+            evidence=evidence,
+            feature_std=feature_std,
         )
+
+    def pool_evidence(self, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``model_evidence`` of every column of (n_representative, m) scores, stacked (m, F)."""
+        described = [self.model_evidence(scores[:, j]) for j in range(scores.shape[1])]
+        if not described or any(d is None for d in described):
+            return None, None
+        evidence = np.vstack([d[0] for d in described if d is not None])
+        stds = [d[1] for d in described if d is not None]
+        if any(s is None for s in stds):
+            return evidence, None
+        return evidence, np.vstack([s for s in stds if s is not None])
 
     # ------------------------------------------------------------------ prediction
     def predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:

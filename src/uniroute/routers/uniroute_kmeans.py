@@ -16,6 +16,8 @@ from uniroute._checks import non_negative_number
 from uniroute.errors import RouterError
 from uniroute.pool import Pool
 from uniroute.routers.base import RouterEstimator
+from uniroute.routers.psi_prior import STATE_PREFIX as PRIOR_STATE_PREFIX
+from uniroute.routers.psi_prior import PsiPrior
 from uniroute.routers.selection import (
     best_candidate,
     check_auto_or_positive_int,
@@ -98,21 +100,35 @@ def fit_kmeans(X_normalized: np.ndarray, n_clusters: int, random_state: int | No
     return kmeans.fit(X_normalized).cluster_centers_
 
 
+#: How a model's Psi is estimated from its representative-prompt scores: "population" is the
+#: posterior under a prior fitted on the training LLMs (``psi_prior.PsiPrior``); "own-mean"
+#: shrinks each cluster toward the model's own mean error (the rule before the prior existed).
+PSI_PRIORS = ("population", "own-mean")
+
+
 class ClusterProfileRouter(RouterEstimator):
     """Shared state of the UniRoute routers: K-means clusters and per-cluster model errors Psi.
 
     Learned state: ``centroids_`` (K, D) on L2-normalised embeddings, ``n_clusters_``,
-    ``val_clusters_`` (cluster of each representative prompt) and ``selection_scores_``
-    ({K: cross-validated score}, empty when K was given).
+    ``val_clusters_`` (cluster of each representative prompt), ``selection_scores_``
+    ({K: cross-validated score}, empty when K was given) and, with ``psi_prior="population"``,
+    ``psi_prior_`` (the population prior of Psi, fitted on the training LLMs' errors on the
+    training prompts).
     """
 
     n_clusters: str | int
     k_grid: Sequence[int]
     prior_strength: float
+    psi_prior: str
     random_state: int | None
+    psi_prior_: PsiPrior | None
 
-    def _fit_clusters(self, X_train: np.ndarray, S_val: np.ndarray, costs: np.ndarray) -> None:
+    def _fit_clusters(
+        self, X_train: np.ndarray, S_train: np.ndarray, S_val: np.ndarray, costs: np.ndarray
+    ) -> None:
         """Fit K-means on the training prompts, choosing K by 2-fold validation when "auto"."""
+        if self.psi_prior not in PSI_PRIORS:
+            raise RouterError(f"psi_prior must be one of {PSI_PRIORS}, got {self.psi_prior!r}")
         n_clusters = check_auto_or_positive_int(self.n_clusters, "n_clusters")
         grid = check_grid(self.k_grid, "k_grid")
         prior_strength = non_negative_number(self.prior_strength, "prior_strength", RouterError)
@@ -123,6 +139,14 @@ class ClusterProfileRouter(RouterEstimator):
         X_train = normalize_rows(X_train)
         X_val = normalize_rows(self.X_val_)
         errors_val = 1.0 - np.asarray(S_val, dtype=float)
+        errors_train = 1.0 - np.asarray(S_train, dtype=float)
+        population = self.psi_prior == "population"
+
+        def prior_for(centroids: np.ndarray) -> PsiPrior | None:
+            if not population:
+                return None
+            labels = assign_clusters(X_train, centroids)
+            return PsiPrior.from_prompt_errors(labels, errors_train, len(centroids))
 
         if n_clusters != "auto":
             if n_clusters > n_train:
@@ -137,15 +161,24 @@ class ClusterProfileRouter(RouterEstimator):
                 )
             fitted = {k: fit_kmeans(X_train, k, random_state) for k in candidates}
             val_labels = {k: assign_clusters(X_val, c) for k, c in fitted.items()}
+            priors = {k: prior_for(c) for k, c in fitted.items()}
 
             def fold_errors(k: int, describe: np.ndarray, evaluate: np.ndarray) -> np.ndarray:
-                profile = cluster_error_profile(
-                    val_labels[k][describe],
-                    errors_val[describe],
-                    k,
-                    prior_strength,
-                    fold_prior_errors(errors_val, describe),
-                )
+                # Each candidate K is scored with the same Psi rule the router will use.
+                prior = priors[k]
+                if prior is None:
+                    profile = cluster_error_profile(
+                        val_labels[k][describe],
+                        errors_val[describe],
+                        k,
+                        prior_strength,
+                        fold_prior_errors(errors_val, describe),
+                    )
+                else:
+                    mean, _ = prior.posterior_from_prompts(
+                        val_labels[k][describe], errors_val[describe]
+                    )
+                    profile = np.atleast_2d(mean).T
                 return profile[val_labels[k][evaluate]]
 
             scores = cross_validate(candidates, fold_errors, S_val, costs, random_state)
@@ -154,12 +187,34 @@ class ClusterProfileRouter(RouterEstimator):
         self.centroids_ = centroids
         self.n_clusters_ = len(centroids)
         self.val_clusters_ = assign_clusters(X_val, centroids)
+        self.psi_prior_ = prior_for(centroids)
+
+    def describe_models(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Psi rows (m, K) of models with these (n_representative, m) scores, and their std.
+
+        The std is the posterior standard deviation under the population prior (None with the
+        own-mean rule, which has no uncertainty model).
+        """
+        errors = 1.0 - np.asarray(scores, dtype=float).reshape(len(self.val_clusters_), -1)
+        if self.psi_prior_ is None:
+            profile = cluster_error_profile(
+                self.val_clusters_, errors, self.n_clusters_, float(self.prior_strength)
+            )
+            return np.atleast_2d(profile.T), None
+        mean, std = self.psi_prior_.posterior_from_prompts(self.val_clusters_, errors)
+        return np.atleast_2d(mean), np.atleast_2d(std)
 
     def _model_features(self, scores: np.ndarray) -> np.ndarray:
-        """Psi(h): the model's shrunk mean error in each cluster of the representative prompts."""
-        return cluster_error_profile(
-            self.val_clusters_, 1.0 - scores, self.n_clusters_, float(self.prior_strength)
-        )
+        """Psi(h): the model's estimated error in each cluster of the representative prompts."""
+        return self.describe_models(scores)[0][0]
+
+    def model_evidence(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per cluster: the model's number of scored representative prompts, and Psi's std."""
+        values = self._check_scores(scores, "model")
+        observed = np.isfinite(values)
+        counts = np.bincount(self.val_clusters_[observed], minlength=self.n_clusters_)
+        _, std = self.describe_models(values)
+        return counts.astype(float), None if std is None else std[0]
 
     def clusters(self, X: np.ndarray) -> np.ndarray:
         """Hard cluster index k(x) of each prompt embedding."""
@@ -185,14 +240,22 @@ class ClusterProfileRouter(RouterEstimator):
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         grid = np.array(sorted(self.selection_scores_), dtype=int)
+        prior = {} if self.psi_prior_ is None else self.psi_prior_.state_arrays()
         return {
             "centroids": self.centroids_,
             "val_clusters": self.val_clusters_,
             "selection_k": grid,
             "selection_scores": np.array([self.selection_scores_[k] for k in grid], dtype=float),
+            **prior,
         }
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if any(key.startswith(PRIOR_STATE_PREFIX) for key in arrays):
+            self.psi_prior_ = PsiPrior.from_arrays(arrays)
+        else:
+            # Saved before the population prior existed: keep the rule it was built with.
+            self.psi_prior_ = None
+            self.psi_prior = "own-mean"
         self.centroids_ = arrays["centroids"]
         self.n_clusters_ = len(self.centroids_)
         self.val_clusters_ = arrays["val_clusters"]
@@ -210,10 +273,14 @@ class UniRouteKMeans(ClusterProfileRouter):
 
         Psi_k(h) = (sum_{i in k, observed} err_i(h) + a * g(h)) / (n_k(h) + a),
 
-    its error on the representative prompts of cluster k, shrunk toward its overall mean
-    validation error g(h) with a = ``prior_strength`` pseudo-counts: a cluster with no
-    representative prompt, or where all of h's scores are missing, gets g(h); missing scores are
-    skipped, never read as errors.
+    its error on the representative prompts of cluster k. With ``psi_prior="population"`` (the
+    default) Psi(h) is the posterior mean under a Gaussian prior of per-cluster errors fitted on
+    the training LLMs (``psi_prior.PsiPrior``): a cluster where h has no score is predicted from
+    the clusters where it has, through how the training LLMs' errors go together, and a sparse
+    cluster is pulled toward that prediction; ``model_evidence`` gives the per-cluster evidence
+    count and posterior std. With ``psi_prior="own-mean"`` Psi_k(h) is shrunk toward h's own
+    overall mean validation error g(h) with a = ``prior_strength`` pseudo-counts (a cluster with
+    no score gets g(h)). Missing scores are skipped, never read as errors.
 
     With ``n_clusters="auto"`` K is chosen from ``k_grid`` (values above the number of training
     prompts are dropped) by 2-fold cross-validation over the validation prompts with the training
@@ -228,11 +295,13 @@ class UniRouteKMeans(ClusterProfileRouter):
         n_clusters: str | int = "auto",
         k_grid: Sequence[int] = DEFAULT_K_GRID,
         prior_strength: float = 1.0,
+        psi_prior: str = "population",
         random_state: int | None = 0,
     ) -> None:
         self.n_clusters = n_clusters
         self.k_grid = k_grid
         self.prior_strength = prior_strength
+        self.psi_prior = psi_prior
         self.random_state = random_state
 
     def _fit(
@@ -243,7 +312,7 @@ class UniRouteKMeans(ClusterProfileRouter):
         S_val: np.ndarray,
         costs: np.ndarray,
     ) -> None:
-        self._fit_clusters(X_train, S_val, costs)
+        self._fit_clusters(X_train, S_train, S_val, costs)
 
     def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
         return pool.features[:, self.clusters(X)].T

@@ -21,7 +21,6 @@ from uniroute.routers.selection import check_random_state
 from uniroute.routers.uniroute_kmeans import (
     DEFAULT_K_GRID,
     ClusterProfileRouter,
-    cluster_error_profile,
     normalize_rows,
 )
 
@@ -148,6 +147,7 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         n_clusters: str | int = "auto",
         k_grid: Sequence[int] = DEFAULT_K_GRID,
         prior_strength: float = 1.0,
+        psi_prior: str = "population",
         l2: float | str = "auto",
         l2_grid: Sequence[float] = DEFAULT_L2_GRID,
         max_iter: int = 200,
@@ -157,6 +157,7 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         self.n_clusters = n_clusters
         self.k_grid = k_grid
         self.prior_strength = prior_strength
+        self.psi_prior = psi_prior
         self.l2 = l2
         self.l2_grid = l2_grid
         self.max_iter = max_iter
@@ -191,13 +192,9 @@ class UniRouteLearnedMap(ClusterProfileRouter):
                 raise RouterError("temperature_init must be > 0 (or None to choose it)")
         random_state = check_random_state(self.random_state)
 
-        self._fit_clusters(X_train, S_val, costs)
-        profiles = cluster_error_profile(
-            self.val_clusters_,
-            1.0 - np.asarray(S_val, float),
-            self.n_clusters_,
-            float(self.prior_strength),
-        )
+        self._fit_clusters(X_train, S_train, S_val, costs)
+        # The training LLMs' Psi, by the same rule that describes every model added later.
+        profiles = self.describe_models(S_val)[0].T
         X = normalize_rows(X_train).astype(np.float32)
         S_train = np.asarray(S_train, dtype=float)
         observed = np.isfinite(S_train)

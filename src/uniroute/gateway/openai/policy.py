@@ -105,14 +105,14 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
                 )
             values[_PARAM_NAMES[key]] = _parse_number(raw.strip(), key, "model")
     for header, key in ((LAMBDA_HEADER, "lam"), (MAX_COST_HEADER, "max_cost")):
-        raw = headers.get(header)
-        if raw is None:
+        header_value = headers.get(header)
+        if header_value is None:
             continue
-        value = _parse_number(raw.strip(), f"header {header}", header)
+        value = _parse_number(header_value.strip(), f"header {header}", header)
         if key in values and values[key] != value:
             raise ApiError(
                 400,
-                f"header {header}: {raw} contradicts the model field {model!r}",
+                f"header {header}: {header_value} contradicts the model field {model!r}",
                 param=header,
                 code="invalid_routing_policy",
             )
