@@ -14,11 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute.artifact import Artifact, build_artifact
+from uniroute.artifact import Artifact
 from uniroute.data.dataset import RoutingDataset
 from uniroute.deployment import Router
-from uniroute.deployment.pool_changes import add_scored_model, calibrate, seed_registry
-from uniroute.embeddings import make_encoder
+from uniroute.deployment.pool_changes import (
+    add_scored_model,
+    calibrate,
+    remove_model,
+    seed_registry,
+)
 from uniroute.errors import CalibrationError
 from uniroute.pool import Pool
 from uniroute.registry import ModelCost, ModelRecord, Registry
@@ -27,6 +31,8 @@ from uniroute.tradeoff import DeferralCurve, deferral_curve, route_argmin
 
 TOLERANCE = 1e-12
 HELD_OUT = "gpt-4-1106-preview"
+#: The one training model of the shared artifact without a score on some representative prompt.
+INCOMPLETE = "gpt-3.5-turbo-1106"
 
 
 def _targets(curve: DeferralCurve, pool: Pool) -> list[Target]:
@@ -86,35 +92,30 @@ def test_policies_lie_on_the_curve_of_the_deployed_pool(
     assert checked >= 20
 
 
-@pytest.fixture(scope="module")
-def complete_artifact(arc_dataset: RoutingDataset, arc_holdout_models, tmp_path_factory):
-    """An ARC artifact built the same way, on the prompts every model has a score for."""
-    rows = np.flatnonzero(np.isfinite(arc_dataset.scores).all(axis=1))
-    return build_artifact(
-        arc_dataset.subset(rows),
-        tmp_path_factory.mktemp("complete") / "artifact",
-        encoder=make_encoder("tfidf", n_components=32),
-        router="uniroute-kmeans",
-        router_params={"n_clusters": 6},
-        holdout_models=arc_holdout_models,
-        val_fraction=0.25,
-        seed=3,
-    )
-
-
 def test_stored_policies_lie_on_the_curve_of_the_representative_prompts(
-    complete_artifact: Artifact, tmp_path: Path
+    arc_artifact: Artifact, tmp_path: Path
 ) -> None:
-    """The deployed path end to end: `calibrate` over the registry's pool, stored and reloaded."""
+    """The deployed path end to end: `calibrate` over the registry's pool, stored and reloaded.
+
+    The pool is the shared artifact's training models scored on every representative prompt:
+    all of them but the one with missing scores there (see ``arc_artifact``).
+    """
     registry = Registry(tmp_path / "pool.db")
-    seed_registry(complete_artifact, registry)
-    router = Router.load(complete_artifact, registry)
+    seed_registry(arc_artifact, registry)
+    router = Router.load(arc_artifact, registry)
+    seeded = router.snapshot.pool
+    missing = [
+        name for name in seeded.names if np.isnan(seeded.scores[:, seeded.index(name)]).any()
+    ]
+    assert missing == [INCOMPLETE]
+    remove_model(router, INCOMPLETE)
     pool = router.snapshot.pool
+    assert len(pool) == len(arc_artifact.training_models) - 1 >= 5
     assert np.isfinite(pool.scores).all()
-    estimator = complete_artifact.router
+    estimator = arc_artifact.router
     errors = estimator.predict_error(estimator.X_val_, pool)
     curve = deferral_curve(errors, pool.costs, pool.scores)
-    assert curve.n_prompts == len(complete_artifact.prompt_ids)
+    assert curve.n_prompts == len(arc_artifact.prompt_ids)
 
     checked = 0
     for target in _targets(curve, pool):
@@ -124,7 +125,7 @@ def test_stored_policies_lie_on_the_curve_of_the_representative_prompts(
             continue
         _assert_on_curve(policy, curve, errors, pool.costs, pool.scores)
         # The stored default is that same point: a fresh process routes at it.
-        reloaded = Router.load(complete_artifact, registry.path).snapshot.policy
+        reloaded = Router.load(arc_artifact, registry.path).snapshot.policy
         assert reloaded == policy
         assert reloaded.pool_fingerprint == router.snapshot.fingerprint
         checked += 1

@@ -296,9 +296,7 @@ def area(curve: DeferralCurve, max_cost: float) -> float:
 
 
 # ---------------------------------------------------------------------------- input checks
-def _check_errors_and_costs(
-    errors: np.ndarray, costs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _check_errors_and_costs(errors: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     errors = np.asarray(errors, dtype=float)
     if errors.ndim != 2 or 0 in errors.shape:
         raise ValueError(

@@ -32,6 +32,8 @@ from uniroute.registry import ModelCost, ModelRecord, Registry
 from uniroute.registry.calibration import make_target
 
 HELD_OUT = "gpt-4-1106-preview"
+#: A training model of the shared artifact, re-priced by a bare registry.
+REPRICED = "meta/llama-2-70b-chat"
 UNREACHABLE = "http://127.0.0.1:9/v1"
 
 
@@ -195,13 +197,13 @@ def test_changes_through_a_router_are_routed_on_return(seeded) -> None:
 def test_changes_through_a_bare_registry_reach_routers_at_their_next_refresh(seeded) -> None:
     registry = Registry(seeded.registry.path)
     set_enabled(registry, "claude-v1", False)
-    set_cost(registry, "claude-instant-v1", ModelCost(per_query=0.125))
+    set_cost(registry, REPRICED, ModelCost(per_query=0.125))
     remove_model(registry, "zero-one-ai/Yi-34B-Chat")
     assert "claude-v1" in seeded.snapshot.pool  # not refreshed yet
     assert seeded.refresh() is True
     pool = seeded.snapshot.pool
     assert "claude-v1" not in pool and "zero-one-ai/Yi-34B-Chat" not in pool
-    assert pool.cost("claude-instant-v1") == 0.125
+    assert pool.cost(REPRICED) == 0.125
 
 
 def test_calibrate_stores_the_policy_unless_told_not_to(seeded) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uniroute.artifact import Artifact, build_artifact
+from uniroute.artifact import Artifact
 from uniroute.data.dataset import RoutingDataset
 from uniroute.deployment import Decision, Router, Snapshot
 from uniroute.deployment.pool_changes import (
@@ -21,13 +21,14 @@ from uniroute.deployment.pool_changes import (
     set_cost,
     set_enabled,
 )
-from uniroute.embeddings import make_encoder
 from uniroute.errors import RouterError, StateError
 from uniroute.registry import ModelCost, ModelRecord, Registry
 from uniroute.registry.calibration import make_target
-from uniroute.routers import KNNRouter
+from uniroute.routers import KNNRouter, make_estimator
 
 HELD_OUT = "gpt-4-1106-preview"
+#: A training model of the shared artifact, switched off and on by the snapshot tests.
+TOGGLED = "meta/llama-2-70b-chat"
 
 
 @pytest.fixture
@@ -127,6 +128,11 @@ def test_decision_is_json_serialisable(router: Router, arc_dataset: RoutingDatas
     assert set(data) == {
         "model",
         "estimated_error",
+        "error_interval",
+        "evidence",
+        "risk",
+        "not_servable",
+        "evidence_by_model",
         "cost",
         "lam",
         "max_cost",
@@ -280,9 +286,9 @@ def test_a_snapshot_is_an_unchanging_value(
     names, costs = old.pool.names, old.pool.costs.copy()
     before = [d.to_dict() for d in router.route_embeddings(X, lam=10.0)]
     set_cost(router, "claude-v1", ModelCost(per_query=0.0))
-    set_enabled(router, "claude-instant-v1", False)
+    set_enabled(router, TOGGLED, False)
     assert router.snapshot is not old and router.snapshot.revision > old.revision
-    assert "claude-instant-v1" not in router.snapshot.pool
+    assert TOGGLED not in router.snapshot.pool
     # The old snapshot still describes the pool it was read at, and routes as it did.
     assert old.pool.names == names
     np.testing.assert_array_equal(old.pool.costs, costs)
@@ -315,7 +321,7 @@ def test_routing_is_safe_while_the_pool_changes(
         thread.start()
     try:
         for round_number in range(15):
-            set_enabled(router, "claude-instant-v1", round_number % 2 == 1)
+            set_enabled(router, TOGGLED, round_number % 2 == 1)
             set_cost(
                 router, "WizardLM/WizardLM-13B-V1.2", ModelCost(per_query=0.001 * round_number)
             )
@@ -396,18 +402,27 @@ def test_policy_is_flagged_stale_when_its_target_cannot_be_met(
 
 
 # ----------------------------------------------------------------------- cluster weights
+def _training_data(artifact: Artifact, dataset: RoutingDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings and training models' scores of the artifact's training prompts (the
+    prompts of the data that are not representative prompts)."""
+    representative = set(artifact.prompt_ids)
+    train = [i for i, pid in enumerate(dataset.prompt_ids) if pid not in representative]
+    columns = [dataset.model_index(m) for m in artifact.training_models]
+    X_train = artifact.encoder.encode([str(dataset.prompts[i]) for i in train])
+    return X_train, dataset.scores[np.ix_(train, columns)]
+
+
 def test_learned_cluster_map_gives_soft_cluster_weights(
-    arc_dataset: RoutingDataset, arc_holdout_models: list[str], tmp_path: Path
+    arc_artifact: Artifact, arc_dataset: RoutingDataset, tmp_path: Path
 ) -> None:
-    learned = build_artifact(
-        arc_dataset,
-        tmp_path / "learned",
-        encoder=make_encoder("tfidf", n_components=16),
-        router="uniroute-learned",
-        router_params={"n_clusters": 4, "max_iter": 30},
-        holdout_models=arc_holdout_models,
-        val_fraction=0.25,
+    # The same artifact with a learned cluster map fitted on the same prompts.
+    estimator = make_estimator("uniroute-learned", n_clusters=4, max_iter=30).fit(
+        *_training_data(arc_artifact, arc_dataset),
+        arc_artifact.router.X_val_,
+        arc_artifact.training_scores,
+        arc_artifact.training_costs,
     )
+    learned = dataclasses.replace(arc_artifact, router=estimator)
     with Registry(tmp_path / "pool.db") as registry:
         seed_registry(learned, registry)
     router = Router.load(learned, tmp_path / "pool.db")
@@ -429,13 +444,8 @@ def test_routers_without_clusters_give_no_cluster(
     router: Router, arc_artifact: Artifact, arc_dataset: RoutingDataset, tmp_path: Path
 ) -> None:
     # The same artifact with a k-NN estimator fitted on the same representative prompts.
-    representative = set(arc_artifact.prompt_ids)
-    train = [i for i, pid in enumerate(arc_dataset.prompt_ids) if pid not in representative]
-    columns = [arc_dataset.model_index(m) for m in arc_artifact.training_models]
-    X_train = arc_artifact.encoder.encode([str(arc_dataset.prompts[i]) for i in train])
     knn = KNNRouter().fit(
-        X_train,
-        arc_dataset.scores[np.ix_(train, columns)],
+        *_training_data(arc_artifact, arc_dataset),
         arc_artifact.router.X_val_,
         arc_artifact.training_scores,
         arc_artifact.training_costs,

@@ -1,6 +1,8 @@
-"""Session fixtures of the gateway tests: a small artifact, replay upstreams, distinct prompts.
+"""Session fixtures of the gateway tests: the shared artifact's directory, replay upstreams,
+distinct prompts.
 
-The ARC data itself (``arc_file``, ``arc_dataset``) comes from the top-level conftest.
+The ARC data itself (``arc_file``, ``arc_dataset``) and the artifact (``arc_artifact``) come from
+the top-level conftest.
 """
 
 from __future__ import annotations
@@ -10,21 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.support import EXPENSIVE, HELD_OUT, POOL, TO_ONBOARD, UPSTREAM_KEY_ENV, child_env
-from uniroute.artifact import build_artifact
-from uniroute.embeddings import make_encoder
 from uniroute.testing.replay import start_replays
 
 
 @pytest.fixture(scope="session")
-def artifact_dir(tmp_path_factory: pytest.TempPathFactory, arc_dataset) -> Path:
-    """A small tf-idf + K-means artifact (K=5, ~130 representative prompts), built once."""
-    out = tmp_path_factory.mktemp("gateway") / "artifact"
-    build_artifact(
-        arc_dataset, out, encoder=make_encoder("tfidf", n_components=64, max_features=20000),
-        router="uniroute-kmeans", holdout_models=[HELD_OUT], val_fraction=0.3, seed=0,
-        router_params={"n_clusters": 5},
-    )  # fmt: skip
-    return out
+def artifact_dir(arc_artifact, arc_holdout_models: list[str]) -> Path:
+    """The directory of the session's shared ARC artifact (tf-idf + K-means, K=6), read only.
+
+    HELD_OUT is one of the models it leaves out; TO_ONBOARD is one of its training models.
+    """
+    assert HELD_OUT in arc_holdout_models and TO_ONBOARD in arc_artifact.training_models
+    return arc_artifact.path
 
 
 @pytest.fixture(scope="session")

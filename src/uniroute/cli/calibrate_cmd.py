@@ -16,8 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="find lambda for a target on the representative prompts and make it the default",
         description=(
             "Solve a target on the representative prompts with the current pool and store the "
-            "resulting lambda as the default policy. Expected cost and quality are measured on "
-            "the same prompts the models' Psi were computed from, so they are optimistic."
+            "resulting lambda as the default policy. When any enabled model has an endpoint, "
+            "only those models are solved over (the gateway can call no other). Expected cost "
+            "and quality are out-of-sample: each prompt's estimated errors are cross-fitted "
+            "(k-fold) from the other prompts' scores, and a missing score counts as 1 - its "
+            "estimated error."
         ),
     )
     target = parser.add_mutually_exclusive_group(required=True)
@@ -56,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
     router = Router.load(artifact, registry_path(args))
     policy = calibrate(router, target, store=not args.dry_run)
+    left_out = policy.left_out(router.snapshot.pool.names)
     if args.json:
-        print(json.dumps({**policy.to_dict(), "stored": not args.dry_run}, indent=2))
+        body = {**policy.to_dict(), "left_out_no_endpoint": left_out, "stored": not args.dry_run}
+        print(json.dumps(body, indent=2))
         return 0
     print(f"target: {policy.target.describe()}")
     print(f"lambda = {policy.lam:.6g}")
@@ -66,8 +71,13 @@ def run(args: argparse.Namespace) -> int:
     if policy.target.kind == "share":
         print(f"share of {policy.target.model}: {policy.achieved:.1%}")
     print(
-        f"(on {policy.n_prompts} representative prompts with {len(router.snapshot.pool)} enabled "
-        "models; in-sample, so optimistic)"
+        f"({policy.describe_basis()}, on all {policy.n_prompts} representative prompts; "
+        f"{policy.n_estimated} of them count through an estimated quality, their chosen model "
+        "having no score)"
     )
+    which = "servable models (with an endpoint)" if policy.servable_only else "enabled models"
+    print(f"solved over {len(policy.models)} {which}: {', '.join(policy.models)}")
+    if left_out:
+        print(f"left out, no endpoint: {', '.join(left_out)}")
     print("stored as the default policy" if not args.dry_run else "not stored (--dry-run)")
     return 0

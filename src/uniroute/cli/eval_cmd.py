@@ -7,6 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from uniroute.evaluation.promises import Promise
+    from uniroute.pool import Pool
+    from uniroute.routers.base import RouterEstimator
 
 ALL_ROUTERS = ("uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "oracle", "random")
 
@@ -34,7 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--routers",
         default=",".join(ALL_ROUTERS),
-        help=f"comma-separated, from {','.join(ALL_ROUTERS)}",
+        help=(
+            f"comma-separated, from {','.join(ALL_ROUTERS)}; a UniRoute router may carry its Psi "
+            "prior, NAME:population or NAME:own-mean (e.g. uniroute-kmeans,uniroute-kmeans:own-mean"
+            " evaluates both on the same splits; results are keyed by that label)"
+        ),
     )
     parser.add_argument("--encoder", default="minilm", help="prompt encoder: minilm or tfidf")
     parser.add_argument(
@@ -56,6 +68,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="{}",
         help='JSON {router: {param: value}}, e.g. \'{"uniroute-kmeans": {"n_clusters": 20}}\'',
     )
+    parser.add_argument(
+        "--onboard-prompts",
+        metavar="LIST",
+        help=(
+            "also score every router with the unseen LLMs described from only N representative "
+            "prompts, e.g. 10,25,50,100,all (a seeded subset per trial, the same for all routers)"
+        ),
+    )
+    parser.add_argument(
+        "--missing-task",
+        metavar="TASK",
+        help=(
+            "also score every router with the unseen LLMs' scores on one task's representative "
+            "prompts removed: a task name, or 'each' (one task drawn per trial)"
+        ),
+    )
+    parser.add_argument(
+        "--calibrate-quality",
+        type=float,
+        metavar="Q",
+        help=(
+            "per trial and router, calibrate lambda on the representative prompts to expected "
+            "quality >= Q with the unseen pool, and report the realised test quality"
+        ),
+    )
+    parser.add_argument(
+        "--calibrate-cost",
+        type=float,
+        metavar="C",
+        help="the same for expected cost per query <= C",
+    )
     parser.add_argument("--out", type=Path, default=Path("out/eval"), help="output folder")
     parser.add_argument(
         "--cache-dir", type=Path, help="embedding cache folder (default: UNIROUTE_CACHE or .cache)"
@@ -74,7 +117,21 @@ def _parse_split(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(
             f"--split {text!r}: expected three fractions, got {len(parts)}"
         )
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
+
+
+def product_calibrator(
+    estimator: RouterEstimator, X_rep: np.ndarray, pool: Pool, kind: str, value: float
+) -> Promise:
+    """Solve a target as the product calibrates: cross-fitted estimates of the representative
+    prompts (``RouterEstimator.cross_fitted_errors``) into ``registry.calibration.solve_target``.
+    """
+    from uniroute.evaluation.promises import Promise
+    from uniroute.registry.calibration import Target, solve_target
+
+    errors = estimator.cross_fitted_errors(X_rep, pool, folds=5, seed=0)
+    policy = solve_target(errors, pool.costs, pool.scores, list(pool.names), Target(kind, value))
+    return Promise(policy.lam, policy.expected_quality, policy.expected_cost)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,12 +140,19 @@ def run(args: argparse.Namespace) -> int:
 
     from uniroute.data.loading import load_dataset
     from uniroute.embeddings.factory import ENCODERS, cached, make_encoder
-    from uniroute.errors import DataError
-    from uniroute.evaluation.report import results_table_markdown, write_results
+    from uniroute.errors import DataError, RouterError
+    from uniroute.evaluation.evidence import evidence_settings, parse_onboard_prompts
+    from uniroute.evaluation.report import (
+        calibration_table_markdown,
+        evidence_tables_markdown,
+        results_table_markdown,
+        write_results,
+    )
+    from uniroute.evaluation.specs import VARIANT_SEPARATOR, router_specs
     from uniroute.evaluation.trials import TrialConfig, run_trials
 
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
-    unknown = [r for r in routers if r not in ALL_ROUTERS]
+    unknown = [r for r in routers if r.partition(VARIANT_SEPARATOR)[0] not in ALL_ROUTERS]
     if unknown:
         raise DataError(f"--routers: unknown router(s) {unknown}; choose from {list(ALL_ROUTERS)}")
     if args.encoder not in ENCODERS:
@@ -101,6 +165,21 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--router-params is not valid JSON: {exc}") from None
     if not isinstance(router_params, dict):
         raise DataError("--router-params must be a JSON object {router: {param: value}}")
+    try:
+        router_specs(routers, router_params)
+    except RouterError as exc:
+        raise DataError(f"--routers: {exc}") from None
+    onboard = [] if args.onboard_prompts is None else parse_onboard_prompts(args.onboard_prompts)
+    evidence = evidence_settings(onboard, args.missing_task)
+    targets = {}
+    if args.calibrate_quality is not None:
+        if not 0 <= args.calibrate_quality <= 1:
+            raise DataError(f"--calibrate-quality {args.calibrate_quality:g} must lie in [0, 1]")
+        targets["quality"] = args.calibrate_quality
+    if args.calibrate_cost is not None:
+        if not args.calibrate_cost >= 0:
+            raise DataError(f"--calibrate-cost {args.calibrate_cost:g} must be >= 0")
+        targets["cost"] = args.calibrate_cost
 
     started = time.perf_counter()
     dataset = load_dataset(args.data, args.format, costs=args.costs)
@@ -124,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         fractions=args.split,
         router_params=router_params,
+        evidence=evidence,
+        calibration_targets=targets,
+        calibrator=product_calibrator if targets else None,
     )
     fixed_embeddings, encoder_id = None, None
     encoder_needs_fit = args.encoder == "tfidf"
@@ -171,6 +253,9 @@ def run(args: argparse.Namespace) -> int:
         max_cost=first.max_cost,
     )
     print(results_table_markdown(results))
+    for extra in (evidence_tables_markdown(results), calibration_table_markdown(results)):
+        if extra:
+            print(extra)
     print(
         f"wrote {args.out}/results.json, results.md, deferral.png in {results['seconds']}s",
         file=sys.stderr,

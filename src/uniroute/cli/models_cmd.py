@@ -176,6 +176,8 @@ def run_add(args: argparse.Namespace) -> int:
             f"  ignored {len(added.unknown_ids)} prompt id(s) that are not representative prompts: "
             f"{shown}{more}"
         )
+    for warning in added.evidence_warnings:
+        print(f"  warning: {warning}")
     snapshot = router.snapshot
     state = "routable now" if not args.disabled else "added disabled (not routed to)"
     print(
@@ -242,6 +244,7 @@ def run_show(args: argparse.Namespace) -> int:
     info["mean_score"] = sum(scores.values()) / len(scores) if scores else None
     if artifact_given(args):
         from uniroute.artifact import Artifact
+        from uniroute.deployment.evidence import cluster_evidence, task_warnings
 
         artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
         per_task: dict[str, list[float]] = {}
@@ -252,6 +255,10 @@ def run_show(args: argparse.Namespace) -> int:
             task: {"accuracy": sum(v) / len(v), "n": len(v)} for task, v in sorted(per_task.items())
         }
         info["representative_prompts"] = len(artifact.representative_prompts)
+        clusters = cluster_evidence(artifact, scores)
+        if clusters:
+            info["clusters"] = [row.to_dict() for row in clusters]
+        info["evidence_warnings"] = task_warnings(artifact, scores)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -267,6 +274,17 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"  scores      {len(scores)} (mean {mean})")
     for task, entry in info.get("accuracy_per_task", {}).items():
         print(f"    {task:<28} {entry['accuracy']:6.1%}  ({entry['n']} prompts)")
+    if info.get("clusters"):
+        print("  estimated error per cluster (evidence: scored / representative prompts)")
+        for row in info["clusters"]:
+            spread = "" if row["std"] is None else f" ± {1.96 * row['std']:.3f}"
+            flag = "  no evidence: predicted from other clusters" if row["n_scored"] == 0 else ""
+            print(
+                f"    cluster {row['cluster']:>2}  {row['estimated_error']:.3f}{spread:<9}  "
+                f"{row['n_scored']:>4}/{row['n_prompts']:<4} mostly {row['main_task']}{flag}"
+            )
+    for warning in info.get("evidence_warnings", []):
+        print(f"  warning: {warning}")
     print(f"  added {record.created_at}, updated {record.updated_at}")
     return 0
 

@@ -187,12 +187,12 @@ def _unique_prompt_ids(
                 f"{row_names[i]}: duplicate row for sample_id {ids[i]!r} with the same prompt "
                 f"(first given at {row_names[first_with_prompt[key]]})"
             )
-        first_with_prompt[key] = i
+        first_with_prompt[key] = int(i)
     for i in np.flatnonzero(repeated):
         ids[i] = f"{sample_ids[i]}#{labels[i]}"
     clash = pd.Series(ids).duplicated(keep=False).to_numpy()
     if clash.any():
-        i, j = (int(k) for k in np.flatnonzero(clash)[:2])
+        i, j = np.flatnonzero(clash)[:2]
         raise DataError(
             f"{row_names[j]}: sample_id {sample_ids[j]!r} and row label {labels[j]!r} repeat "
             f"those at {row_names[i]}; RouterBench row labels must be unique"

@@ -20,16 +20,23 @@ class DecisionBatch:
     objective: np.ndarray
     allowed: np.ndarray
     weights: np.ndarray | None
+    error_std: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Decision:
     """Where one prompt goes, and why.
 
-    ``model`` minimises ``estimated_error + lam * cost`` among the allowed models (every model of
-    the pool, or those within ``max_cost``); ``ranking`` lists the allowed models best-first (ties
-    to the cheaper), for fallback. ``estimated_error`` and ``cost`` are the chosen model's;
-    ``estimated_errors``, ``costs`` and ``objectives`` map every pool model to its own.
+    ``model`` minimises ``estimated_error + lam * cost`` among the allowed models: the pool's
+    servable models (those with an endpoint) when it has any, else every model, within
+    ``max_cost`` when one is given; so the model named here is the one the gateway calls first.
+    ``ranking`` lists the allowed models best-first (ties to the cheaper), for fallback;
+    ``not_servable`` the enabled models left out for having no endpoint. ``risk`` is the number
+    of standard deviations added to every estimate before the argmin (0: decide on the mean).
+    ``estimated_error`` and ``cost`` are the chosen model's; ``evidence`` counts the
+    representative prompts behind that estimate on this prompt's cluster and ``error_interval``
+    is its 95% interval (None when the estimator gives no uncertainty). ``estimated_errors``,
+    ``costs`` and ``objectives`` map every pool model to its own.
     ``cluster`` is the prompt's (dominant) cluster and ``cluster_weights`` its Phi(x), for the
     cluster-based routers. ``policy`` says where ``lam`` came from ("default", "explicit",
     "max_cost" or "uncalibrated"); ``warning`` is set when the default policy is missing or stale.
@@ -45,6 +52,7 @@ class Decision:
     warning: str | None
     batch: DecisionBatch = field(repr=False)
     row: int = field(repr=False)
+    risk: float = 0.0
 
     @property
     def pool(self) -> Pool:
@@ -60,6 +68,37 @@ class Decision:
     def cost(self) -> float:
         """The chosen model's expected cost per query."""
         return self.pool.cost(self.model)
+
+    @property
+    def evidence(self) -> int | None:
+        """Representative prompts behind the chosen model's estimate on this prompt's cluster."""
+        if self.pool.evidence is None or self.cluster is None:
+            return None
+        return int(self.pool.evidence[self.pool.index(self.model), self.cluster])
+
+    @property
+    def error_interval(self) -> tuple[float, float] | None:
+        """A 95% interval of the chosen model's error on this prompt (None: no uncertainty)."""
+        if self.batch.error_std is None:
+            return None
+        std = float(self.batch.error_std[self.row, self.pool.index(self.model)])
+        center = self.estimated_error
+        return max(0.0, center - 1.96 * std), min(1.0, center + 1.96 * std)
+
+    @functools.cached_property
+    def evidence_by_model(self) -> dict[str, int] | None:
+        """Representative prompts behind each pool model's estimate on this prompt's cluster."""
+        if self.pool.evidence is None or self.cluster is None:
+            return None
+        column = self.pool.evidence[:, self.cluster].astype(int).tolist()
+        return dict(zip(self.pool.names, column, strict=True))
+
+    @functools.cached_property
+    def not_servable(self) -> list[str]:
+        """Enabled models the gateway cannot call (no endpoint), left out of the ranking."""
+        if not self.pool.servable:
+            return []
+        return [n for n in self.pool.names if self.pool.endpoint(n) is None]
 
     @functools.cached_property
     def estimated_errors(self) -> dict[str, float]:
@@ -94,7 +133,12 @@ class Decision:
     @functools.cached_property
     def over_budget(self) -> list[str]:
         """Models left out because their cost exceeds ``max_cost``."""
-        return [n for n, ok in zip(self.pool.names, self.batch.allowed, strict=True) if not ok]
+        excluded = set(self.not_servable)
+        return [
+            n
+            for n, ok in zip(self.pool.names, self.batch.allowed, strict=True)
+            if not ok and n not in excluded
+        ]
 
     @functools.cached_property
     def cluster_weights(self) -> list[float] | None:
@@ -108,8 +152,11 @@ class Decision:
         return {
             "model": self.model,
             "estimated_error": self.estimated_error,
+            "error_interval": self.error_interval,
+            "evidence": self.evidence,
             "cost": self.cost,
             "lam": self.lam,
+            "risk": self.risk,
             "max_cost": self.max_cost,
             "policy": self.policy,
             "warning": self.warning,
@@ -119,6 +166,8 @@ class Decision:
             "ranking": self.ranking,
             "servable_ranking": self.servable_ranking,
             "over_budget": self.over_budget,
+            "not_servable": self.not_servable,
+            "evidence_by_model": self.evidence_by_model,
             "cluster": self.cluster,
             "cluster_weights": self.cluster_weights,
         }

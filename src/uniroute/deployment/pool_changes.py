@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from uniroute.artifact import Artifact
+from uniroute.deployment.evidence import task_warnings
 from uniroute.deployment.router import Router
 from uniroute.deployment.snapshot import calibrate_pool
 from uniroute.errors import CalibrationError, DataError, ModelExistsError
@@ -37,6 +38,8 @@ class AddedModel:
     n_representative: int
     unknown_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Tasks on which the model has no or thin evidence, each with what to do about it.
+    evidence_warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ def add_scored_model(
         len(artifact.prompt_ids),
         aligned.unknown_ids,
         time.perf_counter() - started,
+        task_warnings(artifact, matched),
     )
 
 

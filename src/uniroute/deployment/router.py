@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -123,22 +123,43 @@ class Router:
             raise RouterError("embed() takes a list of texts; wrap a single prompt in a list")
         return self.artifact.encoder.encode(list(texts), show_progress=False)
 
+    # A str is also a Sequence[str]; the first overload wins for it, as the body does.
+    @overload
+    def route(  # type: ignore[overload-overlap]
+        self, prompt_or_prompts: str, *, lam: float | None = None, max_cost: float | None = None
+    ) -> Decision: ...
+
+    @overload
+    def route(
+        self,
+        prompt_or_prompts: Sequence[str],
+        *,
+        lam: float | None = None,
+        max_cost: float | None = None,
+    ) -> list[Decision]: ...
+
     def route(
         self,
         prompt_or_prompts: str | Sequence[str],
         *,
         lam: float | None = None,
         max_cost: float | None = None,
+        risk: float = 0.0,
     ) -> Decision | list[Decision]:
         """Route one prompt (returns a Decision) or a list of prompts (returns a list)."""
         single = isinstance(prompt_or_prompts, str)
-        prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
+        if isinstance(prompt_or_prompts, str):
+            prompts = [prompt_or_prompts]
+        else:
+            prompts = list(prompt_or_prompts)
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise RouterError(f"prompt {index} is a {type(prompt).__name__}, not a string")
         if not prompts:
             return []
-        decisions = self.route_embeddings(self.embed(prompts), lam=lam, max_cost=max_cost)
+        decisions = self.route_embeddings(
+            self.embed(prompts), lam=lam, max_cost=max_cost, risk=risk
+        )
         return decisions[0] if single else decisions
 
     def route_embeddings(
@@ -147,9 +168,14 @@ class Router:
         *,
         lam: float | None = None,
         max_cost: float | None = None,
+        risk: float = 0.0,
         snapshot: Snapshot | None = None,
     ) -> list[Decision]:
-        """Route pre-embedded prompts (one row each) over one snapshot (default: the current)."""
+        """Route pre-embedded prompts (one row each) over one snapshot (default: the current).
+
+        ``risk`` > 0 decides on ``estimate + risk * std`` (an upper bound of each error) where
+        the estimator gives uncertainties, so thin evidence is not taken for a low error.
+        """
         snapshot = snapshot or self._snapshot
         pool = snapshot.pool
         if not len(pool):
@@ -160,19 +186,24 @@ class Router:
         if X.ndim == 1:
             X = X[None, :]
         lam_value, policy_label, warning = _resolve_lambda(snapshot, lam, max_cost)
+        risk = non_negative_number(risk, "risk", RouterError)
         costs = pool.costs
-        allowed = np.ones(len(costs), dtype=bool)
+        # The gateway can only call models with an endpoint: when the pool has any, the others
+        # are not candidates, so the decision names the model that will really be called.
+        servable = np.array([e is not None for e in pool.endpoints], dtype=bool)
+        allowed = servable.copy() if servable.any() else np.ones(len(costs), dtype=bool)
         if max_cost is not None:
             max_cost = non_negative_number(max_cost, "max_cost", RouterError)
-            allowed = costs <= max_cost * (1 + _MAX_COST_SLACK)
-            if not allowed.any():
-                cheapest = int(np.argmin(costs))
+            within = costs <= max_cost * (1 + _MAX_COST_SLACK)
+            if not (allowed & within).any():
+                cheapest = int(np.argmin(np.where(allowed, costs, np.inf)))
                 raise RouterError(
                     f"no enabled model costs at most {max_cost:g} per query; the cheapest is "
                     f"{pool.names[cheapest]!r} at {costs[cheapest]:g}"
                 )
+            allowed &= within
         estimator = self.artifact.router
-        errors = estimator.predict_error(X, pool)
+        errors = estimator.predict_error(X, pool.pessimistic(risk) if risk else pool)
         objective = errors + lam_value * costs[None, :]
         candidates = np.flatnonzero(allowed)
         choice = candidates[route_argmin(errors[:, candidates], costs[candidates], lam_value)]
@@ -180,7 +211,10 @@ class Router:
             estimator.cluster_weights(X) if isinstance(estimator, ClusterProfileRouter) else None
         )
         clusters = None if weights is None else weights.argmax(axis=1).tolist()
-        batch = DecisionBatch(pool, errors, objective, allowed, weights)
+        error_std = None
+        if weights is not None and pool.feature_std is not None:
+            error_std = weights @ pool.feature_std.T  # Phi(x) . std(Psi(h)): an upper bound
+        batch = DecisionBatch(pool, errors, objective, allowed, weights, error_std)
         return [
             Decision(
                 model=pool.names[j],
@@ -191,6 +225,7 @@ class Router:
                 warning=warning,
                 batch=batch,
                 row=i,
+                risk=risk,
             )
             for i, j in enumerate(choice.tolist())
         ]

@@ -48,12 +48,50 @@ class Snapshot:
         return None if self.policy is None else self.policy.lam
 
 
+#: Folds of the representative prompts the calibration errors are cross-fitted over.
+CALIBRATION_FOLDS = 5
+
+
 def calibrate_pool(artifact: Artifact, pool: Pool, target: Target, fingerprint: str) -> Policy:
-    """Solve ``target`` on the artifact's representative prompts for this pool."""
+    """Solve ``target`` on the artifact's representative prompts for this pool, out of sample.
+
+    The models solved over are the ones traffic can reach: when any pool model has an endpoint,
+    the servable models only (routing picks among those, see ``Router.route_embeddings``), else
+    every enabled model. Their errors are ``cross_fitted_errors`` over ``CALIBRATION_FOLDS``
+    folds, so each prompt's estimate never saw that prompt's scores and the promised expected
+    cost and quality are out-of-sample (a missing score counts as ``1 - estimated error``). At
+    routing time the policy's lambda is applied to the usual estimates, from Psi computed on all
+    the scores (more evidence than any fold had).
+    """
     if not len(pool):
         raise CalibrationError("the pool has no enabled model to calibrate")
-    errors = artifact.router.predict_error(artifact.router.X_val_, pool)
-    return solve_target(errors, pool.costs, pool.scores, list(pool.names), target, fingerprint)
+    servable = pool.servable
+    share_model = target.model if target.kind == "share" else None
+    if servable and share_model in pool and share_model not in servable:
+        raise CalibrationError(
+            f"target model {target.model!r} has no endpoint, so the gateway never sends it "
+            f"traffic; calibration is over the models with one: {list(servable)}"
+        )
+    over = pool.select(servable) if servable else pool
+    estimator = artifact.router
+    n_rep = len(estimator.X_val_)
+    if n_rep >= 2:
+        folds = min(CALIBRATION_FOLDS, n_rep)
+        errors = estimator.cross_fitted_errors(estimator.X_val_, over, folds=folds, seed=0)
+    else:  # one representative prompt cannot be split: in-sample, and the policy says so
+        folds = 0
+        errors = estimator.predict_error(estimator.X_val_, over)
+    return solve_target(
+        errors,
+        over.costs,
+        over.scores,
+        list(over.names),
+        target,
+        fingerprint,
+        out_of_sample=folds > 0,
+        n_folds=folds,
+        servable_only=bool(servable),
+    )
 
 
 class SnapshotReader:

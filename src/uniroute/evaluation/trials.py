@@ -14,9 +14,27 @@ from uniroute.data.dataset import RoutingDataset
 from uniroute.data.splits import split_models, split_prompts
 from uniroute.embeddings.base import Encoder
 from uniroute.errors import RouterError
+from uniroute.evaluation.evidence import (
+    MISSING_TASK,
+    EvidenceSetting,
+    check_missing_task,
+    kept_prompts,
+    partial_scores,
+    subset_order,
+    trial_missing_task,
+)
 from uniroute.evaluation.metrics import evaluate_curve, single_model_points
+from uniroute.evaluation.promises import (
+    CALIBRATION_KINDS,
+    Calibrator,
+    check_promise,
+    summarise_promises,
+)
+from uniroute.evaluation.specs import RouterSpec, prior_partners, router_specs
 from uniroute.evaluation.stats import mean_std, sign_test
+from uniroute.pool import Pool
 from uniroute.routers import ClusterProfileRouter, make_estimator
+from uniroute.routers.base import RouterEstimator
 from uniroute.tradeoff import DeferralCurve, deferral_curve
 
 log = logging.getLogger(__name__)
@@ -27,7 +45,13 @@ SIGN_TEST_BASELINES = ("knn", "zero")
 
 @dataclass
 class TrialConfig:
-    """What to evaluate and how: routers, LLM hold-out size, number of trials, seed."""
+    """What to evaluate and how: routers, LLM hold-out size, number of trials, seed.
+
+    ``routers`` are labels (``NAME`` or ``NAME:PSI_PRIOR``, see :mod:`.specs`). ``evidence``
+    lists extra evidence settings to score every fitted router under (see :mod:`.evidence`);
+    ``calibration_targets`` ({"quality" or "cost": value}) are solved per trial and router by
+    ``calibrator`` and checked on the test prompts (see :mod:`.promises`).
+    """
 
     routers: Sequence[str]
     test_models: int
@@ -35,6 +59,27 @@ class TrialConfig:
     seed: int = 0
     fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
     router_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    evidence: Sequence[EvidenceSetting] = ()
+    calibration_targets: Mapping[str, float] = field(default_factory=dict)
+    calibrator: Calibrator | None = None
+
+    def specs(self) -> list[RouterSpec]:
+        """The router specs of ``routers`` with their parameters."""
+        return router_specs(self.routers, self.router_params)
+
+    def check(self, tasks: Sequence[str] = ()) -> None:
+        """Fail early on an invalid router label, evidence setting or calibration target."""
+        self.specs()
+        labels = [setting.label for setting in self.evidence]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"evidence settings repeat: {labels}")
+        for setting in self.evidence:
+            check_missing_task(setting.missing_task, tasks)
+        unknown = sorted(set(self.calibration_targets) - set(CALIBRATION_KINDS))
+        if unknown:
+            raise ValueError(f"calibration targets {unknown}; use {list(CALIBRATION_KINDS)}")
+        if self.calibration_targets and self.calibrator is None:
+            raise ValueError("calibration targets need a calibrator")
 
 
 @dataclass
@@ -50,6 +95,17 @@ class TrialOutcome:
     model_points: dict[str, tuple[float, float]]
     max_cost: float
     fit_seconds: dict[str, float]
+    #: Evidence setting label -> router label -> metrics (the "all" setting is ``metrics``).
+    evidence: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: Evidence setting label -> how many validation prompts the test LLMs kept (all tasks).
+    evidence_prompts: dict[str, int] = field(default_factory=dict)
+    #: The task removed in the missing-task setting (None without one).
+    missing_task: str | None = None
+    #: "all" / "missing-task" -> router label -> metrics on the removed task's test prompts.
+    removed_task_metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: Target kind -> router label -> promised and realised quality and cost.
+    calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    n_representative: int = 0
 
 
 @dataclass
@@ -79,7 +135,11 @@ def run_trial(
     trial_seed: int,
     prompt_split: Any,
 ) -> TrialOutcome:
-    """Fit each router on the training LLMs, onboard the unseen LLMs, score on the test prompts."""
+    """Fit each router on the training LLMs, onboard the unseen LLMs, score on the test prompts.
+
+    Each router is fitted once; every evidence setting and calibration target reuses that fit
+    (only the test pool changes).
+    """
     train_models, test_models = split_models(dataset.models, config.test_models, trial_seed)
     train_cols = [dataset.model_index(m) for m in train_models]
     test_cols = [dataset.model_index(m) for m in test_models]
@@ -92,18 +152,39 @@ def run_trial(
     test_quality = test_quality[complete]
     test_call_costs = call_costs[np.ix_(test_idx, test_cols)]
     test_costs = dataset.model_costs[test_cols]
+    val_scores_test = scores[np.ix_(val_idx, test_cols)]
+
+    # Evidence settings: one seeded subset order and one removed task per trial, shared by all.
+    val_tasks = dataset.tasks[val_idx]
+    order = subset_order(trial_seed, len(val_idx))
+    missing = next((s.missing_task for s in config.evidence if s.missing_task is not None), None)
+    removed_task = trial_missing_task(missing, val_tasks, trial_seed)
+    kept = {
+        s.label: kept_prompts(s, order, val_tasks, removed_task)
+        for s in config.evidence
+        if not s.is_full
+    }
+    on_removed_task = None if removed_task is None else dataset.tasks[test_idx] == removed_task
 
     curves, metrics, fit_seconds = {}, {}, {}
-    chosen_k: int | None = None
+    evidence: dict[str, dict[str, dict[str, float]]] = {s.label: {} for s in config.evidence}
+    removed_metrics: dict[str, dict[str, dict[str, float]]] = (
+        {} if on_removed_task is None else {"all": {}, MISSING_TASK: {}}
+    )
+    calibration: dict[str, dict[str, dict[str, Any]]] = {
+        kind: {} for kind in config.calibration_targets
+    }
+    chosen_k: dict[str | None, int] = {}
     # K-means first: its K selection is exactly what the learned map's n_clusters="auto" would
-    # repeat on the same data with the same seed, so the learned map reuses the chosen K.
-    order = sorted(config.routers, key=lambda name: name != "uniroute-kmeans")
-    for name in order:
+    # repeat on the same data with the same seed (and Psi prior), so the learned map reuses it.
+    specs = sorted(config.specs(), key=lambda spec: spec.name != "uniroute-kmeans")
+    for spec in specs:
         started = time.perf_counter()
-        params = dict(config.router_params.get(name, {}))
-        if name == "uniroute-learned" and chosen_k is not None:
-            params.setdefault("n_clusters", chosen_k)
-        estimator = make_estimator(name, **params)
+        params = spec.params
+        learned_default = spec.name == "uniroute-learned" and spec.uses_defaults
+        if learned_default and spec.psi_prior in chosen_k:
+            params.setdefault("n_clusters", chosen_k[spec.psi_prior])
+        estimator = make_estimator(spec.name, **params)
         estimator.fit(
             embeddings[train_idx],
             scores[np.ix_(train_idx, train_cols)],
@@ -111,30 +192,86 @@ def run_trial(
             scores[np.ix_(val_idx, train_cols)],
             dataset.model_costs[train_cols],
         )
+        pool: Pool | None = None
         if estimator.clairvoyant:
             errors_hat = estimator.oracle_error(test_quality)
         else:
             # The evaluation pool is the unseen LLMs only, each described by its validation scores.
-            pool = estimator.make_pool(
-                test_models, scores[np.ix_(val_idx, test_cols)], dataset.model_costs[test_cols]
-            )
+            pool = estimator.make_pool(test_models, val_scores_test, test_costs)
             errors_hat = estimator.predict_error(embeddings[test_idx], pool)
-        fit_seconds[name] = time.perf_counter() - started
-        if name == "uniroute-kmeans" and not any(
-            config.router_params.get(r) for r in ("uniroute-kmeans", "uniroute-learned")
-        ):
+        fit_seconds[spec.label] = time.perf_counter() - started
+        if spec.name == "uniroute-kmeans" and spec.uses_defaults:
             if not isinstance(estimator, ClusterProfileRouter):
-                raise RouterError(f"{name!r} is a {type(estimator).__name__}, not a cluster router")
-            chosen_k = int(estimator.n_clusters_)
+                raise RouterError(
+                    f"{spec.name!r} is a {type(estimator).__name__}, not a cluster router"
+                )
+            chosen_k.setdefault(spec.psi_prior, int(estimator.n_clusters_))
         curve = deferral_curve(errors_hat, test_costs, test_quality, call_costs=test_call_costs)
-        curves[name] = curve
-        metrics[name] = evaluate_curve(curve, test_quality, test_call_costs)
+        curves[spec.label] = curve
+        metrics[spec.label] = evaluate_curve(curve, test_quality, test_call_costs)
+
+        def score(errors: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
+            if rows is None:
+                return evaluate_curve(
+                    deferral_curve(errors, test_costs, test_quality, call_costs=test_call_costs),
+                    test_quality,
+                    test_call_costs,
+                )
+            quality, costs = test_quality[rows], test_call_costs[rows]
+            return evaluate_curve(
+                deferral_curve(errors[rows], test_costs, quality, call_costs=costs),
+                quality,
+                costs,
+            )
+
+        partial_errors: dict[str, np.ndarray | None] = {}
+        for setting in config.evidence:
+            if setting.is_full or estimator.clairvoyant:
+                evidence[setting.label][spec.label] = metrics[spec.label]
+                partial_errors[setting.label] = errors_hat
+                continue
+            errors = _errors_with_evidence(
+                estimator,
+                test_models,
+                partial_scores(val_scores_test, kept[setting.label]),
+                test_costs,
+                embeddings[test_idx],
+            )
+            partial_errors[setting.label] = errors
+            evidence[setting.label][spec.label] = (
+                _nan_metrics() if errors is None else score(errors)
+            )
+        if on_removed_task is not None:
+            removed = partial_errors.get(MISSING_TASK)
+            if on_removed_task.any():
+                removed_metrics["all"][spec.label] = score(errors_hat, on_removed_task)
+                removed_metrics[MISSING_TASK][spec.label] = (
+                    _nan_metrics() if removed is None else score(removed, on_removed_task)
+                )
+            else:
+                removed_metrics["all"][spec.label] = _nan_metrics()
+                removed_metrics[MISSING_TASK][spec.label] = _nan_metrics()
+
+        if pool is not None and config.calibrator is not None:
+            for kind, value in config.calibration_targets.items():
+                calibration[kind][spec.label] = check_promise(
+                    config.calibrator,
+                    estimator,
+                    embeddings[val_idx],
+                    pool,
+                    kind,
+                    value,
+                    test_errors=errors_hat,
+                    test_quality=test_quality,
+                    test_call_costs=test_call_costs,
+                )
 
     point_costs, point_accuracies = single_model_points(test_quality, test_call_costs)
     model_points = {
         m: (float(c), float(a))
         for m, c, a in zip(test_models, point_costs, point_accuracies, strict=True)
     }
+    n_val = len(val_idx)
     return TrialOutcome(
         train_models=list(train_models),
         test_models=list(test_models),
@@ -145,7 +282,37 @@ def run_trial(
         model_points=model_points,
         max_cost=float(point_costs.max()),
         fit_seconds=fit_seconds,
+        evidence=evidence,
+        evidence_prompts={
+            s.label: int(kept[s.label].sum()) if s.label in kept else n_val for s in config.evidence
+        },
+        missing_task=removed_task,
+        removed_task_metrics=removed_metrics,
+        calibration=calibration,
+        n_representative=n_val,
     )
+
+
+def _errors_with_evidence(
+    estimator: RouterEstimator,
+    names: Sequence[str],
+    val_scores: np.ndarray,
+    costs: np.ndarray,
+    X_test: np.ndarray,
+) -> np.ndarray | None:
+    """Estimated test errors with the test LLMs described by these (partial) scores.
+
+    None when some test LLM has no validation score left: it cannot be described at all.
+    """
+    if not np.isfinite(val_scores).any(axis=0).all():
+        return None
+    pool = estimator.make_pool(names, val_scores, costs)
+    return estimator.predict_error(X_test, pool)
+
+
+def _nan_metrics() -> dict[str, float]:
+    """Metrics of a setting that could not be scored in a trial (left out of means)."""
+    return {**{k: float("nan") for k in METRICS}, "qnc_reached": False}
 
 
 def run_trials(
@@ -165,6 +332,7 @@ def run_trials(
     """
     if config.trials < 1:
         raise ValueError(f"trials must be >= 1, got {config.trials}")
+    config.check(dataset.tasks.tolist())
     seeds = np.random.SeedSequence(config.seed).generate_state(config.trials)
     outcomes = []
     for t, trial_seed in enumerate(seeds.tolist()):
@@ -184,32 +352,26 @@ def run_trials(
 def aggregate(
     outcomes: Sequence[TrialOutcome], *, dataset: str, encoder: str, config: TrialConfig
 ) -> dict[str, Any]:
-    """Mean ± std of each metric per router over trials, and a paired sign test against K-NN."""
+    """Mean ± std of each metric per router over trials, and paired sign tests.
+
+    Each router is tested against the baselines K-NN and ZeroRouter and, for a router with the
+    population Psi prior, against the same router without it (``specs.prior_partners``). With
+    evidence settings or calibration targets, ``evidence`` and ``calibration`` hold the same per
+    setting / target.
+    """
+    labels = [spec.label for spec in config.specs()]
+    partners = prior_partners(config.specs())
     routers: dict[str, Any] = {}
-    for name in config.routers:
-        per_trial = {k: [o.metrics[name][k] for o in outcomes] for k in METRICS}
-        entry: dict[str, Any] = {"trials": len(outcomes), "per_trial": per_trial}
-        for k in METRICS:
-            mean, std = mean_std(per_trial[k])
-            entry[k] = {"mean": mean, "std": std}
-        entry["qnc_reached"] = int(sum(bool(o.metrics[name]["qnc_reached"]) for o in outcomes))
+    per_router = {label: [o.metrics[label] for o in outcomes] for label in labels}
+    for name in labels:
+        entry = _summary(per_router, name, partners)
+        entry["qnc_reached"] = int(sum(bool(m["qnc_reached"]) for m in per_router[name]))
         entry["fit_seconds"] = float(np.mean([o.fit_seconds[name] for o in outcomes]))
-        # Paired sign tests of the per-trial area against each baseline that was run.
-        entry["sign_tests"] = {}
-        for baseline_name in SIGN_TEST_BASELINES:
-            if name == baseline_name or baseline_name not in config.routers:
-                continue
-            baseline = [o.metrics[baseline_name]["area"] for o in outcomes]
-            difference = np.asarray(per_trial["area"]) - np.asarray(baseline)
-            mean_difference, std_difference = mean_std(difference.tolist())
-            entry["sign_tests"][baseline_name] = {
-                **sign_test(per_trial["area"], baseline).to_dict(),
-                "mean_area_difference": mean_difference,
-                "std_area_difference": std_difference,
-            }
         entry["sign_test_vs_knn"] = entry["sign_tests"].get("knn")
+        if name in partners:
+            entry["without_prior"] = partners[name]
         routers[name] = entry
-    return {
+    results: dict[str, Any] = {
         "dataset": dataset,
         "encoder": encoder,
         "trials": len(outcomes),
@@ -222,4 +384,105 @@ def aggregate(
             "dropped_prompts_per_trial": float(np.mean([o.n_dropped_prompts for o in outcomes])),
             "splits": [{"train": o.train_models, "test": o.test_models} for o in outcomes],
         },
+    }
+    if partners:
+        results["prior_pairs"] = dict(partners)
+    if config.evidence:
+        results["evidence"] = _aggregate_evidence(outcomes, config, labels, partners)
+    if config.calibration_targets:
+        results["calibration"] = {
+            kind: {
+                "target": float(value),
+                "routers": {
+                    name: summarise_promises([o.calibration[kind][name] for o in outcomes])
+                    for name in labels
+                    if all(name in o.calibration[kind] for o in outcomes)
+                },
+            }
+            for kind, value in config.calibration_targets.items()
+        }
+    return results
+
+
+def _aggregate_evidence(
+    outcomes: Sequence[TrialOutcome],
+    config: TrialConfig,
+    labels: Sequence[str],
+    partners: Mapping[str, str],
+) -> dict[str, Any]:
+    settings = []
+    for setting in config.evidence:
+        kept = [o.evidence_prompts[setting.label] for o in outcomes]
+        settings.append(
+            {
+                "label": setting.label,
+                "onboard_prompts": setting.n_prompts,
+                "missing_task": setting.missing_task,
+                "kept_prompts_per_trial": float(np.mean(kept)),
+            }
+        )
+    section: dict[str, Any] = {
+        "settings": settings,
+        "representative_prompts_per_trial": float(np.mean([o.n_representative for o in outcomes])),
+        "routers": {
+            name: {
+                setting.label: _summary(
+                    {r: [o.evidence[setting.label][r] for o in outcomes] for r in labels},
+                    name,
+                    partners,
+                )
+                for setting in config.evidence
+            }
+            for name in labels
+        },
+    }
+    if any(o.missing_task is not None for o in outcomes):
+        section["missing_task_per_trial"] = [o.missing_task for o in outcomes]
+        section["removed_task"] = {
+            name: {
+                setting: _summary(
+                    {r: [o.removed_task_metrics[setting][r] for o in outcomes] for r in labels},
+                    name,
+                    partners,
+                )
+                for setting in ("all", MISSING_TASK)
+            }
+            for name in labels
+        }
+    return section
+
+
+def _summary(
+    per_router: Mapping[str, Sequence[Mapping[str, Any]]],
+    name: str,
+    partners: Mapping[str, str],
+) -> dict[str, Any]:
+    """Mean ± std per metric of one router and its paired area sign tests (NaN trials left out)."""
+    per_trial = {k: [float(m[k]) for m in per_router[name]] for k in METRICS}
+    entry: dict[str, Any] = {"trials": len(per_router[name]), "per_trial": per_trial}
+    for k in METRICS:
+        mean, std = mean_std(per_trial[k])
+        entry[k] = {"mean": mean, "std": std}
+    # Paired sign tests of the per-trial area against each baseline that was run.
+    entry["sign_tests"] = {}
+    others = [b for b in SIGN_TEST_BASELINES if b != name and b in per_router]
+    if name in partners:
+        others.append(partners[name])
+    for other in others:
+        entry["sign_tests"][other] = _paired_area_test(
+            per_trial["area"], [float(m["area"]) for m in per_router[other]]
+        )
+    return entry
+
+
+def _paired_area_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Sign test and mean ± std of the paired difference over trials where both are defined."""
+    a_values, b_values = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    both = np.isfinite(a_values) & np.isfinite(b_values)
+    a_values, b_values = a_values[both], b_values[both]
+    mean_difference, std_difference = mean_std((a_values - b_values).tolist())
+    return {
+        **sign_test(a_values, b_values).to_dict(),
+        "mean_area_difference": mean_difference,
+        "std_area_difference": std_difference,
     }

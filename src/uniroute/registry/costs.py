@@ -72,9 +72,7 @@ class ModelCost:
             return self.per_query
         tokens = non_negative_number(mean_input_tokens, "mean_input_tokens", UsageError)
         per_1k_input, per_1k_output = self._token_prices()
-        return (
-            tokens / 1000.0 * per_1k_input + self.expected_output_tokens / 1000.0 * per_1k_output
-        )
+        return tokens / 1000.0 * per_1k_input + self.expected_output_tokens / 1000.0 * per_1k_output
 
     def describe(self) -> str:
         """Short human-readable price, e.g. '0.002/query' or '0.5/1k in + 1.5/1k out'."""

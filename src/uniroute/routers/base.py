@@ -219,6 +219,58 @@ class RouterEstimator(ABC):
     def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
         """Estimated error of each pool model, shape (n, len(pool)), from ``pool.features``."""
 
+    def cross_fitted_errors(
+        self, X_rep: np.ndarray, pool: Pool, *, folds: int = 5, seed: int = 0
+    ) -> np.ndarray:
+        """Out-of-fold estimated errors (n_rep, len(pool)) on the representative prompts.
+
+        ``predict_error(X_rep, pool)`` describes every model with Psi computed from its scores
+        on these same prompts, so its estimates there have seen the answers they estimate. Here
+        the representative prompts are shuffled (``seed``) into ``folds`` folds of near-equal
+        size; the rows of fold f are predicted over a pool whose models are described only by
+        their scores on the *other* folds (``make_pool`` with fold f's scores set to NaN), so no
+        prompt's estimate depends on its own scores. This holds for every estimator: K-NN's
+        neighbours, too, are read only from the other folds, through the masked scores.
+
+        A model with no score outside fold f cannot be described without it: for that fold it
+        keeps all its scores, i.e. its in-sample features (the only description it has).
+        ``X_rep`` are the representative prompts' embeddings, in the order of ``pool.scores``'
+        rows (normally ``self.X_val_``). Deterministic for a given ``seed``.
+        """
+        self._check_fitted()
+        n_rep = len(self.X_val_)
+        if pool.scores.shape[0] != n_rep:
+            raise RouterError(
+                f"the pool's models are described on {pool.scores.shape[0]} representative "
+                f"prompts, the router on {n_rep}"
+            )
+        X_rep = _as_matrix(X_rep, "X_rep")
+        if len(X_rep) != n_rep:
+            raise RouterError(
+                f"X_rep has {len(X_rep)} rows; cross-fitting needs one per representative "
+                f"prompt ({n_rep})"
+            )
+        if isinstance(folds, bool) or not isinstance(folds, int | np.integer):
+            raise RouterError(f"folds must be an integer, got {folds!r}")
+        if not 2 <= folds <= n_rep:
+            raise RouterError(
+                f"folds must lie in [2, {n_rep}] (the number of representative prompts), "
+                f"got {folds}"
+            )
+        if not len(pool):
+            raise RouterError("the pool is empty; add a model first")
+        order = np.random.default_rng(seed).permutation(n_rep)
+        errors = np.empty((n_rep, len(pool)))
+        for rows in np.array_split(order, int(folds)):
+            masked = np.array(pool.scores, dtype=float)
+            masked[rows] = np.nan
+            # A model scored only inside this fold keeps its scores (in-sample, documented).
+            undescribed = ~np.isfinite(masked).any(axis=0)
+            masked[:, undescribed] = pool.scores[:, undescribed]
+            fold_pool = self.make_pool(pool.names, masked, pool.costs)
+            errors[rows] = self.predict_error(X_rep[rows], fold_pool)
+        return errors
+
     def route(self, X: np.ndarray, pool: Pool, lam: float = 0.0) -> np.ndarray:
         """Pool column chosen for each prompt at trade-off ``lam`` (error + lam * cost)."""
         return route_argmin(self.predict_error(X, pool), pool.costs, lam)

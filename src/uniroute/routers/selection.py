@@ -12,15 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from numbers import Integral
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from uniroute.errors import RouterError
 from uniroute.tradeoff import area, deferral_curve
 
+#: A candidate hyper-parameter value (a K, a k, ...).
+C = TypeVar("C", bound=Hashable)
+
 #: Builds a candidate's estimated errors on the evaluation half from the describing half:
 #: (candidate, describe_index, evaluate_index) -> errors_hat of shape (len(evaluate_index), m).
-FoldErrors = Callable[[Hashable, np.ndarray, np.ndarray], np.ndarray]
+FoldErrors = Callable[[C, np.ndarray, np.ndarray], np.ndarray]
 
 
 def routing_score(errors_hat: np.ndarray, costs: np.ndarray, quality: np.ndarray) -> float:
@@ -57,12 +61,12 @@ def two_fold_split(n: int, random_state: int | None) -> tuple[np.ndarray, np.nda
 
 
 def cross_validate(
-    candidates: Sequence[Hashable],
-    fold_errors: FoldErrors,
+    candidates: Sequence[C],
+    fold_errors: FoldErrors[C],
     S_val: np.ndarray,
     costs: np.ndarray,
     random_state: int | None,
-) -> dict[Hashable, float]:
+) -> dict[C, float]:
     """Mean 2-fold ``routing_score`` of each candidate over the validation prompts.
 
     ``fold_errors(candidate, describe_index, evaluate_index)`` estimates the training LLMs'
@@ -70,7 +74,7 @@ def cross_validate(
     """
     S_val = np.asarray(S_val, dtype=float)
     first, second = two_fold_split(len(S_val), random_state)
-    scores: dict[Hashable, float] = {}
+    scores: dict[C, float] = {}
     for candidate in candidates:
         fold_scores = [
             routing_score(fold_errors(candidate, describe, evaluate), costs, S_val[evaluate])
@@ -81,11 +85,12 @@ def cross_validate(
     return scores
 
 
-def best_candidate(scores: Mapping[Hashable, float]) -> Hashable:
+def best_candidate(scores: Mapping[C, float]) -> C:
     """Candidate with the highest score; ties (and NaN scores) go to the earliest candidate."""
     if not scores:
         raise RouterError("no candidate to select from")
-    best, best_score = None, -math.inf
+    best: C | None = None
+    best_score = -math.inf
     for candidate, score in scores.items():
         if np.isfinite(score) and score > best_score:
             best, best_score = candidate, score
@@ -123,7 +128,7 @@ def check_grid(grid: object, label: str) -> list[int]:
     return values
 
 
-def check_auto_or_positive_int(value: object, label: str) -> str | int:
+def check_auto_or_positive_int(value: object, label: str) -> Literal["auto"] | int:
     """Validate a parameter that is either "auto" or a positive integer."""
     if value == "auto":
         return "auto"

@@ -114,7 +114,7 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
 
 # ---------------------------------------------------------------------------- waiting
 def wait_until(
-    condition: Callable[[], T], timeout: float, message: str, interval: float = 0.05
+    condition: Callable[[], T | None], timeout: float, message: str, interval: float = 0.05
 ) -> T:
     """Poll ``condition`` until it returns a true value (returned), or fail with ``message``
     (an AssertionError) after ``timeout`` seconds."""

@@ -184,8 +184,9 @@ def _message_text(content: Any) -> str | None:
         return content
     if isinstance(content, list):
         parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if parts and all(isinstance(p, str) for p in parts):
-            return "\n".join(parts)
+        texts = [p for p in parts if isinstance(p, str)]
+        if parts and len(texts) == len(parts):
+            return "\n".join(texts)
     return None
 
 
@@ -577,7 +578,7 @@ def start_replays(
     }
     with ThreadPoolExecutor(max(1, len(servers))) as pool:
         futures = [pool.submit(server.start) for server in servers.values()]
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
     if errors:
         for server in servers.values():
             server.stop()

@@ -104,6 +104,7 @@ async def add_model(request: Request) -> Response:
             "representative_prompts": added.n_representative,
             "unknown_prompt_ids": added.unknown_ids[:20],
             "n_unknown_prompt_ids": len(added.unknown_ids),
+            "evidence_warnings": added.evidence_warnings,
             "seconds_to_routable": round(time.perf_counter() - started, 4),
             "servable": record.name in router.snapshot.pool.servable,
         },
@@ -151,6 +152,7 @@ def _start_onboarding(gateway: Gateway, body: AddModelRequest) -> Response:
             "answers_fetched": result.answers_fetched,
             "answers_from_cache": result.answers_from_cache,
             "failures": len(result.failures),
+            "evidence_warnings": onboarded.added.evidence_warnings,
         }
 
     job = gateway.jobs.start("onboard", record.name, run)
@@ -202,7 +204,15 @@ async def recalibrate(request: Request) -> Response:
             )
         target = stored.target
     policy = await gateway.change_pool(pool_changes.calibrate, gateway.router, target)
-    return JSONResponse({"policy": policy.to_dict()})
+    # The policy says how its figures were measured (out_of_sample, n_folds, n_estimated) and
+    # over which models (models, servable_only); the enabled models it left out are named here.
+    return JSONResponse(
+        {
+            "policy": policy.to_dict(),
+            "basis": policy.describe_basis(),
+            "left_out_no_endpoint": policy.left_out(gateway.router.snapshot.pool.names),
+        }
+    )
 
 
 async def list_jobs(request: Request) -> Response:
