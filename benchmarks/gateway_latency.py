@@ -34,8 +34,11 @@ import numpy as np
 from uniroute.artifact import build_artifact
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_cache_dir, default_data_dir
-from uniroute.deployment.router import Router, seed_registry
+from uniroute.deployment import Router
+from uniroute.deployment.pool_changes import calibrate, remove_model, seed_registry
 from uniroute.embeddings.factory import EMBEDDING_CACHE_SUBDIR
+from uniroute.registry.calibration import make_target
+from uniroute.testing.harness import add_recorded_model
 from uniroute.testing.process import GatewayProcess
 from uniroute.testing.replay import ReplayServerProcess
 
@@ -204,15 +207,11 @@ def serve_pool(router: Router, dataset, replays: dict[str, ReplayServerProcess])
     """Replace the pool by the replayed models (recorded scores and mean costs), calibrated so
     that the dearest model gets about a third of the representative prompts."""
     for record in router.registry.list_models():
-        router.registry.remove_model(record.name)
-    row_of = {pid: i for i, pid in enumerate(dataset.prompt_ids.tolist())}
+        remove_model(router, record.name)
     for model in MODELS:
-        column = dataset.scores[:, dataset.model_index(model)]
-        rows = [(p, column[row_of[p]]) for p in router.artifact.prompt_ids]
-        scores = {p: float(v) for p, v in rows if np.isfinite(v)}
         cost = float(dataset.model_costs[dataset.model_index(model)])
-        router.add_model(model, scores, cost, endpoint=replays[model].v1_url)
-    router.calibrate(target_share=(MODELS[-1], 1 / 3))
+        add_recorded_model(router, dataset, model, cost, endpoint=replays[model].v1_url)
+    calibrate(router, make_target(target_share=(MODELS[-1], 1 / 3)))
 
 
 def measure_http(
@@ -309,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_decisions(args, router, probe, probe_tokens, folder)
 
         replays = {m: ReplayServerProcess(args.data, m) for m in MODELS}
+        figures: dict[int, tuple[dict[str, tuple[list[float], int, float]], float]] = {}
         try:
             for server in replays.values():
                 server.start()
@@ -318,20 +318,16 @@ def main(argv: list[str] | None = None) -> int:
             print("\nserved pool (per-query cost, share of the RouterBench prompts routed to it):")
             for model in MODELS:
                 share = sum(1 for v in decided.values() if v == model) / len(decided)
-                print(f"  {model:<30} {router.pool_costs[model]:.6f}  {share:.0%}")
+                print(f"  {model:<30} {router.snapshot.pool.cost(model):.6f}  {share:.0%}")
             env = {**os.environ}
             env.pop("UNIROUTE_CLIENT_KEYS", None)
             with GatewayProcess(artifact_dir, registry_path, env=env) as gateway:
                 upstream_of = {m: replays[m].v1_url for m in MODELS}
-                figures = {
-                    concurrency: measure_http(
+                loads = ((1, args.requests_single), (args.concurrency, args.requests))
+                for concurrency, n in loads:
+                    figures[concurrency] = measure_http(
                         gateway, upstream_of, prompts, decided, concurrency, n
-                    )  # fmt: skip
-                    for concurrency, n in (
-                        (1, args.requests_single),
-                        (args.concurrency, args.requests),
-                    )  # fmt: skip
-                }
+                    )
                 print_http(figures)
         finally:
             for server in replays.values():

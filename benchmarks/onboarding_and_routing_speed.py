@@ -37,9 +37,9 @@ from uniroute.cli.main import main as cli_main
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.data.splits import split_models
-from uniroute.deployment.router import Router, seed_registry
-from uniroute.registry.costs import ModelCost
-from uniroute.registry.store import ModelRecord, NewModel, Registry
+from uniroute.deployment import Router
+from uniroute.deployment.pool_changes import seed_registry
+from uniroute.registry import ModelCost, ModelRecord, NewModel, Registry
 from uniroute.routers import RouterEstimator, make_estimator
 
 N_REPRESENTATIVE = 1000
@@ -84,7 +84,7 @@ def onboarding(artifact: Artifact, dataset, holdout: list[str], tmp: Path) -> fl
                 "--artifact", str(artifact.path), "--registry", str(registry_path)]  # fmt: skip
         in_process.append(seconds(lambda argv=argv: quiet(lambda: cli_main(argv))))
         refreshes.append(seconds(gateway.refresh))
-        assert model in gateway.pool_models
+        assert model in gateway.snapshot.pool.names
     model = holdout[3]
     scores = write_scores(tmp / "s.csv", artifact.prompt_ids,
                           dataset.scores[rows, dataset.model_index(model)])  # fmt: skip
@@ -98,7 +98,7 @@ def onboarding(artifact: Artifact, dataset, holdout: list[str], tmp: Path) -> fl
     fresh_process = time.perf_counter() - started
     refreshes.append(seconds(gateway.refresh))
     print(f"   representative prompts: {len(artifact.prompt_ids)}; pool: "
-          f"{len(gateway.pool_models)} models after the adds")  # fmt: skip
+          f"{len(gateway.snapshot.pool)} models after the adds")  # fmt: skip
     print(
         f"   `models add` in-process (load artifact + registry, read file, Psi, commit), "
         f"median of 3:  {statistics.median(in_process) * 1000:8.1f} ms"
@@ -158,7 +158,7 @@ def routing_throughput(artifact: Artifact, X: np.ndarray, tmp: Path) -> None:
         started = time.perf_counter()
         router = Router.load(artifact, path)
         load = time.perf_counter() - started
-        assert len(router.pool_models) == n_models
+        assert len(router.snapshot.pool) == n_models
         batched, single, explained = decisions_per_second(router, X)
         print(
             f"   {n_models:6d} | {load:7.2f} s | {batched:8.0f}/s | {single:10.0f}/s | "

@@ -2,9 +2,11 @@
 
 Calibration and the deferral curve read the one lambda sweep of ``uniroute.tradeoff``, so on the
 same representative prompts and pool, a policy's expected cost and quality at its lambda are the
-curve's point at that lambda, for every kind of target. Checked on real RouterBench ARC data, on
-prompts where every pool model has a score (the curve needs every score; calibration leaves a
-missing one out of its mean).
+curve's point at that lambda, for every kind of target. The sweep calibration runs is over the
+*cross-fitted* errors (``RouterEstimator.cross_fitted_errors``) and the quality matrix with each
+missing score filled by ``1 - estimated error`` (``filled_quality``), so the curve is drawn from
+those same two matrices, on every representative prompt (none is dropped). Checked on real
+RouterBench ARC data.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from uniroute.deployment.pool_changes import (
     remove_model,
     seed_registry,
 )
+from uniroute.deployment.snapshot import CALIBRATION_FOLDS
 from uniroute.errors import CalibrationError
 from uniroute.pool import Pool
 from uniroute.registry import ModelCost, ModelRecord, Registry
-from uniroute.registry.calibration import Policy, Target, solve_target
+from uniroute.registry.calibration import Policy, Target, filled_quality, solve_target
 from uniroute.tradeoff import DeferralCurve, deferral_curve, route_argmin
 
 TOLERANCE = 1e-12
@@ -46,14 +49,14 @@ def _targets(curve: DeferralCurve, pool: Pool) -> list[Target]:
     return targets
 
 
-def _assert_on_curve(policy: Policy, curve: DeferralCurve, errors, costs, scores) -> None:
-    cost, quality = curve.point_at(policy.lam)
+def _assert_on_curve(policy: Policy, curve: DeferralCurve, errors, costs, quality) -> None:
+    cost, curve_quality = curve.point_at(policy.lam)
     assert abs(policy.expected_cost - cost) <= TOLERANCE, policy
-    assert abs(policy.expected_quality - quality) <= TOLERANCE, policy
+    assert abs(policy.expected_quality - curve_quality) <= TOLERANCE, policy
     # ... and both are what routing at that lambda actually gives on those prompts.
     choice = route_argmin(errors, costs, policy.lam)
     assert costs[choice].mean() == pytest.approx(policy.expected_cost, rel=TOLERANCE, abs=0)
-    realised = scores[np.arange(len(choice)), choice].mean()
+    realised = quality[np.arange(len(choice)), choice].mean()
     assert realised == pytest.approx(policy.expected_quality, rel=TOLERANCE, abs=TOLERANCE)
 
 
@@ -74,20 +77,25 @@ def test_policies_lie_on_the_curve_of_the_deployed_pool(
     assert HELD_OUT in pool and len(pool) == len(arc_artifact.training_models) + 1
 
     complete = np.isfinite(pool.scores).all(axis=1)
-    assert 50 <= complete.sum() < len(complete)  # ARC has missing scores: some rows are left out
+    assert complete.sum() < len(complete)  # ARC has missing scores; no row is left out now
     estimator = arc_artifact.router
-    errors = estimator.predict_error(estimator.X_val_, pool)[complete]
-    scores = pool.scores[complete]
-    curve = deferral_curve(errors, pool.costs, scores)
+    errors = estimator.cross_fitted_errors(estimator.X_val_, pool, folds=CALIBRATION_FOLDS)
+    quality = filled_quality(pool.scores, errors)
+    curve = deferral_curve(errors, pool.costs, quality)
 
     checked = 0
     for target in _targets(curve, pool):
         try:
-            policy = solve_target(errors, pool.costs, scores, list(pool.names), target)
+            policy = solve_target(errors, pool.costs, pool.scores, list(pool.names), target)
         except CalibrationError:
-            continue  # a share no lambda gives, e.g. a model never chosen
-        _assert_on_curve(policy, curve, errors, pool.costs, scores)
-        assert policy.n_prompts == curve.n_prompts == int(complete.sum())
+            continue  # a share no lambda gives within the tolerance, e.g. a model never chosen
+        _assert_on_curve(policy, curve, errors, pool.costs, quality)
+        assert policy.n_prompts == curve.n_prompts == len(complete)
+        # The deployed path (calibrate_pool) sweeps exactly these matrices.
+        deployed = calibrate(router, target, store=False)
+        assert (deployed.lam, deployed.expected_cost, deployed.expected_quality) == (
+            policy.lam, policy.expected_cost, policy.expected_quality,
+        )  # fmt: skip
         checked += 1
     assert checked >= 20
 
@@ -112,8 +120,10 @@ def test_stored_policies_lie_on_the_curve_of_the_representative_prompts(
     pool = router.snapshot.pool
     assert len(pool) == len(arc_artifact.training_models) - 1 >= 5
     assert np.isfinite(pool.scores).all()
+    assert not pool.servable  # no endpoint: calibration is over every enabled model
     estimator = arc_artifact.router
-    errors = estimator.predict_error(estimator.X_val_, pool)
+    # What calibrate_pool sweeps: the cross-fitted errors (seed 0), out of sample.
+    errors = estimator.cross_fitted_errors(estimator.X_val_, pool, folds=CALIBRATION_FOLDS)
     curve = deferral_curve(errors, pool.costs, pool.scores)
     assert curve.n_prompts == len(arc_artifact.prompt_ids)
 
@@ -124,6 +134,8 @@ def test_stored_policies_lie_on_the_curve_of_the_representative_prompts(
         except CalibrationError:
             continue
         _assert_on_curve(policy, curve, errors, pool.costs, pool.scores)
+        assert policy.out_of_sample and policy.n_folds == CALIBRATION_FOLDS
+        assert policy.models == pool.names and not policy.servable_only
         # The stored default is that same point: a fresh process routes at it.
         reloaded = Router.load(arc_artifact, registry.path).snapshot.policy
         assert reloaded == policy

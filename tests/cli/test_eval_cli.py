@@ -101,3 +101,81 @@ def test_malformed_split_is_a_usage_error_not_a_traceback(tmp_path: Path, capsys
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--split" in err and "Traceback" not in err
+
+
+def small_routerbench(tmp_path: Path) -> Path:
+    """The two test files of RouterBench (both tasks, about 570 prompts) as one data folder."""
+    folder = tmp_path / "routerbench-small"
+    folder.mkdir()
+    for name in ("arc_challenge_test.csv", "mbpp_test.csv"):
+        (folder / name).symlink_to(ROUTERBENCH / name)
+    return folder
+
+
+def test_partial_evidence_prior_variants_and_calibration(tmp_path: Path, capsys) -> None:
+    data = small_routerbench(tmp_path)
+    routers = "uniroute-kmeans,uniroute-kmeans:own-mean,zero"
+    base = eval_args(tmp_path / "default")
+    base[base.index(str(ROUTERBENCH))] = str(data)
+    base[base.index("--routers") + 1] = routers
+    assert main(base) == 0
+    swept = [
+        *base,
+        "--out",
+        str(tmp_path / "swept"),
+        "--onboard-prompts",
+        "10,all",
+        "--missing-task",
+        "each",
+        "--calibrate-quality",
+        "0.7",
+    ]
+    assert main(swept) == 0
+    printed = capsys.readouterr().out
+    default = json.loads((tmp_path / "default" / "results.json").read_text())
+    results = json.loads((tmp_path / "swept" / "results.json").read_text())
+    assert set(results["routers"]) == set(routers.split(","))
+    assert results["prior_pairs"] == {"uniroute-kmeans": "uniroute-kmeans:own-mean"}
+    evidence = results["evidence"]
+    assert [s["label"] for s in evidence["settings"]] == ["n=10", "all", "missing-task"]
+    assert evidence["settings"][0]["kept_prompts_per_trial"] == 10
+    assert all(t in {"arc-challenge", "mbpp"} for t in evidence["missing_task_per_trial"])
+    for name in results["routers"]:
+        # The sweep changes nothing of the default evaluation, and "all" is that evaluation.
+        assert results["routers"][name]["per_trial"] == default["routers"][name]["per_trial"]
+        assert (
+            evidence["routers"][name]["all"]["per_trial"] == default["routers"][name]["per_trial"]
+        )
+    calibration = results["calibration"]["quality"]
+    assert calibration["target"] == 0.7
+    assert set(calibration["routers"]) == set(routers.split(","))
+    for entry in calibration["routers"].values():
+        assert entry["trials"] == 2 and len(entry["per_trial"]["realised_quality"]) == 2
+    markdown = (tmp_path / "swept" / "results.md").read_text()
+    for heading in ("## Area by onboarding evidence", "## Calibration to expected quality ≥ 0.7"):
+        assert heading in markdown and heading in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--onboard-prompts", "10,none"], "--onboard-prompts"),
+        (["--missing-task", "poetry"], "not a task"),
+        (["--routers", "knn:own-mean"], "no Psi prior"),
+        (["--routers", "uniroute-kmeans:flat"], "unknown Psi prior"),
+        (["--calibrate-quality", "1.5"], "--calibrate-quality"),
+    ],
+)
+def test_bad_partial_evidence_options_give_one_clear_line(
+    tmp_path: Path, capsys, extra, message
+) -> None:
+    args = eval_args(tmp_path / "run")
+    flag, value = extra
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "uniroute: error:" in err and message in err
+    assert "Traceback" not in err

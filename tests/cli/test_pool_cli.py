@@ -259,6 +259,10 @@ def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
     assert "target: expected cost per query <= 0.0005" in out
     expected = float(re.search(r"expected cost per query: (\S+)", out).group(1))
     assert expected <= 0.0005
+    # What was promised and how: out-of-sample, over which models (none has an endpoint here).
+    assert "(out-of-sample (5-fold cross-fitted), on all " in out
+    assert re.search(r"solved over 9 enabled models: .*claude-v1", out)
+    assert "left out, no endpoint" not in out
     assert "stored as the default policy" in out
     decision = _route_json(capsys)
     assert decision["policy"] == "default" and decision["warning"] is None
@@ -274,12 +278,53 @@ def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
     with Registry(paths[1]) as registry:
         assert registry.get_policy().target.kind == "cost"  # a dry run stores nothing
 
-    code, out, err = _run(capsys, "calibrate", "--target-share-of", "claude-v1", "0.25", "--json")
+    # Was: a share no lambda gives was silently replaced by the closest one. Now it is refused,
+    # naming the achievable shares either side; one of those is then met.
+    code, _, err = _run(capsys, "calibrate", "--target-share-of", "claude-v1", "0.25", "--json")
+    assert code == 2 and "no λ gives 25% of traffic to claude-v1 (within ±5%)" in err
+    near = re.search(r"achievable shares near it: ([\d.]+)% \(λ=", err)
+    assert near, err
+    share = float(near.group(1)) / 100
+    code, out, err = _run(
+        capsys, "calibrate", "--target-share-of", "claude-v1", str(share), "--json"
+    )
     assert code == 0, err
     policy = json.loads(out)
-    assert policy["target"] == {"kind": "share", "value": 0.25, "model": "claude-v1"}
+    assert policy["target"] == {"kind": "share", "value": share, "model": "claude-v1"}
+    assert policy["achieved"] == pytest.approx(share, abs=0.001)
+    assert policy["out_of_sample"] is True and policy["n_folds"] == 5
+    assert len(policy["models"]) == 9 and policy["left_out_no_endpoint"] == []
     code, _, err = _run(capsys, "calibrate", "--target-cost", "0.00000001")
     assert code == 2 and "below the cheapest possible expected cost" in err
+
+
+def test_calibrate_solves_over_the_models_with_an_endpoint(paths, dataset, capsys, tmp_path):
+    # An unseen model and a training model (replaced) get an endpoint; the 8 others have none.
+    added = [("gpt-4-1106-preview", ["--cost", "0.006"]),
+             ("mistralai/mistral-7b-chat", ["--cost", "0.0002", "--replace"])]  # fmt: skip
+    for name, extra in added:
+        scores = _write_scores(tmp_path / "scores.csv", dataset, name)
+        code, _, err = _run(
+            capsys, "models", "add", name, *extra, "--scores", str(scores),
+            "--endpoint", "http://127.0.0.1:9/v1",
+        )  # fmt: skip
+        assert code == 0, err
+    code, out, err = _run(capsys, "calibrate", "--target-quality", "0.5", "--dry-run")
+    assert code == 0, err
+    assert (
+        "solved over 2 servable models (with an endpoint): "
+        "gpt-4-1106-preview, mistralai/mistral-7b-chat" in out
+    )
+    left_out = re.search(r"left out, no endpoint: (.*)", out).group(1).split(", ")
+    assert len(left_out) == 8 and "claude-v1" in left_out
+    assert "mistralai/mistral-7b-chat" not in left_out
+    code, out, err = _run(capsys, "calibrate", "--target-quality", "0.5", "--dry-run", "--json")
+    policy = json.loads(out)
+    assert policy["servable_only"] is True and sorted(policy["left_out_no_endpoint"]) == sorted(
+        left_out
+    )
+    code, _, err = _run(capsys, "calibrate", "--target-share-of", "claude-v1", "0.1")
+    assert code == 2 and "'claude-v1' has no endpoint" in err
 
 
 @pytest.mark.parametrize(

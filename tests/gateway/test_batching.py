@@ -16,13 +16,15 @@ class Calls:
     def __init__(self) -> None:
         self.embedded: list[list[str]] = []
         self.routed: list[tuple[list[float], float | None, float | None, object]] = []
+        self.risks: list[float] = []
 
     def embed(self, texts):
         self.embedded.append(list(texts))
         return np.array([[float(len(t))] for t in texts])
 
-    def route_embeddings(self, X, *, lam=None, max_cost=None, snapshot=None):
+    def route_embeddings(self, X, *, lam=None, max_cost=None, risk=0.0, snapshot=None):
         self.routed.append((X[:, 0].tolist(), lam, max_cost, snapshot))
+        self.risks.append(risk)
         if max_cost == 0:
             raise ValueError("no model costs at most 0")
         pool = "new" if snapshot is NEW else "old"
@@ -73,3 +75,11 @@ def test_an_embedding_failure_fails_every_item() -> None:
 
     results = route_batch(broken, Calls().route_embeddings, [_item("a"), _item("b", 1)])
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_risk_levels_are_routed_in_separate_groups() -> None:
+    calls = Calls()
+    items = [RouteItem("a", None, None, OLD, 0.0), RouteItem("bb", None, None, OLD, 1.64)]
+    route_batch(calls.embed, calls.route_embeddings, items)
+    assert sorted(calls.risks) == [0.0, 1.64]
+    assert len(calls.embedded) == 1

@@ -20,6 +20,14 @@ def test_model_field_policies() -> None:
     assert parse_model_choice("uniroute-internal", {}).direct_model == "uniroute-internal"
 
 
+def test_risk_averse_policies() -> None:
+    assert parse_model_choice("uniroute:risk=1.64", {}).policy == RoutingPolicy(risk=1.64)
+    both = parse_model_choice("uniroute:lambda=2,risk=1", {}).policy
+    assert both == RoutingPolicy(lam=2.0, risk=1.0) and both.describe() == "lambda=2,risk=1"
+    header = parse_model_choice("uniroute", {"x-uniroute-risk": "2"}).policy
+    assert header == RoutingPolicy(risk=2.0)
+
+
 def test_policy_headers() -> None:
     assert parse_model_choice("uniroute", {"x-uniroute-lambda": "2"}).policy == RoutingPolicy(lam=2)
     assert parse_model_choice("uniroute", {"x-uniroute-max-cost": "0.5"}).policy == RoutingPolicy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,8 +12,10 @@ from uniroute.embeddings import make_encoder
 from uniroute.errors import CalibrationError
 from uniroute.pool import Pool
 from uniroute.registry.calibration import (
+    SHARE_TOLERANCE,
     Policy,
     Target,
+    filled_quality,
     lambda_path,
     make_target,
     solve_target,
@@ -70,22 +73,66 @@ def test_targets_on_the_hand_computed_example() -> None:
 
 
 def test_unreachable_targets_are_clear_errors() -> None:
-    with pytest.raises(CalibrationError, match="below the cheapest possible expected cost 0.1"):
+    with pytest.raises(
+        CalibrationError, match="below the cheapest possible expected cost 0.1"
+    ) as e:
         solve_target(ERRORS, COSTS, SCORES, NAMES, Target("cost", 0.05))
+    assert "cheapest achievable: λ=1.5, cost 0.1, quality 0.5000" in str(e.value)
     scores = np.array([[0.5, 0.0, 0.0], [0.5, 0.0, 0.0]])
-    with pytest.raises(CalibrationError, match="above the best expected quality 0.5000"):
+    with pytest.raises(CalibrationError, match="above the best expected quality 0.5000") as e:
         solve_target(ERRORS, COSTS, scores, NAMES, Target("quality", 0.9))
+    assert "best achievable: λ=0, cost 1, quality 0.5000" in str(e.value)
     with pytest.raises(CalibrationError, match="'gone' is not in the pool"):
         solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.5, model="gone"))
 
 
-def test_missing_scores_are_left_out_of_the_expected_quality() -> None:
+def test_missing_scores_count_through_the_estimated_error() -> None:
+    # Was: a prompt whose chosen model has no score was left out of the mean (the bug: at
+    # lambda 0 the quality read 1.0 from prompt 0 alone). Now every prompt counts, the missing
+    # score through the model's estimate 1 - err.
     scores = SCORES.copy()
-    scores[1, 0] = np.nan  # at lambda 0 only prompt 0's score (1.0) is known
+    scores[1, 0] = np.nan  # prompt 1 has no score for "big"; its estimated error is 0.2
     path = lambda_path(ERRORS, COSTS, scores)
-    assert path.qualities[0] == 1.0
-    # After lambda 0.1 prompt 1 moves to model 1 (score 0): mean of 1.0 and 0.0.
-    assert path.qualities[1] == 0.5
+    np.testing.assert_allclose(path.qualities, [(1.0 + 0.8) / 2, 0.5, 0.5, 1.0, 0.5])
+    # Only at lambda 0 (choices big, big) does a prompt's quality come from the estimate.
+    assert path.n_estimated.tolist() == [1, 0, 0, 0, 0]
+    np.testing.assert_array_equal(
+        filled_quality(scores, ERRORS), [[1.0, 1.0, 0.0], [0.8, 0.0, 1.0]]
+    )
+    # The policy counts both prompts and says how many went through the estimate.
+    policy = solve_target(ERRORS, COSTS, scores, NAMES, Target("quality", 0.85))
+    assert policy.n_prompts == 2
+    assert (policy.expected_cost, policy.expected_quality) == pytest.approx((0.3, 1.0))
+    policy = solve_target(ERRORS, COSTS, scores, NAMES, Target("cost", 1.0))
+    assert policy.expected_quality == pytest.approx(1.0)  # point 3 beats point 0's 0.9
+    assert policy.n_estimated == 0
+    everything_big = solve_target(ERRORS, COSTS, scores, NAMES, Target("share", 1.0, model="big"))
+    assert everything_big.lam == 0.0 and everything_big.n_estimated == 1
+    assert everything_big.expected_quality == pytest.approx(0.9)
+
+
+def test_an_unachievable_share_names_the_achievable_shares_either_side() -> None:
+    # Shares of "mid" along the path: 0, 0.5, 1, 0.5, 0 (hand example above).
+    with pytest.raises(CalibrationError) as info:
+        solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.2, model="mid"))
+    message = str(info.value)
+    assert "no λ gives 20% of traffic to mid (within ±5%)" in message
+    # Below: 0% (the cheaper of the two zero-share points, lambda >= 0.75 -> interior 1.5);
+    # above: 50% (the cheaper of points 1 and 3: point 3, lambda in [0.625, 0.75)).
+    assert "0% (λ=1.5, cost 0.1, quality 0.5000)" in message
+    assert "50% (λ=0.6875, cost 0.3, quality 1.0000)" in message
+    # Within the tolerance the closest share is taken, as before.
+    near = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.46, model="mid"))
+    assert near.achieved == 0.5 and near.expected_cost == pytest.approx(0.3)
+    # The tolerance is a parameter; a share above every achievable one names only the one below.
+    loose = solve_target(
+        ERRORS, COSTS, SCORES, NAMES, Target("share", 0.2, model="mid"), share_tolerance=0.3
+    )
+    assert loose.achieved == 0.0
+    # Here "big" is never chosen for prompt 1: its shares are 50% (lambda < 0.1) then 0%.
+    errors, costs = np.array([[0.1, 0.5], [0.6, 0.5]]), np.array([1.0, 0.5])
+    with pytest.raises(CalibrationError, match=r"near it: 50% \(λ=0, cost 0.75, [^)]*\)$"):
+        solve_target(errors, costs, np.ones((2, 2)), ["big", "small"], Target("share", 1.0, "big"))
 
 
 @pytest.mark.parametrize(
@@ -107,6 +154,28 @@ def test_malformed_targets(kwargs: dict, message: str) -> None:
 def test_policy_serialises_round_trip() -> None:
     policy = solve_target(ERRORS, COSTS, SCORES, NAMES, Target("share", 0.5, model="mid"), "x")
     assert Policy.from_dict(policy.to_dict()) == policy
+    described = solve_target(
+        ERRORS, COSTS, SCORES, NAMES, Target("cost", 0.6), "x",
+        out_of_sample=True, n_folds=5, servable_only=True,
+    )  # fmt: skip
+    data = json.loads(json.dumps(described.to_dict()))
+    assert data["models"] == NAMES and data["out_of_sample"] is True and data["n_folds"] == 5
+    assert Policy.from_dict(data) == described
+    assert described.describe_basis() == "out-of-sample (5-fold cross-fitted)"
+    assert described.left_out(["big", "other", "small"]) == ["other"]
+
+
+def test_a_policy_stored_before_the_new_fields_still_reads() -> None:
+    old = {
+        "lam": 0.5, "expected_cost": 0.3, "expected_quality": 0.9, "pool_fingerprint": "fp",
+        "target": {"kind": "cost", "value": 0.6, "model": None}, "achieved": 0.3,
+        "n_prompts": 2, "created_at": "2025-01-01T00:00:00+00:00",
+    }  # fmt: skip
+    policy = Policy.from_dict(old)
+    assert (policy.out_of_sample, policy.n_folds, policy.models) == (False, 0, ())
+    assert (policy.servable_only, policy.n_estimated) == (False, 0)
+    assert policy.describe_basis() == "in-sample (optimistic)"
+    assert policy.left_out(["a", "b"]) == []  # unknown, so nothing is claimed left out
 
 
 def _brute_force_outcomes(errors, costs, scores):
@@ -152,7 +221,7 @@ def test_lambda_path_matches_brute_force(seed: int) -> None:
 
 @dataclass(frozen=True)
 class Fitted:
-    """An estimator's errors on its representative prompts for the pool it routes over."""
+    """An estimator's cross-fitted errors on its representative prompts for its pool."""
 
     pool: Pool
     errors: np.ndarray
@@ -163,10 +232,12 @@ class Fitted:
         )
 
     def outcome(self, lam: float) -> tuple[float, float, np.ndarray]:
-        """Mean cost, mean observed score and choices of routing at ``lam``."""
+        """Mean cost, mean quality over every prompt (a missing score counting as 1 - its
+        estimated error) and choices of routing at ``lam``."""
         choice = route_argmin(self.errors, self.pool.costs, lam)
-        chosen = self.pool.scores[np.arange(len(choice)), choice]
-        return self.pool.costs[choice].mean(), np.nanmean(chosen), choice
+        quality = filled_quality(self.pool.scores, self.errors)
+        chosen = quality[np.arange(len(choice)), choice]
+        return self.pool.costs[choice].mean(), chosen.mean(), choice
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +257,8 @@ def fitted(arc_dataset) -> Fitted:
         data.model_costs,
     )
     pool = estimator.make_pool(data.models, data.scores[val], data.model_costs)
-    return Fitted(pool, estimator.predict_error(estimator.X_val_, pool))
+    assert not np.isfinite(pool.scores).all()  # ARC misses scores: they count via the estimate
+    return Fitted(pool, estimator.cross_fitted_errors(estimator.X_val_, pool))
 
 
 GRID = np.concatenate([[0.0], np.logspace(-2, 6, 400)])
@@ -214,10 +286,25 @@ def test_calibration_hits_a_quality_target(fitted) -> None:
 
 def test_calibration_hits_a_share_target(fitted) -> None:
     model = fitted.pool.names[int(np.argmax(fitted.pool.costs))]
-    policy = fitted.solve(make_target(target_share=(model, 0.3)))
-    _, _, choice = fitted.outcome(policy.lam)
     column = fitted.pool.index(model)
+    shares = lambda_path(fitted.errors, fitted.pool.costs, fitted.pool.scores, column).shares
+    # Was: a target of 30% silently took the closest share however far it was. On this pool
+    # the most expensive model's shares jump over 30% (see the refusal below), so the target
+    # is set just off an achievable share (within SHARE_TOLERANCE) to check it is hit.
+    achievable = shares[(shares > 0.1) & (shares < 0.9)]
+    wanted = float(achievable[len(achievable) // 2]) + 0.5 * SHARE_TOLERANCE
+    policy = fitted.solve(make_target(target_share=(model, wanted)))
+    _, _, choice = fitted.outcome(policy.lam)
     share = float((choice == column).mean())
     assert share == pytest.approx(policy.achieved)
+    assert abs(share - wanted) <= SHARE_TOLERANCE
     on_grid = [float((fitted.outcome(lam)[2] == column).mean()) for lam in GRID]
-    assert abs(share - 0.3) <= min(abs(s - 0.3) for s in on_grid) + 1e-12
+    assert abs(share - wanted) <= min(abs(s - wanted) for s in on_grid) + 1e-12
+    # A share farther than the tolerance from every achievable one is refused, naming the
+    # achievable shares on either side of it.
+    gaps = np.diff(np.unique(shares))
+    widest = int(np.argmax(gaps))
+    assert gaps[widest] > 2 * SHARE_TOLERANCE
+    between = float(np.unique(shares)[widest] + gaps[widest] / 2)
+    with pytest.raises(CalibrationError, match="achievable shares near it: .*% .* and .*%"):
+        fitted.solve(make_target(target_share=(model, between)))

@@ -123,14 +123,31 @@ def _parse_split(text: str) -> tuple[float, float, float]:
 def product_calibrator(
     estimator: RouterEstimator, X_rep: np.ndarray, pool: Pool, kind: str, value: float
 ) -> Promise:
-    """Solve a target as the product calibrates: cross-fitted estimates of the representative
-    prompts (``RouterEstimator.cross_fitted_errors``) into ``registry.calibration.solve_target``.
+    """Solve a target as the deployed router does (``deployment.snapshot.calibrate_pool``):
+    errors cross-fitted over ``CALIBRATION_FOLDS`` folds of the representative prompts
+    (``RouterEstimator.cross_fitted_errors``) into ``registry.calibration.solve_target``.
+
+    The evaluation pool has no endpoints, so, as in the product, every model is solved over.
     """
+    from uniroute.deployment.snapshot import CALIBRATION_FOLDS
     from uniroute.evaluation.promises import Promise
     from uniroute.registry.calibration import Target, solve_target
 
-    errors = estimator.cross_fitted_errors(X_rep, pool, folds=5, seed=0)
-    policy = solve_target(errors, pool.costs, pool.scores, list(pool.names), Target(kind, value))
+    folds = min(CALIBRATION_FOLDS, len(X_rep))
+    if folds >= 2:
+        errors = estimator.cross_fitted_errors(X_rep, pool, folds=folds, seed=0)
+    else:
+        folds = 0
+        errors = estimator.predict_error(X_rep, pool)
+    policy = solve_target(
+        errors,
+        pool.costs,
+        pool.scores,
+        list(pool.names),
+        Target(kind, value),
+        out_of_sample=folds > 0,
+        n_folds=folds,
+    )
     return Promise(policy.lam, policy.expected_quality, policy.expected_cost)
 
 

@@ -31,6 +31,7 @@ class RouteEmbeddings(Protocol):
         *,
         lam: float | None = None,
         max_cost: float | None = None,
+        risk: float = 0.0,
         snapshot: Snapshot | None = None,
     ) -> list[Decision]: ...
 
@@ -46,6 +47,7 @@ class RouteItem:
     lam: float | None
     max_cost: float | None
     snapshot: Snapshot
+    risk: float = 0.0
 
 
 @dataclass(eq=False)
@@ -67,14 +69,16 @@ def route_batch(
         X = embed([item.text for item in items])
     except Exception as exc:
         return [exc] * len(items)
-    groups: dict[tuple[Snapshot, float | None, float | None], list[int]] = {}
+    groups: dict[tuple[Snapshot, float | None, float | None, float], list[int]] = {}
     for index, item in enumerate(items):
-        groups.setdefault((item.snapshot, item.lam, item.max_cost), []).append(index)
+        groups.setdefault((item.snapshot, item.lam, item.max_cost, item.risk), []).append(index)
     results: list[Decision | Exception] = [Exception("not routed")] * len(items)
-    for (snapshot, lam, max_cost), rows in groups.items():
+    for (snapshot, lam, max_cost, risk), rows in groups.items():
         decisions: Sequence[Decision | Exception]
         try:
-            decisions = route_embeddings(X[rows], lam=lam, max_cost=max_cost, snapshot=snapshot)
+            decisions = route_embeddings(
+                X[rows], lam=lam, max_cost=max_cost, risk=risk, snapshot=snapshot
+            )
         except Exception as exc:
             decisions = [exc] * len(rows)
         for row, decision in zip(rows, decisions, strict=True):

@@ -121,7 +121,7 @@ class Gateway:
     async def decide(self, text: str, policy: RoutingPolicy, snapshot: Snapshot) -> Decision:
         """The router's decision for one prompt over ``snapshot`` (batched, in a thread)."""
         started = time.perf_counter()
-        item = RouteItem(text, policy.lam, policy.max_cost, snapshot)
+        item = RouteItem(text, policy.lam, policy.max_cost, snapshot, policy.risk)
         try:
             decision = await self.batcher.decide(item)
         except RouterError as exc:

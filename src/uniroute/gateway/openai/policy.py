@@ -3,11 +3,15 @@
 * ``uniroute``: routed with the registry's calibrated default lambda;
 * ``uniroute:lambda=L``: routed with trade-off ``L >= 0`` (error + L * cost per query);
 * ``uniroute:max-cost=C``: routed to the most accurate model whose cost per query is <= ``C``;
+* ``risk=Z`` added to either (``uniroute:risk=1.64``, ``uniroute:lambda=L,risk=Z``): decide on
+  each estimated error plus ``Z`` standard deviations, so thin evidence is not taken for a low
+  error (risk-averse routing);
 * the name of a pool model: sent straight to that model (no routing, no fallback).
 
-The headers ``x-uniroute-lambda`` and ``x-uniroute-max-cost`` set the same parameters for
-clients that cannot change the model name; a header and the model string may not disagree, and
-lambda and max-cost may not be combined. Both are ignored when the model is named directly.
+The headers ``x-uniroute-lambda``, ``x-uniroute-max-cost`` and ``x-uniroute-risk`` set the same
+parameters for clients that cannot change the model name; a header and the model string may not
+disagree, and lambda and max-cost may not be combined. They are ignored when the model is named
+directly.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from uniroute.gateway.errors import ApiError
 ROUTED_ALIAS = "uniroute"
 LAMBDA_HEADER = "x-uniroute-lambda"
 MAX_COST_HEADER = "x-uniroute-max-cost"
-_PARAM_NAMES = {"lambda": "lam", "max-cost": "max_cost"}
+RISK_HEADER = "x-uniroute-risk"
+_PARAM_NAMES = {"lambda": "lam", "max-cost": "max_cost", "risk": "risk"}
 
 
 @dataclass(frozen=True)
@@ -30,14 +35,17 @@ class RoutingPolicy:
 
     lam: float | None = None
     max_cost: float | None = None
+    risk: float = 0.0
 
     def describe(self) -> str:
-        """A short label for logs: ``default``, ``lambda=0.3`` or ``max-cost=0.001``."""
+        """A short label for logs: ``default``, ``lambda=0.3``, ``max-cost=0.001,risk=1.64``."""
         if self.lam is not None:
-            return f"lambda={self.lam:g}"
-        if self.max_cost is not None:
-            return f"max-cost={self.max_cost:g}"
-        return "default"
+            label = f"lambda={self.lam:g}"
+        elif self.max_cost is not None:
+            label = f"max-cost={self.max_cost:g}"
+        else:
+            label = "default"
+        return f"{label},risk={self.risk:g}" if self.risk else label
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
                 raise ApiError(
                     400,
                     f"unknown routing option {part!r} in model {model!r}; use "
-                    "'uniroute:lambda=L' or 'uniroute:max-cost=C'",
+                    "'uniroute:lambda=L', 'uniroute:max-cost=C' and/or 'risk=Z'",
                     param="model",
                     code="invalid_routing_policy",
                 )
@@ -104,7 +112,11 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
                     code="invalid_routing_policy",
                 )
             values[_PARAM_NAMES[key]] = _parse_number(raw.strip(), key, "model")
-    for header, key in ((LAMBDA_HEADER, "lam"), (MAX_COST_HEADER, "max_cost")):
+    for header, key in (
+        (LAMBDA_HEADER, "lam"),
+        (MAX_COST_HEADER, "max_cost"),
+        (RISK_HEADER, "risk"),
+    ):
         header_value = headers.get(header)
         if header_value is None:
             continue
@@ -117,7 +129,7 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
                 code="invalid_routing_policy",
             )
         values[key] = value
-    if len(values) > 1:
+    if "lam" in values and "max_cost" in values:
         raise ApiError(
             400,
             "give either a lambda or a max-cost, not both",
