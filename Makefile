@@ -25,5 +25,6 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(CHECKED)
 	$(BIN)/mypy
 
+# Every test, the slow ones included (plain `pytest` leaves those out: see pyproject.toml).
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "slow or not slow"

@@ -1,14 +1,16 @@
 """Session fixtures shared across test packages: real ARC-Challenge data and an artifact of it.
 
-``arc_artifact`` is the one router artifact the suite builds (only the tests of building itself,
-``tests/test_artifact.py``'s build failures and the CLI's ``uniroute build``, build others). Every
-package uses it: the artifact, deployment and calibration tests through the ``Artifact``, the
-gateway tests through its directory (``tests/gateway/conftest.py::artifact_dir``). It is shared,
-so it is never changed: a test that edits its files works on a copy of its directory.
+``arc_artifact`` is the one ARC router artifact the suite builds, and every test package that
+needs an ARC artifact uses it: the artifact, deployment and calibration tests as an
+``Artifact``, the gateway tests through its directory (``tests/gateway/conftest.py``). Only
+tests of building itself (``tests/test_artifact.py``'s failed builds, the CLI's ``uniroute
+build``) and tests that need other data (ARC + MBPP) build artifacts of their own. It is
+shared, so it is never changed: a test that edits its files works on a copy of its directory.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,63 @@ def arc_artifact(arc_dataset, arc_holdout_models: list[str], tmp_path_factory):
     assert Artifact.load(artifact.path).artifact_id == artifact.artifact_id, (
         "a test changed the shared arc_artifact; copy its directory first"
     )
+
+
+# ------------------------------------------------------------------------------- slow tests
+#: Tests marked ``slow`` here, beside those marked in their own module (the MiniLM encoder tests,
+#: the interrupted onboarding run): a module, or a test in it (every parametrisation), with why
+#: it is slow. Plain ``pytest`` leaves the slow tests out; ``make test`` (what CI runs) runs
+#: every test (see ``[tool.pytest.ini_options]`` in pyproject.toml).
+SLOW_TESTS: dict[str, dict[str, str]] = {
+    # A full data set, or seconds of fitting.
+    "tests/cli/test_eval_cli.py": {
+        "test_eval_writes_results_table_and_plot": "`uniroute eval` on all of RouterBench",
+    },
+    "tests/routers/test_router_real_data.py": {"*": "fits on all of RouterBench"},
+    "tests/evaluation/test_eval_trials.py": {
+        "test_learned_map_reusing_the_kmeans_choice_of_k_changes_nothing": "4 learned-map fits",
+    },
+    # `uniroute serve` in a child process, in front of replay upstreams in child processes.
+    "tests/gateway/test_gateway.py": {"*": "gateway and replay child processes"},
+    "tests/gateway/test_gateway_admin.py": {"*": "gateway and replay child processes"},
+    "tests/gateway/test_admin_upstream_model.py": {"*": "gateway and replay child processes"},
+    "tests/gateway/test_gateway_fallback.py": {"*": "gateway and replay child processes"},
+    # Other child processes that take seconds to start, to fail or to finish their work.
+    "tests/gateway/test_gateway_event_loop.py": {
+        "test_slow_embedding_does_not_block_other_requests": "replay child processes, waits",
+        "test_prompts_arriving_together_share_one_encoder_call": "replay child processes",
+    },
+    "tests/gateway/test_replay.py": {
+        "test_subprocess_server_replays_real_routerbench_answers": "a replay child process",
+        "test_a_server_that_cannot_start_is_reported": "a child process that fails to start",
+    },
+    "tests/cli/test_pool_cli.py": {
+        "test_models_add_by_querying_a_replayed_endpoint": "a replay child process",
+        "test_models_add_can_skip_tasks_that_cannot_be_graded": "a build, a replay child process",
+    },
+    "tests/embeddings/test_embedding_cache.py": {
+        "test_two_processes_write_the_same_cache_at_once": "two child processes",
+    },
+    "tests/registry/test_registry.py": {
+        "test_readers_see_consistent_snapshots_while_a_writer_writes": "a busy writer process",
+    },
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the SLOW_TESTS ``slow`` (before ``-m`` selects); warn about an entry naming no test
+    of its module (a renamed test would otherwise quietly join the fast set)."""
+    modules = {}
+    for item in items:
+        module, _, rest = item.nodeid.partition("::")
+        modules[module] = getattr(item, "module", None)
+        reasons = SLOW_TESTS.get(module, {})
+        reason = reasons.get(rest.split("[", 1)[0], reasons.get("*"))
+        if reason is not None:
+            item.add_marker(pytest.mark.slow(reason=reason))
+    for module, reasons in SLOW_TESTS.items():
+        code = modules.get(module)
+        missing = [name for name in reasons if name != "*" and not hasattr(code, name)]
+        if code is not None and missing:
+            warnings.warn(f"SLOW_TESTS: {module} has no test {missing}", stacklevel=1)

@@ -112,6 +112,7 @@ def small_routerbench(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # two runs of `uniroute eval`, with a sweep and calibration
 def test_partial_evidence_prior_variants_and_calibration(tmp_path: Path, capsys) -> None:
     data = small_routerbench(tmp_path)
     routers = "uniroute-kmeans,uniroute-kmeans:own-mean,zero"

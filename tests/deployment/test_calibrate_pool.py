@@ -64,7 +64,7 @@ def test_servable_only_calibration_ignores_a_model_without_endpoint(
     seeded: Router, arc_dataset: RoutingDataset
 ) -> None:
     costs = dict(zip(seeded.snapshot.pool.names, seeded.snapshot.pool.costs, strict=True))
-    cheap, expensive = min(costs, key=costs.get), max(costs, key=costs.get)
+    cheap, expensive = min(costs, key=costs.__getitem__), max(costs, key=costs.__getitem__)
     for name in (cheap, expensive):
         _give_endpoint(seeded, arc_dataset, name)
     pool = seeded.snapshot.pool
@@ -114,7 +114,7 @@ def test_a_new_servable_model_is_counted_when_the_target_is_solved_again(
     seeded: Router, arc_dataset: RoutingDataset
 ) -> None:
     costs = dict(zip(seeded.snapshot.pool.names, seeded.snapshot.pool.costs, strict=True))
-    cheap = min(costs, key=costs.get)
+    cheap = min(costs, key=costs.__getitem__)
     _give_endpoint(seeded, arc_dataset, cheap)
     first = calibrate(seeded, make_target(target_quality=0.0))
     assert first.models == (cheap,)
@@ -135,7 +135,9 @@ def test_an_empty_pool_is_a_clear_error(seeded: Router) -> None:
 
 def test_the_stored_policy_says_how_it_was_computed(seeded: Router) -> None:
     stored = calibrate(seeded, make_target(target_cost=0.001))
-    data = seeded.registry.get_policy().to_dict()
+    read = seeded.registry.get_policy()
+    assert read == stored
+    data = read.to_dict()
     assert data["out_of_sample"] is True and data["n_folds"] == CALIBRATION_FOLDS
     assert data["models"] == list(seeded.snapshot.pool.names)
     assert data["servable_only"] is False and data["n_estimated"] == stored.n_estimated

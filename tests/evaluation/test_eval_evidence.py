@@ -244,6 +244,7 @@ def test_prior_variants_pair_per_trial_and_match_separate_runs() -> None:
     )
 
 
+@pytest.mark.slow  # two learned-map fits
 def test_the_learned_map_reuses_k_of_the_kmeans_router_with_the_same_prior() -> None:
     routers = ["uniroute-learned:own-mean", "uniroute-kmeans:own-mean", "uniroute-kmeans"]
     shared = evaluate(config(routers=routers, router_params={}, trials=1))

@@ -60,8 +60,11 @@ def make_registry(
             api_key_env=(api_key_envs or {}).get(model),
         )
     if calibrate:
-        # Half-way between the cheapest and the dearest price: both get traffic.
-        target = (min(COSTS.values()) + max(COSTS.values())) / 2
+        # Three times the cheapest price, below the middle one: the best quality within it (out
+        # of sample, as calibration measures it) mixes the cheap and middle models, so both get
+        # traffic. (Half-way to the dearest price bought all-middle-model: out of sample, GPT-4
+        # adds no quality the router can find.)
+        target = 3 * COSTS[CHEAP]
         pool_changes.calibrate(router, make_target(target_cost=target))
     return router
 

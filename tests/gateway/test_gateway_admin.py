@@ -208,6 +208,12 @@ def test_recalibrate_sets_the_default_lambda(setup):
     assert response.status_code == 200, response.text
     policy = response.json()["policy"]
     assert policy["expected_cost"] <= COSTS[MID] * (1 + 1e-9)
+    # How it was computed: out of sample, over the models the gateway can call.
+    assert policy["out_of_sample"] is True and policy["n_folds"] == 5
+    assert response.json()["basis"] == "out-of-sample (5-fold cross-fitted)"
+    servable = _admin(gateway, "GET", "/pool").json()["servable_models"]
+    assert policy["servable_only"] is True and sorted(policy["models"]) == servable
+    assert response.json()["left_out_no_endpoint"] == []
     alias = httpx.get(f"{gateway.v1_url}/models").json()["data"][0]
     assert alias["id"] == "uniroute" and alias["default_lambda"] == pytest.approx(policy["lam"])
     assert Registry(registry).get_policy().lam == pytest.approx(policy["lam"])

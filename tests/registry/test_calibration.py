@@ -288,6 +288,7 @@ def test_calibration_hits_a_share_target(fitted) -> None:
     model = fitted.pool.names[int(np.argmax(fitted.pool.costs))]
     column = fitted.pool.index(model)
     shares = lambda_path(fitted.errors, fitted.pool.costs, fitted.pool.scores, column).shares
+    assert shares is not None
     # Was: a target of 30% silently took the closest share however far it was. On this pool
     # the most expensive model's shares jump over 30% (see the refusal below), so the target
     # is set just off an achievable share (within SHARE_TOLERANCE) to check it is hit.

@@ -7,7 +7,7 @@ import pytest
 
 from uniroute.errors import RouterError
 from uniroute.pool import Pool
-from uniroute.routers import RouterEstimator, make_estimator
+from uniroute.routers import RouterEstimator, UniRouteKMeans, make_estimator
 
 # Every estimator that predicts from prompts (the oracle cannot: it reads the true scores).
 PREDICTING = ["uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "random"]
@@ -62,6 +62,7 @@ def test_kmeans_in_sample_estimates_do_see_the_own_score(two_groups, fast_params
     """The contrast that makes the test above meaningful: predict_error on the representative
     prompts moves with a prompt's own score; the cross-fitted estimate does not."""
     estimator = _fitted("uniroute-kmeans", two_groups, fast_params)
+    assert isinstance(estimator, UniRouteKMeans)
     pool = _noisy_pool(estimator)
     row, column = 3, 1
     flipped = 1.0 - np.nan_to_num(pool.scores[row, column], nan=0.0)

@@ -293,3 +293,48 @@ def test_a_cell_without_scored_prompts_is_ignored_whatever_it_holds():
     garbage, missing = PsiPrior.fit(with_garbage, counts), PsiPrior.fit(with_nan, counts)
     for key, array in garbage.state_arrays().items():
         np.testing.assert_array_equal(array, missing.state_arrays()[key])
+
+
+def level_population(rng, n_models: int, n_clusters: int = 6, n: int = 40):
+    """Training LLMs whose errors share one level per LLM plus small per-cluster deviations."""
+    base = rng.uniform(0.2, 0.6, size=n_clusters)
+    level = rng.normal(0.0, 0.15, size=n_models)
+    truth = np.clip(
+        base[None, :] + level[:, None] + rng.normal(0, 0.03, (n_models, n_clusters)), 0.02, 0.98
+    )
+    counts = np.full((n_models, n_clusters), float(n))
+    observed = rng.binomial(n, truth) / n
+    return truth, observed, counts
+
+
+def test_the_level_form_carries_a_models_level_to_an_unanswered_cluster():
+    rng = np.random.default_rng(7)
+    _, errors, counts = level_population(rng, n_models=6)
+    prior = PsiPrior.fit(errors, counts, structure="level")
+    weak = prior.mean_ + 0.25  # a model clearly worse than the population everywhere
+    sums, seen = weak * 40, np.full(6, 40.0)
+    sums[5], seen[5] = 0.0, 0.0  # ... that never answered cluster 5
+    mean, std = prior.posterior(sums, seen)
+    # Predicted worse than the population there too, by most of its level; not its own mean.
+    assert mean[5] > prior.mean_[5] + 0.15
+    own_mean = weak[:5].mean()
+    assert abs(mean[5] - (prior.mean_[5] + 0.25)) < abs(own_mean - (prior.mean_[5] + 0.25))
+    assert std[5] > std[:5].mean()
+
+
+def test_the_level_form_is_well_conditioned_with_few_llms_and_many_clusters():
+    rng = np.random.default_rng(8)
+    _, errors, counts = level_population(rng, n_models=4, n_clusters=30, n=10)
+    errors[0, :10] = np.nan
+    prior = PsiPrior.fit(errors, counts, structure="level")
+    assert np.isfinite(prior.cov_).all()
+    assert np.linalg.cond(prior.cov_) < 30 / 0.05 * 1.01
+    mean, std = prior.posterior(np.full(30, 4.0), np.full(30, 10.0))
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+
+
+def test_an_unknown_covariance_structure_is_refused():
+    rng = np.random.default_rng(9)
+    _, errors, counts = level_population(rng, n_models=5)
+    with pytest.raises(RouterError, match="structure must be one of"):
+        PsiPrior.fit(errors, counts, structure="full")

@@ -126,7 +126,12 @@ class Router:
     # A str is also a Sequence[str]; the first overload wins for it, as the body does.
     @overload
     def route(  # type: ignore[overload-overlap]
-        self, prompt_or_prompts: str, *, lam: float | None = None, max_cost: float | None = None
+        self,
+        prompt_or_prompts: str,
+        *,
+        lam: float | None = None,
+        max_cost: float | None = None,
+        risk: float = 0.0,
     ) -> Decision: ...
 
     @overload
@@ -136,6 +141,7 @@ class Router:
         *,
         lam: float | None = None,
         max_cost: float | None = None,
+        risk: float = 0.0,
     ) -> list[Decision]: ...
 
     def route(

@@ -81,17 +81,22 @@ def calibrate_pool(artifact: Artifact, pool: Pool, target: Target, fingerprint: 
     else:  # one representative prompt cannot be split: in-sample, and the policy says so
         folds = 0
         errors = estimator.predict_error(estimator.X_val_, over)
-    return solve_target(
-        errors,
-        over.costs,
-        over.scores,
-        list(over.names),
-        target,
-        fingerprint,
-        out_of_sample=folds > 0,
-        n_folds=folds,
-        servable_only=bool(servable),
-    )
+    try:
+        return solve_target(
+            errors,
+            over.costs,
+            over.scores,
+            list(over.names),
+            target,
+            fingerprint,
+            out_of_sample=folds > 0,
+            n_folds=folds,
+            servable_only=bool(servable),
+        )
+    except CalibrationError as exc:
+        basis = f"{folds}-fold cross-fitted" if folds else "in-sample"
+        which = "servable model(s) (with an endpoint)" if servable else "enabled model(s)"
+        raise CalibrationError(f"{exc} [{basis}, over the {len(over)} {which}]") from exc
 
 
 class SnapshotReader:

@@ -6,7 +6,9 @@ LLMs: K-means centroids, a learned cluster map, neighbours. It never stores a po
 * ``model_features(scores)``: Psi(h), the feature vector of a model with these scores on the
   representative (validation) prompts; a new model needs nothing else;
 * ``predict_error(X, pool)``: the estimated error of every model of a :class:`~uniroute.pool.Pool`
-  on each prompt embedding.
+  on each prompt embedding;
+* ``cross_fitted_errors(X_rep, pool)``: out-of-fold estimates on the representative prompts (no
+  prompt's estimate saw its own scores), what calibration measures its promises with.
 
 The argmin rule over those estimates, its lambda sweep and the deferral curve live in
 :mod:`uniroute.tradeoff`. Estimators follow scikit-learn's conventions: constructor arguments

@@ -29,6 +29,9 @@ from uniroute.errors import RouterError
 STATE_PREFIX = "psi_prior_"
 _STATE_KEYS = ("mean", "cov", "noise_var", "shrinkage")
 
+#: The forms of the prior covariance ``PsiPrior.fit`` can estimate.
+COVARIANCE_STRUCTURES = ("correlated", "level")
+
 #: Fewest LLMs observed in both clusters for their correlation to be estimated at all.
 _MIN_PAIR = 3
 
@@ -131,8 +134,16 @@ class PsiPrior:
         noise_floor: float = 0.01,
         variance_floor: float = 1e-3,
         ridge: float = 0.05,
+        structure: str = "correlated",
     ) -> PsiPrior:
         """Fit mu, a shrunk Sigma and the per-prompt noise from the training LLMs' (m, K) profiles.
+
+        ``structure`` is the form of Sigma: "correlated" estimates every pairwise correlation
+        (shrunk toward 0); "level" is the one-factor form tau^2 11' + diag(d): each LLM has an
+        overall level of error shared by every cluster plus independent per-cluster
+        deviations. With few training LLMs the level form is far better determined (two
+        numbers per cluster instead of K), and it predicts an unanswered cluster as the
+        population's error there shifted by the model's own (shrunk) level elsewhere.
 
         ``cluster_errors[h, k]`` is LLM h's mean error on its ``cluster_counts[h, k]`` scored
         representative prompts of cluster k (NaN, or a zero count, where it has none);
@@ -169,6 +180,14 @@ class PsiPrior:
         sampling_var = np.zeros(errors.shape[1])
         np.divide(np.nansum(sampling, axis=0), n_models, out=sampling_var, where=n_models > 0)
 
+        if structure not in COVARIANCE_STRUCTURES:
+            raise RouterError(
+                f"structure must be one of {COVARIANCE_STRUCTURES}, got {structure!r}"
+            )
+        if structure == "level":
+            cov = _level_covariance(errors, observed, mean, sampling, variance_floor)
+            cov = _floor_eigenvalues(cov, ridge * float(np.diag(cov).mean()))
+            return cls(mean, cov, noise_var, np.array([np.nan, np.nan]))
         variances, variance_shrinkage = _shrunk_variances(errors, observed, mean, variance_floor)
         correlation, correlation_shrinkage = _shrunk_correlation(errors, observed, mean)
         scale = np.sqrt(variances)
@@ -387,6 +406,42 @@ def _shrunk_correlation(
     # Pairwise-complete correlations need not form a valid matrix: clip into [-1, 1] here and
     # let the eigenvalue floor restore positive definiteness.
     return np.clip(correlation, -1.0, 1.0), intensity
+
+
+def _level_covariance(
+    errors: np.ndarray,
+    observed: np.ndarray,
+    mean: np.ndarray,
+    sampling: np.ndarray,
+    floor: float,
+) -> np.ndarray:
+    """tau^2 11' + diag(d): a shared level of error per LLM plus per-cluster deviations.
+
+    Method of moments on the training profiles: an LLM's level is its mean deviation from the
+    population over the clusters it answered, tau^2 the spread of those levels, and d_k the
+    spread of what is left in cluster k; each spread less the sampling noise (``sampling``,
+    sigma^2 / n per cell) that the profiles carry, never below ``floor``.
+    """
+    deviations = np.where(observed, errors - mean[None, :], np.nan)
+    answered = observed.sum(axis=1)
+    level = np.where(answered > 0, np.nansum(deviations, axis=1) / np.maximum(answered, 1), 0.0)
+    residual = np.where(observed, deviations - level[:, None], np.nan)
+    n_models = observed.sum(axis=0)
+    noise = np.where(observed, sampling, np.nan)
+    d = np.full(errors.shape[1], floor)
+    for k in np.flatnonzero(n_models >= 2):
+        values = residual[observed[:, k], k]
+        d[k] = max(float(values.var(ddof=1)) - float(np.nanmean(noise[:, k])), floor)
+    usable = answered > 0
+    if usable.sum() >= 2:
+        # An LLM's level averages its clusters' deviations: their spread and noise shrink by
+        # the number of clusters it answered, so that share is not taken for a level.
+        per_model = np.nanmean(np.where(observed, d[None, :] + noise, np.nan), axis=1)
+        spread = float(level[usable].var(ddof=1))
+        tau2 = max(spread - float(np.mean(per_model[usable] / answered[usable])), floor)
+    else:
+        tau2 = floor
+    return tau2 * np.ones((errors.shape[1], errors.shape[1])) + np.diag(d)
 
 
 def _floor_eigenvalues(cov: np.ndarray, floor: float) -> np.ndarray:

@@ -146,7 +146,10 @@ class ClusterProfileRouter(RouterEstimator):
             if not population:
                 return None
             labels = assign_clusters(X_train, centroids)
-            return PsiPrior.from_prompt_errors(labels, errors_train, len(centroids))
+            # The one-factor form: with a handful of training LLMs it is the one well determined.
+            return PsiPrior.from_prompt_errors(
+                labels, errors_train, len(centroids), structure="level"
+            )
 
         if n_clusters != "auto":
             if n_clusters > n_train:
