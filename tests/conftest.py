@@ -79,15 +79,21 @@ def arc_artifact(arc_dataset, arc_holdout_models: list[str], tmp_path_factory):
 
 # ------------------------------------------------------------------------------- slow tests
 #: Tests marked ``slow`` here, beside those marked in their own module (the MiniLM encoder tests,
-#: the interrupted onboarding run): a module, or a test in it (every parametrisation), with why
-#: it is slow. Plain ``pytest`` leaves the slow tests out; ``make test`` (what CI runs) runs
-#: every test (see ``[tool.pytest.ini_options]`` in pyproject.toml).
+#: the interrupted onboarding run), by module: every test (``"*"``), a test (every
+#: parametrisation) or one parametrisation (``"name[id]"``), each with why it is slow. Plain
+#: ``pytest`` leaves the slow tests out; ``make test`` (what CI runs) runs every test (see
+#: ``[tool.pytest.ini_options]`` in pyproject.toml).
 SLOW_TESTS: dict[str, dict[str, str]] = {
     # A full data set, or seconds of fitting.
     "tests/cli/test_eval_cli.py": {
         "test_eval_writes_results_table_and_plot": "`uniroute eval` on all of RouterBench",
+        "test_partial_evidence_prior_variants_and_calibration": "two `uniroute eval` runs",
     },
     "tests/routers/test_router_real_data.py": {"*": "fits on all of RouterBench"},
+    "tests/deployment/test_partial_evidence.py": {"*": "artifacts of all of RouterBench"},
+    "tests/routers/test_cross_fitted.py": {
+        "test_a_prompts_own_score_does_not_reach_its_estimate[mlp]": "fits 5 x 2 MLP heads",
+    },
     "tests/evaluation/test_eval_trials.py": {
         "test_learned_map_reusing_the_kmeans_choice_of_k_changes_nothing": "4 learned-map fits",
     },
@@ -127,11 +133,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module, _, rest = item.nodeid.partition("::")
         modules[module] = getattr(item, "module", None)
         reasons = SLOW_TESTS.get(module, {})
-        reason = reasons.get(rest.split("[", 1)[0], reasons.get("*"))
+        reason = reasons.get(rest, reasons.get(rest.split("[", 1)[0], reasons.get("*")))
         if reason is not None:
             item.add_marker(pytest.mark.slow(reason=reason))
     for module, reasons in SLOW_TESTS.items():
         code = modules.get(module)
-        missing = [name for name in reasons if name != "*" and not hasattr(code, name)]
+        missing = [k for k in reasons if k != "*" and not hasattr(code, k.split("[", 1)[0])]
         if code is not None and missing:
             warnings.warn(f"SLOW_TESTS: {module} has no test {missing}", stacklevel=1)

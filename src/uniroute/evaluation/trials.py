@@ -174,6 +174,21 @@ def run_trial(
     calibration: dict[str, dict[str, dict[str, Any]]] = {
         kind: {} for kind in config.calibration_targets
     }
+
+    def score(errors: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
+        if rows is None:
+            return evaluate_curve(
+                deferral_curve(errors, test_costs, test_quality, call_costs=test_call_costs),
+                test_quality,
+                test_call_costs,
+            )
+        quality, costs = test_quality[rows], test_call_costs[rows]
+        return evaluate_curve(
+            deferral_curve(errors[rows], test_costs, quality, call_costs=costs),
+            quality,
+            costs,
+        )
+
     chosen_k: dict[str | None, int] = {}
     # K-means first: its K selection is exactly what the learned map's n_clusters="auto" would
     # repeat on the same data with the same seed (and Psi prior), so the learned map reuses it.
@@ -209,20 +224,6 @@ def run_trial(
         curve = deferral_curve(errors_hat, test_costs, test_quality, call_costs=test_call_costs)
         curves[spec.label] = curve
         metrics[spec.label] = evaluate_curve(curve, test_quality, test_call_costs)
-
-        def score(errors: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float]:
-            if rows is None:
-                return evaluate_curve(
-                    deferral_curve(errors, test_costs, test_quality, call_costs=test_call_costs),
-                    test_quality,
-                    test_call_costs,
-                )
-            quality, costs = test_quality[rows], test_call_costs[rows]
-            return evaluate_curve(
-                deferral_curve(errors[rows], test_costs, quality, call_costs=costs),
-                quality,
-                costs,
-            )
 
         partial_errors: dict[str, np.ndarray | None] = {}
         for setting in config.evidence:

@@ -61,7 +61,7 @@ class ModelCost:
         return self.per_query is None
 
     def _token_prices(self) -> tuple[float, float]:
-        """(per 1k input, per 1k output) of a token-priced model (``__post_init__`` ensures both)."""
+        """(per 1k input, per 1k output) of a token-priced model; ``__post_init__`` ensures both."""
         if self.per_1k_input is None or self.per_1k_output is None:
             raise DataError("per-1k-token pricing needs both the input and the output price")
         return self.per_1k_input, self.per_1k_output

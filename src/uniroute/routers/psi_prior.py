@@ -209,14 +209,20 @@ class PsiPrior:
 
     @classmethod
     def from_prompt_errors(
-        cls, labels: np.ndarray, errors: np.ndarray, n_clusters: int, **options: float
+        cls,
+        labels: np.ndarray,
+        errors: np.ndarray,
+        n_clusters: int,
+        *,
+        structure: str = "correlated",
+        **options: float,
     ) -> PsiPrior:
         """Fit from the training LLMs' per-prompt errors (n, m) on the representative prompts."""
         sums, counts, within = cluster_statistics(labels, errors, n_clusters)
         sums, counts, within = (np.atleast_2d(a) for a in (sums, counts, within))
         with np.errstate(divide="ignore", invalid="ignore"):
             means = np.where(counts > 0, sums / counts, np.nan)
-        return cls.fit(means, counts, within, **options)
+        return cls.fit(means, counts, within, structure=structure, **options)
 
     # ------------------------------------------------------------------ posterior
     def posterior(self, sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,10 @@ def kmeans_initial_map(centroids: np.ndarray, beta: float) -> tuple[np.ndarray, 
     return beta * centroids, -0.5 * beta * (centroids**2).sum(axis=1)
 
 
+#: (L2-normalised prompt embeddings, soft error labels, observed mask) of training prompts.
+TrainingData = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def map_log_loss(
     theta: np.ndarray,
     X: np.ndarray,
@@ -141,6 +145,11 @@ class UniRouteLearnedMap(ClusterProfileRouter):
     """
 
     name = "uniroute-learned"
+    W_: np.ndarray
+    b_: np.ndarray
+    beta_: float
+    n_iter_: int
+    l2_: float
 
     def __init__(
         self,
@@ -230,7 +239,7 @@ class UniRouteLearnedMap(ClusterProfileRouter):
         self.n_iter_ = n_iter
         self.l2_ = float(l2)
 
-    def _initial_beta(self, fit_part: tuple, profiles: np.ndarray, l2: float) -> float:
+    def _initial_beta(self, fit_part: TrainingData, profiles: np.ndarray, l2: float) -> float:
         """Inverse temperature of the K-means start: given, or the best of BETA_GRID."""
         if self.temperature_init is not None:
             return 1.0 / float(self.temperature_init)
@@ -244,8 +253,8 @@ class UniRouteLearnedMap(ClusterProfileRouter):
     def _iterations_by_holdout(
         self,
         theta0: np.ndarray,
-        fit_part: tuple,
-        holdout: tuple,
+        fit_part: TrainingData,
+        holdout: TrainingData,
         profiles: np.ndarray,
         l2: float,
     ) -> tuple[int, float]:
