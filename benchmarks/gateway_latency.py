@@ -37,6 +37,7 @@ from uniroute.data.paths import default_cache_dir, default_data_dir
 from uniroute.deployment import Router
 from uniroute.deployment.pool_changes import calibrate, remove_model, seed_registry
 from uniroute.embeddings.factory import EMBEDDING_CACHE_SUBDIR
+from uniroute.errors import CalibrationError
 from uniroute.registry.calibration import make_target
 from uniroute.testing.harness import add_recorded_model
 from uniroute.testing.process import GatewayProcess
@@ -208,10 +209,19 @@ def serve_pool(router: Router, dataset, replays: dict[str, ReplayServerProcess])
     that the dearest model gets about a third of the representative prompts."""
     for record in router.registry.list_models():
         remove_model(router, record.name)
-    for model in MODELS:
-        cost = float(dataset.model_costs[dataset.model_index(model)])
+    costs = [float(dataset.model_costs[dataset.model_index(model)]) for model in MODELS]
+    for model, cost in zip(MODELS, costs, strict=True):
         add_recorded_model(router, dataset, model, cost, endpoint=replays[model].v1_url)
-    calibrate(router, make_target(target_share=(MODELS[-1], 1 / 3)))
+    # A third, or the nearest share calibration can give (shares move in steps, and a target
+    # is only met within a tolerance).
+    for share in sorted((1 / 3, *np.arange(0.15, 0.56, 0.05)), key=lambda s: abs(s - 1 / 3)):
+        try:
+            policy = calibrate(router, make_target(target_share=(MODELS[-1], float(share))))
+        except CalibrationError:
+            continue
+        print(f"calibrated: {policy.achieved:.0%} of the representative prompts to {MODELS[-1]}")
+        return
+    raise CalibrationError(f"no lambda gives {MODELS[-1]} between 15% and 55% of the traffic")
 
 
 def measure_http(

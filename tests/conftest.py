@@ -49,11 +49,17 @@ def arc_holdout_models() -> list[str]:
 def arc_artifact(arc_dataset, arc_holdout_models: list[str], tmp_path_factory):
     """A tf-idf (32 dimensions) + K-means (K = 6) artifact of ARC, 20% representative prompts.
 
-    Built once per session; tests that change files work on a copy of its directory. With seed
-    0 the 89 representative prompts include neither of the six ARC prompts that only
-    gpt-3.5-turbo answered, but both that it alone left unanswered: the training models other
-    than gpt-3.5 have a score on every representative prompt (``test_calibration_on_curve``
-    needs both a pool with missing scores and one without).
+    Built once per session; tests that change files work on a copy of its directory. Tests
+    depend on which prompts the seed makes representative (seed 84 meets all of this):
+
+    * none of the six ARC prompts that only gpt-3.5-turbo answered, and one of the two it alone
+      left unanswered: every training model but gpt-3.5 has a score on every representative
+      prompt, so ``test_calibration_on_curve`` has a pool with missing scores and one without;
+    * every one has a reference letter and its own text, so onboarding asks every one of them
+      (the gateway's onboarding tests count the requests);
+    * the gateway tests' calibrated pool (tests/gateway/support.py) sends their prompts to more
+      than one model, and HELD_OUT, added at half the cheapest price, then gets routed requests;
+      the deployment tests' share target for the dearest training model is reachable.
 
     At the end of the session the directory must still load (every checksum intact), which
     catches a test that changed the shared files instead of a copy.
@@ -69,7 +75,7 @@ def arc_artifact(arc_dataset, arc_holdout_models: list[str], tmp_path_factory):
         router_params={"n_clusters": 6},
         holdout_models=arc_holdout_models,
         val_fraction=0.2,
-        seed=0,
+        seed=84,
     )
     yield artifact
     assert Artifact.load(artifact.path).artifact_id == artifact.artifact_id, (

@@ -65,6 +65,18 @@ def scores_of(dataset: RoutingDataset, artifact: Artifact, task_part: str | None
     return scores
 
 
+def coding_prompts(dataset: RoutingDataset, artifact: Artifact, n: int = 30) -> list[str]:
+    """The first ``n`` MBPP prompts that are not representative prompts of the artifact."""
+    representative = set(artifact.prompt_ids)
+    prompts = [
+        str(text)
+        for pid, text, task in zip(dataset.prompt_ids, dataset.prompts, dataset.tasks, strict=True)
+        if "mbpp" in str(task).lower() and str(pid) not in representative
+    ][:n]
+    assert len(prompts) == n
+    return prompts
+
+
 def test_no_evidence_on_coding_is_not_read_as_good_coding(routerbench, deployed) -> None:
     router, artifact = deployed
     full = scores_of(routerbench, artifact, None)
@@ -75,16 +87,7 @@ def test_no_evidence_on_coding_is_not_read_as_good_coding(routerbench, deployed)
     added = add_scored_model(router, ModelRecord(name="arc-only", cost=cost), arc_only)
     assert any("no evidence on task" in w and "mbpp" in w.lower() for w in added.evidence_warnings)
 
-    representative = set(artifact.prompt_ids)
-    mbpp = [
-        str(text)
-        for pid, text, task in zip(
-            routerbench.prompt_ids, routerbench.prompts, routerbench.tasks, strict=True
-        )
-        if "mbpp" in str(task).lower() and str(pid) not in representative
-    ][:30]
-    assert len(mbpp) == 30
-    decisions = router.route(mbpp, lam=0.0)
+    decisions = router.route(coding_prompts(routerbench, artifact), lam=0.0)
     arc_only_error = np.mean([d.estimated_errors["arc-only"] for d in decisions])
     full_error = np.mean([d.estimated_errors["full"] for d in decisions])
     assert abs(arc_only_error - full_error) <= 0.2
@@ -122,13 +125,5 @@ def test_the_old_rule_is_what_the_prior_fixes(routerbench, deployed, tmp_path: P
     add_scored_model(
         router, ModelRecord(name="arc-only", cost=cost), scores_of(routerbench, own, "arc")
     )
-    representative = set(own.prompt_ids)
-    mbpp = [
-        str(text)
-        for pid, text, task in zip(
-            routerbench.prompt_ids, routerbench.prompts, routerbench.tasks, strict=True
-        )
-        if "mbpp" in str(task).lower() and str(pid) not in representative
-    ][:30]
-    decisions = router.route(mbpp, lam=0.0)
+    decisions = router.route(coding_prompts(routerbench, own), lam=0.0)
     assert sum(d.model == "arc-only" for d in decisions) > 2
