@@ -204,9 +204,13 @@ def test_servable_ranking_keeps_the_models_with_an_endpoint(
     pool = router.snapshot.pool
     assert pool.servable == (HELD_OUT,)
     assert pool.endpoint(HELD_OUT).upstream_model == "gpt-4"
+    enabled = set(pool.names)
     for decision in router.route(["Which planet is largest?", "What is 2 + 2?"], lam=1.0):
-        assert decision.servable_ranking == [HELD_OUT]
-        assert HELD_OUT in decision.ranking
+        # The decision names the model the gateway will call; the others are listed apart.
+        assert decision.model == HELD_OUT
+        assert decision.servable_ranking == decision.ranking == [HELD_OUT]
+        assert set(decision.not_servable) == enabled - {HELD_OUT}
+        assert decision.to_dict()["not_servable"] == decision.not_servable
 
 
 def test_describe_reports_artifact_registry_and_policy(
