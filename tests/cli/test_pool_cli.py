@@ -173,6 +173,14 @@ def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
     assert shown["n_scores"] > 100 and shown["enabled"] is True
     assert set(shown["accuracy_per_task"]) == {"arc-challenge"}
     assert 0.0 < shown["accuracy_per_task"]["arc-challenge"]["accuracy"] <= 1.0
+    # The cluster x evidence table: every cluster's estimate, its std and what backs it.
+    clusters = shown["clusters"]
+    assert sum(row["n_prompts"] for row in clusters) == shown["representative_prompts"]
+    assert all(0 <= row["n_scored"] <= row["n_prompts"] for row in clusters)
+    assert all(row["std"] is not None and row["std"] > 0 for row in clusters)
+    assert shown["evidence_warnings"] == []
+    code, out, _ = _run(capsys, "models", "show", "claude-v1")
+    assert code == 0 and "estimated error per cluster" in out and "mostly arc-challenge" in out
 
     code, out, _ = _run(capsys, "models", "disable", "claude-v1")
     assert code == 0 and "disabled 'claude-v1'; the pool has 8 enabled models" in out

@@ -278,7 +278,11 @@ def run_show(args: argparse.Namespace) -> int:
         print("  estimated error per cluster (evidence: scored / representative prompts)")
         for row in info["clusters"]:
             spread = "" if row["std"] is None else f" ± {1.96 * row['std']:.3f}"
-            flag = "  no evidence: predicted from other clusters" if row["n_scored"] == 0 else ""
+            flag = ""
+            if row["n_prompts"] == 0:
+                flag = "  no representative prompt here: predicted from other clusters"
+            elif row["n_scored"] == 0:
+                flag = "  no score here: predicted from other clusters"
             print(
                 f"    cluster {row['cluster']:>2}  {row['estimated_error']:.3f}{spread:<9}  "
                 f"{row['n_scored']:>4}/{row['n_prompts']:<4} mostly {row['main_task']}{flag}"
