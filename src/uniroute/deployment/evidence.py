@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from uniroute.artifact import Artifact
+from uniroute.artifact import PROMPTS_FILE, Artifact
 from uniroute.routers.uniroute_kmeans import ClusterProfileRouter
 
 #: A task with scores on fewer than this share of its representative prompts is thinly covered.
@@ -89,9 +89,9 @@ def task_warnings(artifact: Artifact, scores: Mapping[str, float]) -> list[str]:
             warnings.append(
                 f"no evidence on task {task!r} ({n} representative prompts): the model's error "
                 "there is predicted from its other tasks, with a wide interval; send scores for "
-                f"those prompts (`uniroute models add ... --scores FILE --replace`, prompt ids "
-                f"from `uniroute models show --artifact`) or make the task gradeable (for code, "
-                "unit tests: docs/ONBOARDING.md) and onboard again"
+                f"those prompts (`uniroute models add ... --scores FILE --replace`; their ids "
+                f"and texts are the {task!r} lines of {artifact.path / PROMPTS_FILE}) or make the "
+                "task gradeable (for code, unit tests: docs/ONBOARDING.md) and onboard again"
             )
         elif have < THIN_COUNT or have < THIN_SHARE * n:
             warnings.append(
