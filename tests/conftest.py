@@ -23,7 +23,7 @@ def arc_file() -> Path:
     """RouterBench ARC-Challenge test split: 445 real prompts, 11 LLMs, recorded answers."""
     path = default_data_dir() / "routerbench" / "arc_challenge_test.csv"
     if not path.is_file():
-        pytest.skip(f"shared RouterBench data not found at {path} (set UNIROUTE_DATA)")
+        pytest.fail(f"shared RouterBench data not found at {path} (set UNIROUTE_DATA)")
     return path
 
 

@@ -16,7 +16,12 @@ from uniroute.routers import ESTIMATORS
 
 ROUTERBENCH = default_data_dir() / "routerbench"
 
-pytestmark = pytest.mark.skipif(not ROUTERBENCH.is_dir(), reason="shared RouterBench data absent")
+
+@pytest.fixture(autouse=True)
+def _shared_routerbench() -> None:
+    """These tests read the shared RouterBench data: fail, never skip, when it is missing."""
+    if not ROUTERBENCH.is_dir():
+        pytest.fail(f"shared RouterBench data not found at {ROUTERBENCH} (set UNIROUTE_DATA)")
 
 
 def eval_args(out: Path, *extra: str) -> list[str]:

@@ -16,7 +16,7 @@ def shared_data() -> Path:
     """The real shared data folder; tests that need it skip (loudly) when it is absent."""
     folder = default_data_dir()
     if not (folder / "routerbench").is_dir():
-        pytest.skip(f"shared data not found at {folder} (set UNIROUTE_DATA)")
+        pytest.fail(f"shared data not found at {folder} (set UNIROUTE_DATA)")
     return folder
 
 

@@ -164,7 +164,7 @@ def test_on_real_prompts_defaults_give_256_dimensions() -> None:
 
     path = default_data_dir() / "routerdc7" / "arc_challenge_test.json"
     if not path.is_file():
-        pytest.skip(f"{path} not present")
+        pytest.fail(f"shared routerdc7 data not found at {path} (set UNIROUTE_DATA)")
     questions = [record["question"] for record in json.loads(path.read_text())]
     assert len(questions) > 350
     encoder = TfidfSvdEncoder().fit(questions[:300])

@@ -229,7 +229,7 @@ MODEL = "mistralai/mistral-7b-chat"
 @pytest.fixture(scope="module")
 def replay_server():
     if not ARC_TEST.is_file():
-        pytest.skip(f"shared RouterBench data not found at {ARC_TEST}")
+        pytest.fail(f"shared RouterBench data not found at {ARC_TEST}")
     with ReplayServerProcess(ARC_TEST, MODEL, extra_args=["--delay-ms", "1"]) as server:
         yield server
 

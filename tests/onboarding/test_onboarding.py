@@ -40,7 +40,7 @@ N_PROMPTS = 50
 def arc():
     """The first 50 ARC-Challenge test prompts with a derived reference, and their data set."""
     if not ARC_TEST.is_file():
-        pytest.skip(f"shared RouterBench data not found at {ARC_TEST}")
+        pytest.fail(f"shared RouterBench data not found at {ARC_TEST}")
     dataset = attach_references(load_dataset(ARC_TEST, "routerbench"))
     rows = [i for i in range(dataset.n_prompts) if dataset.references[i] is not None][:N_PROMPTS]
     prompts = [

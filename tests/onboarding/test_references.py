@@ -104,7 +104,7 @@ def test_without_recorded_answers_choice_prompts_keep_no_reference_and_are_count
 def test_attach_references_on_real_mmlupro_data_without_answers() -> None:
     path = default_data_dir() / "mmlupro27" / "computer_science.json"
     if not path.is_file():
-        pytest.skip(f"shared MMLU-Pro data not found at {path} (set UNIROUTE_DATA)")
+        pytest.fail(f"shared MMLU-Pro data not found at {path} (set UNIROUTE_DATA)")
     dataset = load_dataset(path, "routerdc")
     out = attach_references(dataset)
     assert out.references.tolist() == [None] * dataset.n_prompts

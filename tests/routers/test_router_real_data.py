@@ -17,7 +17,7 @@ from uniroute.routers import UniRouteKMeans
 def routerbench():
     folder = default_data_dir() / "routerbench"
     if not folder.is_dir():
-        pytest.skip(f"shared data not found at {folder} (set UNIROUTE_DATA)")
+        pytest.fail(f"shared data not found at {folder} (set UNIROUTE_DATA)")
     return load_dataset(folder, "routerbench")
 
 
