@@ -172,11 +172,14 @@ class RouterEstimator(ABC):
         self._check_fitted()
         names = [str(name) for name in names]
         scores = np.asarray(scores, dtype=float).reshape(len(self.X_val_), len(names))
-        columns = [self._check_scores(scores[:, j], name) for j, name in enumerate(names)]
-        if features is None:
-            rows = [np.asarray(self._model_features(c), float) for c in columns]
-            features = np.vstack(rows) if rows else np.zeros((0, 0))
-        evidence, feature_std = self.pool_evidence(scores)
+        for j, name in enumerate(names):
+            self._check_scores(scores[:, j], name)
+        if not names:
+            features, evidence, feature_std = np.zeros((0, 0)), None, None
+        elif features is None:
+            features, evidence, feature_std = self.describe_pool(scores)
+        else:
+            evidence, feature_std = self.pool_evidence(scores)
         return Pool(
             names=tuple(names),
             costs=np.asarray(costs, dtype=float),
@@ -187,6 +190,15 @@ class RouterEstimator(ABC):
             evidence=evidence,
             feature_std=feature_std,
         )
+
+    def describe_pool(
+        self, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Psi rows (m, F) of (n_representative, m) checked scores, with ``pool_evidence``."""
+        rows = [
+            np.asarray(self._model_features(scores[:, j]), float) for j in range(scores.shape[1])
+        ]
+        return (np.vstack(rows), *self.pool_evidence(scores))
 
     def pool_evidence(self, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``model_evidence`` of every column of (n_representative, m) scores, stacked (m, F)."""

@@ -211,13 +211,29 @@ class ClusterProfileRouter(RouterEstimator):
         """Psi(h): the model's estimated error in each cluster of the representative prompts."""
         return self.describe_models(scores)[0][0]
 
+    def describe_pool(
+        self, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Psi rows, evidence counts and std of every model at once (one posterior call)."""
+        features, std = self.describe_models(scores)
+        return features, self._evidence_counts(scores), std
+
+    def pool_evidence(self, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Evidence counts and Psi's std of every model of (n_representative, m) scores."""
+        return self._evidence_counts(scores), self.describe_models(scores)[1]
+
+    def _evidence_counts(self, scores: np.ndarray) -> np.ndarray:
+        """(m, K): each model's number of scored representative prompts in each cluster."""
+        observed = np.isfinite(np.asarray(scores, dtype=float)).reshape(len(self.val_clusters_), -1)
+        membership = np.zeros((self.n_clusters_, len(self.val_clusters_)))
+        membership[self.val_clusters_, np.arange(len(self.val_clusters_))] = 1.0
+        return (membership @ observed).T
+
     def model_evidence(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Per cluster: the model's number of scored representative prompts, and Psi's std."""
         values = self._check_scores(scores, "model")
-        observed = np.isfinite(values)
-        counts = np.bincount(self.val_clusters_[observed], minlength=self.n_clusters_)
         _, std = self.describe_models(values)
-        return counts.astype(float), None if std is None else std[0]
+        return self._evidence_counts(values)[0], None if std is None else std[0]
 
     def clusters(self, X: np.ndarray) -> np.ndarray:
         """Hard cluster index k(x) of each prompt embedding."""
