@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from uniroute.artifact import Artifact
 from uniroute.data.dataset import RoutingDataset
 from uniroute.deployment import Router
-from uniroute.deployment.pool_changes import add_scored_model, calibrate, seed_registry, set_cost
+from uniroute.deployment.pool_changes import add_scored_model, calibrate, set_cost
 from uniroute.deployment.snapshot import CALIBRATION_FOLDS, calibrate_pool
 from uniroute.errors import CalibrationError
-from uniroute.registry import ModelCost, ModelRecord, Registry
+from uniroute.registry import ModelCost, ModelRecord
 from uniroute.registry.calibration import make_target, solve_target
 
 UNREACHABLE = "http://127.0.0.1:9/v1"
 HELD_OUT = "gpt-4-1106-preview"
-
-
-@pytest.fixture
-def seeded(arc_artifact: Artifact, tmp_path: Path) -> Router:
-    """A Router over the shared ARC artifact and a registry seeded with its training models."""
-    registry = Registry(tmp_path / "seeded.db")
-    seed_registry(arc_artifact, registry)
-    return Router.load(arc_artifact, registry)
 
 
 def _recorded_scores(dataset: RoutingDataset, model: str) -> dict[str, float]:

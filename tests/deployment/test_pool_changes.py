@@ -43,14 +43,6 @@ def router(arc_artifact: Artifact, tmp_path: Path) -> Router:
     return Router.load(arc_artifact, Registry(tmp_path / "pool.db"))
 
 
-@pytest.fixture
-def seeded(arc_artifact: Artifact, tmp_path: Path) -> Router:
-    """A Router over the shared ARC artifact and a registry seeded with its training models."""
-    registry = Registry(tmp_path / "seeded.db")
-    seed_registry(arc_artifact, registry)
-    return Router.load(arc_artifact, registry)
-
-
 def _recorded_scores(dataset: RoutingDataset, model: str) -> dict[str, float]:
     column = dataset.scores[:, dataset.model_index(model)]
     return {str(p): float(s) for p, s in zip(dataset.prompt_ids, column, strict=True)}
