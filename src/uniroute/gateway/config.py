@@ -40,6 +40,23 @@ class GatewayConfig:
     breaker_cooldown_s: float = 30.0
     #: Largest accepted request body in bytes.
     max_body_bytes: int = 1_000_000
+    #: Deepest nesting of arrays and objects accepted in a JSON body (a client's or an upstream's).
+    max_json_depth: int = 64
+    #: Largest non-streamed upstream answer in bytes; a bigger one counts as that model failing.
+    max_upstream_body_bytes: int = 16_000_000
+    #: Longest line of a streamed upstream answer in bytes; a longer one breaks the stream.
+    max_stream_line_bytes: int = 1_000_000
+    #: Seconds a client may take to send a request's headers (from connecting or from the end
+    #: of its previous request) before the connection is closed.
+    header_read_timeout_s: float = 10.0
+    #: Seconds a client may take to send a request's whole body once its headers have arrived.
+    body_read_timeout_s: float = 30.0
+    #: Most client connections open at once; further ones wait in the listen backlog.
+    max_client_connections: int = 2048
+    #: Upstream hosts and networks models may be served from: host names (``api.openai.com``,
+    #: ``*.internal``) and IP networks (``10.0.0.0/8``, ``::1``). Empty: any host, except that
+    #: link-local and cloud metadata addresses are refused unless listed here explicitly.
+    upstream_allowlist: tuple[str, ...] = ()
     #: Name of the environment variable with comma-separated client API keys; when that variable
     #: is unset or empty, the /v1 API needs no key.
     client_keys_env: str = "UNIROUTE_CLIENT_KEYS"
@@ -77,6 +94,8 @@ class GatewayConfig:
             "registry_poll_s",
             "upstream_keepalive_s",
             "client_keepalive_s",
+            "header_read_timeout_s",
+            "body_read_timeout_s",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -85,6 +104,10 @@ class GatewayConfig:
             "max_models_per_request",
             "breaker_failure_threshold",
             "max_body_bytes",
+            "max_json_depth",
+            "max_upstream_body_bytes",
+            "max_stream_line_bytes",
+            "max_client_connections",
             "routing_threads",
             "routing_batch_size",
             "max_upstream_connections",
@@ -136,6 +159,10 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Gatew
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{source}: {name} must be a path string, got {value!r}")
             converted[name] = value
+        elif expected is tuple:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {name} must be a list of strings, got {value!r}")
+            converted[name] = tuple(value)
         elif expected is float and isinstance(value, int | float) and not isinstance(value, bool):
             converted[name] = float(value)
         elif (expected is int and isinstance(value, int) and not isinstance(value, bool)) or (
