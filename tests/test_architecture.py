@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "uniroute"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"_checks"},
-    {"_io", "_retry"},
+    {"_io", "_retry", "_json"},
     {"tradeoff", "pool", "data"},
     {"embeddings"},
     {"routers"},

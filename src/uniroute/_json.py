@@ -1,0 +1,114 @@
+"""JSON from outside (a client, an upstream, a user's file) parsed within bounds.
+
+``json.loads`` alone lets one document crash its reader: nesting deeper than the interpreter's
+recursion limit raises ``RecursionError``, an integer of more than 4,300 digits ``ValueError``,
+``NaN``/``Infinity`` are accepted though not JSON, and ``"\\ud800"`` gives a string that cannot be
+encoded back to UTF-8. :func:`loads_bounded` turns each of these into one
+:class:`JsonLimitError` saying what is wrong, so callers handle a single exception type.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+#: Nesting accepted by default: far beyond any real request, far below the recursion limit.
+DEFAULT_MAX_DEPTH = 64
+#: Characters of one number accepted by default (a 64-bit integer has at most 20).
+DEFAULT_MAX_NUMBER_CHARS = 100
+
+# A JSON escape of a UTF-16 surrogate; a valid pair is two of these in a row.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
+
+
+class JsonLimitError(ValueError):
+    """The text is not acceptable JSON: malformed, too deep, a huge or non-finite number, or a
+    lone surrogate."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonLimitError(f"{name} is not valid JSON (use null or a finite number)")
+
+
+def _bounded_number(max_chars: int, kind: type) -> Any:
+    def parse(text: str) -> Any:
+        if len(text) > max_chars:
+            raise JsonLimitError(f"a number of {len(text)} characters (the limit is {max_chars})")
+        value = kind(text)
+        if kind is float and not math.isfinite(value):
+            raise JsonLimitError(f"the number {text[:20]} does not fit a 64-bit float")
+        return value
+
+    return parse
+
+
+def json_depth_exceeds(value: Any, max_depth: int) -> bool:
+    """True if arrays/objects in ``value`` nest deeper than ``max_depth`` (iterative, no
+    recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def loads_bounded(
+    data: bytes | str,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_number_chars: int = DEFAULT_MAX_NUMBER_CHARS,
+) -> Any:
+    """Parse JSON text; :class:`JsonLimitError` for anything ``json.loads`` would refuse or
+    accept unsafely."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    try:
+        value = json.loads(
+            raw,
+            parse_int=_bounded_number(max_number_chars, int),
+            parse_float=_bounded_number(max_number_chars, float),
+            parse_constant=_reject_constant,
+        )
+    except UnicodeDecodeError:
+        raise JsonLimitError("not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise JsonLimitError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise JsonLimitError(f"nested deeper than {max_depth} levels") from None
+    # Counting brackets is cheap and bounds the depth from above: most documents skip the walk.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth_exceeds(value, max_depth):
+        raise JsonLimitError(f"nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
+        raise JsonLimitError("a string holds a lone UTF-16 surrogate (not valid Unicode)")
+    return value
+
+
+def dumps_compact(value: Any) -> bytes:
+    """UTF-8 JSON of a value that :func:`loads_bounded` produced (never NaN, never a surrogate)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
