@@ -25,20 +25,22 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
 
 class JsonLimitError(ValueError):
     """The text is not acceptable JSON: malformed, too deep, a huge or non-finite number, or a
-    lone surrogate."""
+    lone surrogate. The message is a clause to follow a subject: "the body " + str(error)."""
 
 
 def _reject_constant(name: str) -> Any:
-    raise JsonLimitError(f"{name} is not valid JSON (use null or a finite number)")
+    raise JsonLimitError(f"holds {name}, which is not JSON (use null or a finite number)")
 
 
 def _bounded_number(max_chars: int, kind: type) -> Any:
     def parse(text: str) -> Any:
         if len(text) > max_chars:
-            raise JsonLimitError(f"a number of {len(text)} characters (the limit is {max_chars})")
+            raise JsonLimitError(
+                f"holds a number of {len(text)} characters (the limit is {max_chars})"
+            )
         value = kind(text)
         if kind is float and not math.isfinite(value):
-            raise JsonLimitError(f"the number {text[:20]} does not fit a 64-bit float")
+            raise JsonLimitError(f"holds the number {text[:20]}, too big for a 64-bit float")
         return value
 
     return parse
@@ -96,16 +98,18 @@ def loads_bounded(
             parse_constant=_reject_constant,
         )
     except UnicodeDecodeError:
-        raise JsonLimitError("not UTF-8 text") from None
+        raise JsonLimitError("is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise JsonLimitError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise JsonLimitError(
+            f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
     except RecursionError:
-        raise JsonLimitError(f"nested deeper than {max_depth} levels") from None
+        raise JsonLimitError(f"is nested deeper than {max_depth} levels") from None
     # Counting brackets is cheap and bounds the depth from above: most documents skip the walk.
     if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth_exceeds(value, max_depth):
-        raise JsonLimitError(f"nested deeper than {max_depth} levels")
+        raise JsonLimitError(f"is nested deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
-        raise JsonLimitError("a string holds a lone UTF-16 surrogate (not valid Unicode)")
+        raise JsonLimitError("holds a lone UTF-16 surrogate in a string (not valid Unicode)")
     return value
 
 

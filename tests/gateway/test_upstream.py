@@ -46,7 +46,7 @@ def test_json_body_rewrite() -> None:
     body = json.dumps({"model": "m", "choices": []}).encode()
     assert rewrite_model_field(body, "m") is body
     assert json.loads(rewrite_model_field(body, "other"))["model"] == "other"
-    with pytest.raises(UpstreamError, match="not JSON"):
+    with pytest.raises(UpstreamError, match="not valid JSON"):
         rewrite_model_field(b"<html>", "m")
     with pytest.raises(UpstreamError, match="not an object"):
         rewrite_model_field(b"[]", "m")

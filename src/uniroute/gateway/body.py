@@ -6,12 +6,12 @@ validated from it only checks it and gives the handlers typed access to the fiel
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from uniroute._json import DEFAULT_MAX_DEPTH, JsonLimitError, loads_bounded
 from uniroute.gateway.errors import ApiError, validation_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -44,21 +44,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+def parse_json_object(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it.
+
+    Parsing is bounded (nesting depth, number size, no NaN, no lone surrogates) so that no body
+    can make anything after it fail: what passes here can be validated, logged and re-encoded.
+    """
     if not raw.strip():
         raise ApiError(400, "the request body is empty; send a JSON object", code="invalid_json")
     try:
-        payload = json.loads(raw)
-    except UnicodeDecodeError:
-        raise ApiError(400, "the request body is not UTF-8 text", code="invalid_json") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400,
-            f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column "
-            f"{exc.colno})",
-            code="invalid_json",
-        ) from None
+        payload = loads_bounded(raw, max_depth=max_depth)
+    except JsonLimitError as exc:
+        raise ApiError(400, f"the request body {exc}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise ApiError(
             400,
@@ -76,10 +73,16 @@ def validate(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
         raise validation_error(exc, accepted=model.model_fields) from None
 
 
-async def json_body(request: Request, limit: int, *, allow_empty: bool = False) -> dict[str, Any]:
+async def json_body(
+    request: Request,
+    limit: int,
+    *,
+    allow_empty: bool = False,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> dict[str, Any]:
     """The body read within ``limit`` bytes and parsed as a JSON object (``{}`` if empty and
     ``allow_empty``)."""
     raw = await read_body(request, limit)
     if allow_empty and not raw.strip():
         return {}
-    return parse_json_object(raw)
+    return parse_json_object(raw, max_depth)

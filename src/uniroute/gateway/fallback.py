@@ -179,6 +179,8 @@ async def call_with_fallback(
     board: BreakerBoard,
     max_models: int,
     clock: Callable[[], float] = time.perf_counter,
+    *,
+    success_on_return: bool = True,
 ) -> FallbackResult[T]:
     """Try ``call(model)`` on each candidate in order until one succeeds.
 
@@ -186,6 +188,10 @@ async def call_with_fallback(
     ``call`` raises UpstreamError for a failure that should move on to the next model; a
     failure with ``counts_against_model=False`` stops the loop and is re-raised, since another
     model would fail the same way. Any other exception propagates unchanged.
+
+    With ``success_on_return=False`` a returned value is not yet a success (a stream whose
+    first bytes arrived may still break): the caller settles the winner's breaker with
+    ``record_success`` or ``record_failure`` (or ``release``) once it knows.
     """
     attempts: list[Attempt] = []
     last_failure: UpstreamError | None = None
@@ -212,7 +218,8 @@ async def call_with_fallback(
         except BaseException:
             breaker.release()
             raise
-        breaker.record_success()
+        if success_on_return:
+            breaker.record_success()
         attempts.append(Attempt(model, "ok", "", clock() - started))
         return FallbackResult(model=model, value=value, attempts=attempts)
     raise AllModelsFailedError(attempts, last_failure)

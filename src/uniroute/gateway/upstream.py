@@ -6,22 +6,30 @@ environment variable holding its API key, and the model name the endpoint expect
 read from the environment at call time, sent only to that upstream, and never stored or logged.
 Client headers are never forwarded (the client's Authorization is the gateway's key, not the
 upstream's). The body sent is the client's parsed JSON object with only ``model`` changed.
+
+Everything an upstream sends back is untrusted input. A body that is too big, compressed,
+nested too deep, not a JSON object, or a stream that stalls, breaks, holds an endless line or
+ends without ``data: [DONE]`` is that model failing (an :class:`UpstreamError`), never an
+exception of another kind; upstream headers are never relayed, and an upstream's refusal of a
+request (a 4xx that says nothing about the model) reaches the client only as a rebuilt OpenAI
+error whose message is cut short and stripped of the endpoint's key.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import httpx
 
+from uniroute._json import JsonLimitError, dumps_compact, loads_bounded
 from uniroute._retry import retry
 from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.fallback import UpstreamError
@@ -31,6 +39,15 @@ from uniroute.pool import Endpoint
 # misconfigured (bad key, unknown path) or timed out. Any other 4xx rejects the request itself.
 _MODEL_FAILURE_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429})
 _CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+#: Bytes of an upstream's error answer read at most (only its message is ever used).
+ERROR_BODY_LIMIT = 65_536
+#: Characters of an upstream's error message passed on to the client at most.
+ERROR_MESSAGE_LIMIT = 2_000
+_STREAM_END = b"data: [DONE]"
+# Bearer tokens and key-shaped strings an upstream might echo back in an error message.
+_SECRET_SHAPES = re.compile(
+    r"(?i)(bearer\s+)\S+|\b(sk|pk|rk|gsk|hf|ghp|xox[abp])[-_][A-Za-z0-9_\-]{8,}"
+)
 
 
 @dataclass(frozen=True)
@@ -67,29 +84,50 @@ class UpstreamAnswer:
 
 @dataclass
 class UpstreamStream:
-    """An open streamed answer whose status is 200; iterate ``chunks()`` and then ``aclose()``."""
+    """An open streamed answer whose status is 200 and whose first bytes have arrived.
+
+    Iterate ``chunks()`` (which raises :class:`UpstreamError` when the stream stalls, breaks or
+    ends without ``data: [DONE]``), then ``aclose()``.
+    """
 
     response: httpx.Response
     model: str
     seconds_to_headers: float
     idle_timeout_s: float
+    rewriter: SseModelRewriter
+    first: bytes
+    _iterator: AsyncIterator[bytes] = field(repr=False)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The SSE bytes as they arrive, each ``model`` field set to the pool model's name."""
-        rewriter = SseModelRewriter(self.model)
-        iterator = self.response.aiter_bytes().__aiter__()
-        while True:
+        yield self.first
+        # One cancel scope whose deadline moves on with every chunk: a stall anywhere in the
+        # stream is caught without a new timer per chunk.
+        with anyio.CancelScope() as idle:
+            idle.deadline = anyio.current_time() + self.idle_timeout_s
             try:
-                with anyio.fail_after(self.idle_timeout_s):
-                    chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-            out = rewriter.feed(chunk)
-            if out:
-                yield out
-        tail = rewriter.flush()
+                async for chunk in self._iterator:
+                    idle.deadline = anyio.current_time() + self.idle_timeout_s
+                    out = self.rewriter.feed(chunk)
+                    if out:
+                        yield out
+            except httpx.HTTPError as exc:
+                raise UpstreamError(
+                    f"stream from {self.model!r} broke off ({type(exc).__name__})",
+                    kind="stream_broken",
+                ) from None
+        if idle.cancelled_caught:
+            raise UpstreamError(
+                f"stream from {self.model!r} stalled for {self.idle_timeout_s:g}s",
+                kind="stream_stalled",
+            )
+        tail = self.rewriter.flush()
         if tail:
             yield tail
+        if not self.rewriter.done:
+            raise UpstreamError(
+                f"stream from {self.model!r} ended without 'data: [DONE]'", kind="stream_broken"
+            )
 
     async def aclose(self) -> None:
         """Release the connection back to the pool (or close it if the body was not read)."""
@@ -101,20 +139,39 @@ class SseModelRewriter:
 
     Bytes are passed through unchanged except ``data:`` lines whose JSON names another model;
     a partial line is held back only until its newline arrives, so nothing else is buffered.
+    The first event must be a JSON object (so an upstream that answers garbage fails before
+    the client got a byte); after it, only lines that mention ``"model"`` without the pool name
+    are parsed at all, and one that is not acceptable JSON breaks the stream. A line longer than
+    ``max_line_bytes`` raises :class:`UpstreamError` (an upstream cannot make the gateway hold
+    an endless line); ``events`` counts the data events, ``done`` tells whether
+    ``data: [DONE]`` went by.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, max_line_bytes: int = 1_000_000) -> None:
         self.model = model
+        self.max_line_bytes = max_line_bytes
+        self.done = False
+        self.events = 0
         self._partial = b""
+        self._expected = dumps_compact(model)
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes ready to send after receiving ``chunk`` (complete lines only)."""
-        data = self._partial + chunk
+        data = self._partial + chunk if self._partial else chunk
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
+        if len(self._partial) > self.max_line_bytes:
+            self._partial = b""
+            raise UpstreamError(
+                f"stream from {self.model!r} sent a line longer than {self.max_line_bytes} bytes",
+                kind="stream_broken",
+            )
         if not cut:
             return b""
-        return b"".join(self._rewrite_line(line) for line in data[:cut].splitlines(keepends=True))
+        lines = data[:cut]
+        if b"data:" not in lines:
+            return lines
+        return b"".join(self._rewrite_line(line) for line in lines.splitlines(keepends=True))
 
     def flush(self) -> bytes:
         """Whatever incomplete last line is left at the end of the stream."""
@@ -125,26 +182,46 @@ class SseModelRewriter:
         if not line.startswith(b"data:"):
             return line
         payload = line[5:].strip()
-        if not payload.startswith(b"{"):
+        if payload == b"[DONE]":
+            self.done = True
+            return line
+        self.events += 1
+        # The cheap check first: most events either carry no model or already the pool's name.
+        if self.events > 1 and (
+            b'"model"' not in payload
+            or b'"model":' + self._expected in payload
+            or b'"model": ' + self._expected in payload
+        ):
             return line
         try:
-            event = json.loads(payload)
-        except ValueError:
-            return line
-        if not isinstance(event, dict) or event.get("model", self.model) == self.model:
+            event = loads_bounded(payload)
+        except JsonLimitError as exc:
+            raise UpstreamError(
+                f"stream from {self.model!r} sent an event that {exc}", kind="bad_response"
+            ) from None
+        if not isinstance(event, dict):
+            raise UpstreamError(
+                f"stream from {self.model!r} sent an event that is not a JSON object",
+                kind="bad_response",
+            )
+        if event.get("model", self.model) == self.model:
             return line
         event["model"] = self.model
         ending = line[len(line.rstrip(b"\r\n")) :]
-        return b"data: " + json.dumps(event, ensure_ascii=False).encode() + ending
+        return b"data: " + dumps_compact(event) + ending
 
 
-def rewrite_model_field(body: bytes, model: str) -> bytes:
-    """A JSON answer body whose ``model`` is the pool model's name (unchanged if it already is)."""
+def rewrite_model_field(body: bytes, model: str, max_depth: int = 64) -> bytes:
+    """A JSON answer body whose ``model`` is the pool model's name (unchanged if it already is).
+
+    Raises :class:`UpstreamError` for anything but a JSON object within the parsing bounds.
+    """
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = loads_bounded(body, max_depth=max_depth)
+    except JsonLimitError as exc:
         raise UpstreamError(
-            f"{model!r} answered with a body that is not JSON", kind="bad_response"
+            f"{model!r} answered with a body that {exc}",
+            kind="bad_response",
         ) from None
     if not isinstance(payload, dict):
         raise UpstreamError(
@@ -153,7 +230,55 @@ def rewrite_model_field(body: bytes, model: str) -> bytes:
     if payload.get("model") == model:
         return body
     payload["model"] = model
-    return json.dumps(payload, ensure_ascii=False).encode()
+    return dumps_compact(payload)
+
+
+def _check_identity(target: UpstreamTarget, response: httpx.Response) -> None:
+    """Refuse a compressed answer: identity was asked for, and compressed bytes could inflate
+    far past any size check (or reach the client still compressed)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UpstreamError(
+            f"{target.model!r} answered compressed ({encoding}) though asked not to",
+            kind="bad_response",
+        )
+
+
+def scrubbed_error_body(body: bytes, status: int, secret: str | None) -> dict[str, Any]:
+    """The OpenAI error object to pass on for an upstream's refusal, rebuilt from its parts.
+
+    Only ``message``, ``type``, ``param`` and ``code`` survive, as short strings; the endpoint's
+    key and anything shaped like a bearer token or an API key are masked in the message.
+    """
+    error: dict[str, Any] = {}
+    try:
+        parsed = loads_bounded(body, max_depth=8)
+    except JsonLimitError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
+    elif isinstance(parsed, dict):
+        error = parsed
+
+    def text(name: str) -> str | None:
+        value = error.get(name)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)[:200]
+        return None
+
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    message = message or f"the upstream rejected the request (HTTP {status})"
+    if secret:
+        message = message.replace(secret, "***")
+    message = _SECRET_SHAPES.sub(lambda m: (m.group(1) or "") + "***", message)
+    return {
+        "error": {
+            "message": message[:ERROR_MESSAGE_LIMIT],
+            "type": text("type") or "invalid_request_error",
+            "param": text("param"),
+            "code": text("code"),
+        }
+    }
 
 
 class UpstreamClient:
@@ -195,16 +320,23 @@ class UpstreamClient:
             "x-request-id": request_id,
             "accept-encoding": "identity",
         }
-        if target.api_key_env:
-            key = os.environ.get(target.api_key_env)
-            if not key:
-                raise UpstreamError(
-                    f"environment variable {target.api_key_env} (API key of model "
-                    f"{target.model!r}) is not set",
-                    kind="missing_key",
-                )
+        key = self._key(target)
+        if key:
             headers["authorization"] = f"Bearer {key}"
         return headers
+
+    @staticmethod
+    def _key(target: UpstreamTarget) -> str | None:
+        if not target.api_key_env:
+            return None
+        key = os.environ.get(target.api_key_env)
+        if not key:
+            raise UpstreamError(
+                f"environment variable {target.api_key_env} (API key of model "
+                f"{target.model!r}) is not set",
+                kind="missing_key",
+            )
+        return key
 
     async def _send(
         self,
@@ -212,20 +344,18 @@ class UpstreamClient:
         path: str,
         body: dict[str, Any],
         request_id: str,
-        *,
-        stream: bool,
     ) -> httpx.Response:
         """Send the request, retrying only connection errors; returns the open response."""
         headers = self._headers(target, request_id)
         upstream_name = target.upstream_model or target.model
         # The client's parsed body, unchanged but for the model name the endpoint expects.
-        payload = json.dumps({**body, "model": upstream_name}, ensure_ascii=False).encode()
+        payload = dumps_compact({**body, "model": upstream_name})
         url = target.url(path)
 
         async def attempt() -> httpx.Response:
             client = next(self._turn)
             request = client.build_request("POST", url, content=payload, headers=headers)
-            return await client.send(request, stream=stream)
+            return await client.send(request, stream=True)
 
         try:
             return await retry(
@@ -241,7 +371,9 @@ class UpstreamClient:
             ) from None
         except httpx.TimeoutException:
             raise self._timeout(target) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OverflowError, ValueError) as exc:
+            # A URL the HTTP client cannot use (a port out of range stored by an older version)
+            # is this model's failure too, not the gateway's.
             raise UpstreamError(
                 f"HTTP error from {target.model!r} ({type(exc).__name__})", kind="http_error"
             ) from None
@@ -252,16 +384,53 @@ class UpstreamClient:
             kind="timeout",
         )
 
-    @staticmethod
-    def _check_status(target: UpstreamTarget, status: int, body: bytes) -> None:
+    async def _read_bounded(
+        self, target: UpstreamTarget, response: httpx.Response, limit: int
+    ) -> bytes:
+        """The whole body of a response, or an UpstreamError once it exceeds ``limit`` bytes."""
+        _check_identity(target, response)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise UpstreamError(
+                f"{target.model!r} answered {declared} bytes; the limit is {limit}",
+                kind="too_large",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamError(
+                        f"{target.model!r} answered more than the limit of {limit} bytes",
+                        kind="too_large",
+                    )
+                chunks.append(chunk)
+        except httpx.TimeoutException:
+            raise self._timeout(target) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"answer from {target.model!r} broke off ({type(exc).__name__})",
+                kind="bad_response",
+            ) from None
+        return b"".join(chunks)
+
+    async def _check_status(self, target: UpstreamTarget, response: httpx.Response) -> None:
+        status = response.status_code
         if status == 200:
             return
+        try:
+            content = await self._read_bounded(target, response, ERROR_BODY_LIMIT)
+        except UpstreamError:
+            content = b""
         if 400 <= status < 500 and status not in _MODEL_FAILURE_STATUSES:
             raise UpstreamError(
                 f"{target.model!r} rejected the request (HTTP {status})",
                 status=status,
                 counts_against_model=False,
-                body=body,
+                body=dumps_compact(
+                    scrubbed_error_body(content, status, os.environ.get(target.api_key_env or ""))
+                ),
             )
         hint = ""
         if status in (401, 403):
@@ -287,15 +456,22 @@ class UpstreamClient:
     ) -> UpstreamAnswer:
         """A non-streamed answer; raises UpstreamError on timeout, error status or bad JSON."""
         started = time.perf_counter()
+        response: httpx.Response | None = None
         try:
             with anyio.fail_after(self.config.upstream_timeout_s):
-                response = await self._send(target, path, body, request_id, stream=False)
+                response = await self._send(target, path, body, request_id)
+                await self._check_status(target, response)
+                content = await self._read_bounded(
+                    target, response, self.config.max_upstream_body_bytes
+                )
         except TimeoutError:
             raise self._timeout(target) from None
-        self._check_status(target, response.status_code, response.content)
+        finally:
+            if response is not None:
+                await response.aclose()
         return UpstreamAnswer(
             status=200,
-            body=rewrite_model_field(response.content, target.model),
+            body=rewrite_model_field(content, target.model, self.config.max_json_depth),
             content_type="application/json",
             seconds=time.perf_counter() - started,
         )
@@ -307,30 +483,66 @@ class UpstreamClient:
         body: dict[str, Any],
         request_id: str,
     ) -> UpstreamStream:
-        """Open a streamed answer and wait for its headers; a non-200 status is a failure."""
+        """Open a streamed answer and wait for its first bytes; until then every failure
+        (status, content type, silence, an early end) is an UpstreamError, so another model
+        can still take the request."""
         started = time.perf_counter()
         response: httpx.Response | None = None
         try:
             with anyio.fail_after(self.config.upstream_timeout_s):
-                response = await self._send(target, path, body, request_id, stream=True)
-                if response.status_code != 200:
-                    content = await response.aread()
-                    await response.aclose()
-                    self._check_status(target, response.status_code, content)
+                response = await self._send(target, path, body, request_id)
+                seconds_to_headers = time.perf_counter() - started
+                await self._check_status(target, response)
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    raise UpstreamError(
+                        f"{target.model!r} did not stream "
+                        f"(content-type {content_type or 'missing'!r})",
+                        kind="bad_response",
+                    )
+                _check_identity(target, response)
+                limit = self.config.max_stream_line_bytes
+                rewriter = SseModelRewriter(target.model, limit)
+                iterator = response.aiter_raw().__aiter__()
+                # Nothing reaches the client before the first event checked out: until then a
+                # failure can still fall back to another model.
+                first = b""
+                while not rewriter.events and not rewriter.done:
+                    try:
+                        chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        raise UpstreamError(
+                            f"stream from {target.model!r} ended before any event",
+                            kind="stream_broken",
+                        ) from None
+                    first += rewriter.feed(chunk)
+                    if len(first) > limit:
+                        raise UpstreamError(
+                            f"stream from {target.model!r} sent {len(first)} bytes before "
+                            "its first event",
+                            kind="bad_response",
+                        )
         except TimeoutError:
             if response is not None:
                 await response.aclose()
             raise self._timeout(target) from None
-        content_type = response.headers.get("content-type", "")
-        if "text/event-stream" not in content_type:
-            await response.aclose()
+        except httpx.HTTPError as exc:
+            if response is not None:
+                await response.aclose()
             raise UpstreamError(
-                f"{target.model!r} did not stream (content-type {content_type or 'missing'!r})",
-                kind="bad_response",
-            )
+                f"stream from {target.model!r} broke off ({type(exc).__name__})",
+                kind="stream_broken",
+            ) from None
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            raise
         return UpstreamStream(
             response=response,
             model=target.model,
-            seconds_to_headers=time.perf_counter() - started,
+            seconds_to_headers=seconds_to_headers,
             idle_timeout_s=self.config.stream_idle_timeout_s,
+            rewriter=rewriter,
+            first=first,
+            _iterator=iterator,
         )

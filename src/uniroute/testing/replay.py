@@ -5,9 +5,9 @@ weights: this server looks each prompt up in a data set with recorded responses 
 ``M|model_response`` columns) and returns the answer that model really gave. It speaks
 ``POST /v1/chat/completions`` and ``POST /v1/completions`` (plain JSON or SSE streaming),
 ``GET /v1/models``, ``GET /healthz`` and ``GET /stats``, and injects faults on demand (delay,
-error rate, first-N errors, a fixed answer) from the command line or ``POST /admin/fault``
-(a JSON object of ``FaultConfig`` fields, plus ``"seed": N`` to reseed the random failures and
-``"reset_stats": true`` to zero the counters).
+error rate, first-N errors, a fixed answer, hostile answers after a 200) from the command line
+or ``POST /admin/fault`` (a JSON object of ``FaultConfig`` fields, plus ``"seed": N`` to
+reseed the random failures and ``"reset_stats": true`` to zero the counters).
 
 Run it with ``python -m uniroute.testing.replay --data DIR --format routerbench --model NAME
 --port 0``; it prints ``listening on http://HOST:PORT`` once it accepts connections.
@@ -58,6 +58,8 @@ class FaultConfig:
     ``delay_ms`` delays each answer (before its first byte), ``chunk_delay_ms`` each streamed
     chunk; ``fail_first`` fails the next N requests and ``fail_rate`` a random share of the rest,
     with HTTP status ``fail_status``; ``fixed_answer``, when set, replaces every answer.
+    ``hostile``, when set, makes every answer one of :data:`HOSTILE_MODES` (an upstream that
+    misbehaves after a 200); streamed ones misbehave after ``hostile_after_chunks`` events.
     """
 
     delay_ms: float = 0.0
@@ -66,6 +68,8 @@ class FaultConfig:
     fail_status: int = 500
     fail_first: int = 0
     fixed_answer: str | None = None
+    hostile: str | None = None
+    hostile_after_chunks: int = 2
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a partial update, checking every value; raises ValueError naming a bad field."""
@@ -80,7 +84,24 @@ class FaultConfig:
             setattr(self, name, getattr(staged, name))
 
 
+#: What a hostile upstream does (``FaultConfig.hostile``), streamed (s) or not (n):
+HOSTILE_MODES = {
+    "hang": "answers nothing, ever (s, n)",
+    "garbage": "200 with bytes that are not JSON / not SSE events (s, n)",
+    "nested_json": "200 with JSON nested 100,000 deep (s, n)",
+    "huge": "200 with a 100 MB body (n) or a 100 MB line (s)",
+    "die": "drops the connection partway through the body (s: after some events; n)",
+    "stall": "stops sending partway through the body, keeping the connection (s, n)",
+    "no_done": "ends the stream cleanly but without data: [DONE] (s)",
+    "echo_auth": "400 whose error message echoes the request's Authorization header (s, n)",
+}
+
+
 def _checked_fault_value(name: str, value: Any) -> Any:
+    if name == "hostile":
+        if value is not None and value not in HOSTILE_MODES:
+            raise ValueError(f"hostile must be null or one of {sorted(HOSTILE_MODES)}")
+        return value
     if name == "fixed_answer":
         if value is not None and not isinstance(value, str):
             raise ValueError("fixed_answer must be a string or null")
@@ -93,7 +114,7 @@ def _checked_fault_value(name: str, value: Any) -> Any:
         if int(value) != value or not 400 <= value <= 599:
             raise ValueError(f"fail_status must be an HTTP error status (400-599), got {value}")
         return int(value)
-    if name == "fail_first":
+    if name in ("fail_first", "hostile_after_chunks"):
         if int(value) != value or value < 0:
             raise ValueError(f"fail_first must be a whole number >= 0, got {value}")
         return int(value)
@@ -276,6 +297,9 @@ def create_replay_app(
             state.stats["failures_injected"] += 1
             status = state.faults.fail_status
             return _error(status, f"injected failure (HTTP {status})", "server_error")
+        if state.faults.hostile is not None:
+            state.stats["hostile_answers"] += 1
+            return _hostile_answer(state, request, bool(body.get("stream")))
         answers = []
         for prompt in prompts:
             fixed = state.faults.fixed_answer
@@ -407,6 +431,71 @@ def _full_response(
         "choices": choices,
         "usage": usage,
     }
+
+
+_NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+class _RawAnswer:
+    """An ASGI response sent piece by piece, then ending as ``ending`` says: ``"close"``
+    (complete), ``"die"`` (the connection dropped mid-body) or ``"stall"`` (silence)."""
+
+    def __init__(
+        self, status: int, content_type: str, pieces: list[bytes], ending: str, length: int | None
+    ) -> None:
+        self.status, self.content_type, self.pieces = status, content_type, pieces
+        self.ending, self.length = ending, length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", self.content_type.encode())]
+        if self.length is not None:
+            headers.append((b"content-length", str(self.length).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        for piece in self.pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await asyncio.sleep(0)
+        if self.ending == "stall":
+            await asyncio.sleep(3600)
+        if self.ending == "die":
+            # An exception after the response started makes the server drop the connection.
+            raise ConnectionAbortedError("replay upstream dies mid-answer (fault injected)")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _hostile_answer(state: _ReplayState, request: Request, stream: bool) -> Any:
+    mode = state.faults.hostile
+    model = json.dumps(state.model)
+    event = f'data: {{"id":"x","object":"chat.completion.chunk","model":{model},'
+    event += '"choices":[{"index":0,"delta":{"content":"hi "},"finish_reason":null}]}\n\n'
+    events = [event.encode()] * state.faults.hostile_after_chunks
+    sse, js = "text/event-stream", "application/json"
+    if mode == "hang":
+        return _RawAnswer(200, sse if stream else js, [], "stall", None)
+    if mode == "garbage":
+        junk = b"\x00\xff<html>not what you asked for</html>\n" * 8
+        return _RawAnswer(200, sse if stream else js, [junk], "close", None)
+    if mode == "nested_json":
+        if stream:
+            return _RawAnswer(200, sse, [b"data: " + _NESTED + b"\n\n"], "close", None)
+        body = b'{"model":"x","choices":' + _NESTED + b"}"
+        return _RawAnswer(200, js, [body], "close", len(body))
+    if mode == "huge":
+        block = b"x" * 1_000_000
+        head = b"data: " if stream else b'{"model":"x","pad":"'
+        return _RawAnswer(200, sse if stream else js, [head, *[block] * 100], "close", None)
+    if mode == "die":
+        if stream:
+            return _RawAnswer(200, sse, events, "die", None)
+        return _RawAnswer(200, js, [b'{"id":"x","choices":[{"mess'], "die", 4096)
+    if mode == "stall":
+        if stream:
+            return _RawAnswer(200, sse, events, "stall", None)
+        return _RawAnswer(200, js, [b'{"id":"x","choices":[{"mess'], "stall", 4096)
+    if mode == "no_done":
+        return _RawAnswer(200, sse, events, "close", None)
+    assert mode == "echo_auth"
+    sent = request.headers.get("authorization", "(none)")
+    return _error(400, f"Bad request. You sent Authorization: {sent}", "invalid_request_error")
 
 
 def _pieces(answer: str) -> list[str]:
@@ -558,7 +647,9 @@ class ReplayServerProcess(ChildServerProcess):
     def set_fault(self, **faults: Any) -> None:
         """Change the faults the server injects (``POST /admin/fault``); no argument clears
         the delays and failures."""
-        body = faults or {"delay_ms": 0, "chunk_delay_ms": 0, "fail_rate": 0, "fail_first": 0}
+        body = faults or {
+            "delay_ms": 0, "chunk_delay_ms": 0, "fail_rate": 0, "fail_first": 0, "hostile": None,
+        }  # fmt: skip
         httpx.post(f"{self.base_url}/admin/fault", json=body, timeout=5).raise_for_status()
 
 

@@ -27,6 +27,8 @@ def _model_name(value: Any) -> str:
 
 
 def _stream_flag(value: Any) -> bool:
+    if value is None:  # OpenAI's own API and clients treat null as "not streamed"
+        return False
     if not isinstance(value, bool):
         raise invalid("invalid_type", "'stream' must be true or false", "stream")
     return value
@@ -63,8 +65,13 @@ def content_text(content: Any, index: int) -> str:
 
 
 def _last_user_text(messages: list[Any]) -> str:
-    """Check every message and return the text of the last one with role ``user``."""
+    """Check every message and return the text of the last one with role ``user``.
+
+    A last user message without text (an image, an audio clip) is routed on the text of the
+    conversation before it, which is what that part is about; with no text at all, on "".
+    """
     last_user: str | None = None
+    texts: list[str] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid(
@@ -79,12 +86,26 @@ def _last_user_text(messages: list[Any]) -> str:
             )
         text = content_text(message.get("content"), index)
         if role == "user":
-            last_user = text
+            last_user = text if text.strip() or not texts else "\n".join(texts)
+        if text.strip():
+            texts.append(text)
     if last_user is None:
         raise invalid(
             "no_user_message", "'messages' has no message with role 'user' to route on", "messages"
         )
     return last_user
+
+
+def _has_content(message: dict[str, Any]) -> bool:
+    """True if a message carries text or any non-text part (an image, audio, a file)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return bool(content.strip())
+    if isinstance(content, list):
+        return any(
+            part.get("type") != "text" or str(part.get("text", "")).strip() for part in content
+        )
+    return False
 
 
 def _messages(value: Any) -> list[Any]:
@@ -96,7 +117,9 @@ def _messages(value: Any) -> list[Any]:
         raise invalid(
             "empty_messages", "'messages' is empty; send at least one user message", "messages"
         )
-    if not _last_user_text(value).strip():
+    _last_user_text(value)  # checks every message
+    last_user = next(m for m in reversed(value) if m.get("role") == "user")
+    if not _has_content(last_user):
         raise invalid("empty_messages", "the last user message is empty", "messages")
     return value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from uniroute.gateway.access_log import note, request_id_of
+from uniroute.gateway.access_log import GATEWAY_LOGGER, note, request_id_of
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, check_client_key
 from uniroute.gateway.errors import ApiError
@@ -32,6 +33,8 @@ from uniroute.gateway.upstream import UpstreamAnswer, UpstreamStream, UpstreamTa
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
+
+logger = logging.getLogger(GATEWAY_LOGGER)
 
 
 def _answer_headers(model: str, request: Request, attempts: int) -> dict[str, str]:
@@ -58,7 +61,9 @@ async def _completion(
 ) -> Response:
     note(request, endpoint="chat" if path == CHAT_PATH else "completions")
     gateway = check_client_key(request)
-    body = await json_body(request, gateway.config.max_body_bytes)
+    body = await json_body(
+        request, gateway.config.max_body_bytes, max_depth=gateway.config.max_json_depth
+    )
     parsed = validate(kind, body)
     choice = parse_model_choice(parsed.model, request.headers)
     note(request, stream=parsed.stream)
@@ -98,9 +103,23 @@ async def _completion(
                 # The breaker is updated by the fallback loop right after this re-raise.
                 gateway.metrics.upstream_errors.labels(model=model, kind=failure.kind).inc()
             raise
+        except Exception as exc:
+            # Whatever else went wrong with this model's answer is this model failing: the next
+            # model is tried and the breaker counts it, instead of one upstream failing the
+            # request. Logged with its traceback, since it may also be a bug here.
+            logger.warning(
+                "unexpected failure calling %s", model, exc_info=True,
+                extra={"request_id": request_id},
+            )  # fmt: skip
+            gateway.metrics.upstream_errors.labels(model=model, kind="unexpected").inc()
+            raise UpstreamError(
+                f"{model!r} failed unexpectedly ({type(exc).__name__})", kind="unexpected"
+            ) from exc
 
     try:
-        result = await call_with_fallback(candidates, call, gateway.breakers, max_models)
+        result = await call_with_fallback(
+            candidates, call, gateway.breakers, max_models, success_on_return=not parsed.stream
+        )
     except AllModelsFailedError as exc:
         gateway.update_breaker_gauges(a.model for a in exc.attempts)
         note(request, attempts=[a.__dict__ for a in exc.attempts])
@@ -139,24 +158,40 @@ async def _completion(
 async def _relay(
     gateway: Gateway, request: Request, stream: UpstreamStream
 ) -> AsyncIterator[bytes]:
-    """Pass an upstream SSE stream through; a failure after the first byte ends it in-band."""
+    """Pass an upstream SSE stream through and settle the model's breaker at its end.
+
+    A stream counts as a success only once it ended with ``data: [DONE]``; a failure after the
+    first byte ends it with an in-band error event (as OpenAI does) and counts against the
+    model, so a model whose streams keep breaking is taken out of rotation. A client that goes
+    away leaves no verdict on the model.
+    """
+    breaker = gateway.breakers.get(stream.model)
     sent = 0
+    settled = False
     try:
         async for chunk in stream.chunks():
             sent += len(chunk)
             yield chunk
-    except Exception as exc:  # the status is already sent: report in-band, as OpenAI does
-        reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-        failure = UpstreamError(
-            f"stream from {stream.model!r} broke off ({reason})", kind="stream_broken"
-        )
-        gateway.breakers.get(stream.model).record_failure()
+        breaker.record_success()
+        settled = True
+    except Exception as exc:  # the status is already sent: report in-band
+        if isinstance(exc, UpstreamError):
+            failure = exc
+        else:
+            failure = UpstreamError(
+                f"stream from {stream.model!r} broke off ({type(exc).__name__})",
+                kind="stream_broken",
+            )
+        breaker.record_failure()
+        settled = True
         gateway.metrics.upstream_errors.labels(model=stream.model, kind=failure.kind).inc()
-        gateway.update_breaker_gauges([stream.model])
         note(request, stream_error=failure.reason)
         error = ApiError(502, failure.reason, code="upstream_stream_broken")
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
     finally:
+        if not settled:
+            breaker.release()
+        gateway.update_breaker_gauges([stream.model])
         note(request, bytes_streamed=sent)
         with contextlib.suppress(Exception):
             await stream.aclose()
@@ -176,7 +211,10 @@ async def route(request: Request) -> Response:
     """POST /v1/route: the routing decision for a prompt, without calling any model."""
     note(request, endpoint="route")
     gateway = check_client_key(request)
-    parsed = validate(RouteRequest, await json_body(request, gateway.config.max_body_bytes))
+    raw = await json_body(
+        request, gateway.config.max_body_bytes, max_depth=gateway.config.max_json_depth
+    )
+    parsed = validate(RouteRequest, raw)
     policy = parse_model_choice(parsed.model, request.headers).policy
     if policy is None:
         raise ApiError(
