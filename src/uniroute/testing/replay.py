@@ -200,13 +200,14 @@ def _estimate_tokens(text: str) -> int:
 
 
 def _message_text(content: Any) -> str | None:
-    """Text of a chat message's content: a string, or a list of {"type": "text"} parts."""
+    """Text of a chat message's content: a string, or the {"type": "text"} parts of a list of
+    parts ("" when they are all images or other media, which a text model answers as unknown)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        parts = [p.get("text") for p in content if p.get("type") == "text"]
         texts = [p for p in parts if isinstance(p, str)]
-        if parts and len(texts) == len(parts):
+        if len(texts) == len(parts):
             return "\n".join(texts)
     return None
 
