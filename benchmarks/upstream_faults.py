@@ -8,7 +8,8 @@ load generator (asyncio + httpx) in this process. Two parts:
   HTTP 500, garbage, nested JSON, a 100 MB answer, dying or stalling mid-answer, a stream without
   ``[DONE]``), streamed and not, a fresh gateway gets ``--requests`` routed requests at
   concurrency 8. Printed per row: requests, failed before the first byte (a status other than
-  200), ended by an in-band error after the first byte, and whether that model's breaker opened.
+  200), ended by an in-band error after the first byte, whether that model's breaker opened, and
+  the gateway's peak resident memory.
   Target: 0 failed before the first byte; in-band errors only up to the breaker's threshold.
 * **Load.** Concurrency ``--concurrency`` for ``--seconds`` seconds with the top model
   SIGKILLed at a third of the run, non-streamed and streamed. Target: 0 failed requests; a
@@ -138,6 +139,14 @@ def breaker_opened(gateway: GatewayProcess, model: str) -> bool:
     return False
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident memory of a process so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class Pool:
     """Replay upstreams for MODELS, and a registry that routes to them."""
 
@@ -206,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
             router.registry.close()
             print(f"top model: {top} ({share:.0%} of the RouterBench prompts routed to it)")
-            print(f"\n{'fault of the top model':<24}{'stream':>7}{'requests':>10}"
-                  f"{'failed':>8}{'in-band':>9}{'breaker opened':>16}")  # fmt: skip
+            print(
+                f"\n{'fault of the top model':<24}{'stream':>7}{'requests':>10}{'failed':>8}"
+                f"{'in-band':>9}{'breaker opened':>16}{'peak RSS MB':>13}"
+            )
             for label, fault in FAULTS:
                 for stream in (False, True):
                     if label == "killed" or not stream or fault is None:
@@ -225,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                         failed = sum(o.startswith("failed") for o in outcomes)
                         in_band = outcomes.count("in_band")
                         opened = breaker_opened(gw, top)
+                        rss = peak_rss_mb(gw.process.pid)
                         print(f"{label:<24}{str(stream):>7}{len(outcomes):>10}{failed:>8}"
-                              f"{in_band:>9}{str(opened):>16}", flush=True)  # fmt: skip
+                              f"{in_band:>9}{str(opened):>16}{rss:>13.0f}", flush=True)  # fmt: skip
                         if failed or in_band > CONFIG["breaker_failure_threshold"]:
                             missed += 1
                     if fault is not None:
