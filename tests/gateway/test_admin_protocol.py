@@ -76,7 +76,7 @@ def test_unknown_onboarding_options_are_refused() -> None:
         ({"enabled": "yes"}, "invalid_type", "enabled", "true or false"),
         ({"replace": 1}, "invalid_type", "replace", "true or false"),
         ({"endpoint": ""}, "invalid_type", "endpoint", "non-empty string"),
-        ({"endpoint": "ftp://h"}, "invalid_request", None, "http(s) base URL"),
+        ({"endpoint": "ftp://h"}, "invalid_request", "endpoint", "http(s) base URL"),
         ({"upstream_model": "x"}, "invalid_request", None, "give the endpoint too"),
         ({"api_key_env": "sk-live-abcdefghijklmnopqrstuvwxyz0123"}, "invalid_request", None,
          "not the key itself"),

@@ -1,6 +1,12 @@
 """Changes to the pool: the one place the CLI and the admin API add, onboard, remove, enable,
 re-price and calibrate models.
 
+No function here writes an endpoint the rule of :mod:`uniroute.onboarding.endpoints` refuses (a
+record is checked when built) or one whose host the caller's
+:class:`~uniroute.onboarding.upstream_hosts.EndpointPolicy` refuses (the gateway's
+``upstream_allowlist``; callers without one, the CLI, get the default policy, which refuses
+link-local and cloud metadata hosts): :func:`check_endpoint_allowed` runs before any work.
+
 Each function writes the registry (one transaction: no reader ever sees a model half-described)
 and then refreshes the router, so the change is routed on return. Other processes see it when
 they next refresh. The changes that need no artifact (removing, enabling, re-pricing) also take
@@ -23,8 +29,9 @@ from uniroute.artifact import Artifact
 from uniroute.deployment.evidence import task_warnings
 from uniroute.deployment.router import Router
 from uniroute.deployment.snapshot import calibrate_pool
-from uniroute.errors import CalibrationError, DataError, ModelExistsError
+from uniroute.errors import CalibrationError, DataError, ModelExistsError, RegistryError
 from uniroute.onboarding.client import OnboardingResult, onboard_endpoint
+from uniroute.onboarding.upstream_hosts import EndpointPolicy
 from uniroute.registry import ModelCost, ModelRecord, NewModel, Registry, align_scores
 from uniroute.registry.calibration import Policy, Target
 
@@ -59,6 +66,22 @@ def check_can_add(router: Router, name: str, replace: bool) -> None:
         )
 
 
+def check_endpoint_allowed(record: ModelRecord, policy: EndpointPolicy | None = None) -> None:
+    """Refuse, before any work is done, a record whose endpoint may not be stored or called.
+
+    A record read back with a ``problem`` (a stored endpoint or key variable today's rules
+    refuse) is never written again; an endpoint whose host ``policy`` (default: the default
+    policy) refuses, after resolving its name, is a RegistryError naming the model.
+    """
+    if record.problem is not None:
+        raise RegistryError(f"model {record.name!r} cannot be stored as it is: {record.problem}")
+    if record.endpoint is not None:
+        try:
+            (policy or EndpointPolicy()).check(record.endpoint, RegistryError)
+        except RegistryError as exc:
+            raise RegistryError(f"model {record.name!r}: {exc}") from None
+
+
 def add_scored_model(
     router: Router,
     record: ModelRecord,
@@ -66,13 +89,16 @@ def add_scored_model(
     *,
     replace: bool = False,
     source: str = "scores",
+    endpoint_policy: EndpointPolicy | None = None,
 ) -> AddedModel:
     """Store a model record with its representative-prompt scores and Psi; routable on return.
 
     Prompt ids that are not representative prompts are ignored (and reported); scores that
-    match none is an error naming ``source``.
+    match none is an error naming ``source``. The endpoint is checked against
+    ``endpoint_policy`` first (see :func:`check_endpoint_allowed`).
     """
     started = time.perf_counter()
+    check_endpoint_allowed(record, endpoint_policy)
     artifact = router.artifact
     aligned = align_scores(scores, artifact.prompt_ids, source)
     if not np.isfinite(aligned.values).any():
@@ -105,18 +131,20 @@ def onboard_model(
     cache_path: str | Path | None = None,
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    endpoint_policy: EndpointPolicy | None = None,
     **settings: Any,
 ) -> OnboardedModel:
     """Ask the model's endpoint the representative prompts, grade the answers, add the model.
 
     ``settings`` are the onboarding options (api_style, concurrency, timeout, retries,
-    max_tokens, skip_ungradeable_tasks, max_failure_rate). Any failure leaves the registry
-    unchanged.
+    max_tokens, skip_ungradeable_tasks, max_failure_rate). The endpoint is checked against
+    ``endpoint_policy`` before it is asked anything. Any failure leaves the registry unchanged.
     """
     if record.endpoint is None:
         raise DataError(
             f"model {record.name!r}: onboarding needs its endpoint (an OpenAI base URL)"
         )
+    check_endpoint_allowed(record, endpoint_policy)
     check_can_add(router, record.name, replace)
     result = onboard_endpoint(
         record.name,
@@ -127,10 +155,16 @@ def onboard_model(
         progress=progress,
         on_progress=on_progress,
         cache_path=cache_path,
+        endpoint_policy=endpoint_policy,
         **settings,
     )
     added = add_scored_model(
-        router, record, result.scores, replace=replace, source=f"onboarding of {record.name!r}"
+        router,
+        record,
+        result.scores,
+        replace=replace,
+        source=f"onboarding of {record.name!r}",
+        endpoint_policy=endpoint_policy,
     )
     return OnboardedModel(result, added)
 

@@ -8,6 +8,7 @@ calibration target when the pool changed since it was solved (or flags the polic
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from uniroute.registry import ModelRecord, Registry, pool_fingerprint
 from uniroute.registry.calibration import Policy, Target, solve_target
 from uniroute.registry.costs import mean_input_tokens
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
@@ -29,6 +32,8 @@ class Snapshot:
     ``pool`` holds the enabled models (with their endpoints, when they have one); ``records``
     their registry records in pool order; ``policy_stale_reason`` says why the stored policy
     could not be solved again for this pool (None when it is current, or when there is none).
+    A record with a ``problem`` (an endpoint or key variable stored by an older version that
+    today's rules refuse) is in the pool without an endpoint: routed over, never served.
     """
 
     pool: Pool
@@ -41,6 +46,11 @@ class Snapshot:
     def revision(self) -> int:
         """The registry revision this snapshot was read at."""
         return self.pool.revision
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Why each enabled model that has a ``problem`` is not served, by name."""
+        return {r.name: r.problem for r in self.records if r.problem is not None}
 
     @property
     def default_lambda(self) -> float | None:
@@ -109,6 +119,7 @@ class SnapshotReader:
         self._prompt_ids = artifact.prompt_ids
         self.mean_input_tokens = mean_input_tokens(p.text for p in artifact.representative_prompts)
         self._scores_cache: dict[str, tuple[int, np.ndarray]] = {}
+        self._warned: set[tuple[str, int, str]] = set()
 
     def _scores_of(self, records: Sequence[ModelRecord]) -> np.ndarray:
         """Representative-prompt scores of these models, reading only those changed since."""
@@ -148,6 +159,7 @@ class SnapshotReader:
         fingerprint = pool_fingerprint(
             self.artifact.artifact_id, [(r.name, r.revision) for r in records]
         )
+        self._warn_about_problems(records)
         if records:
             scores = self._scores_of(records)
             evidence, feature_std = self.artifact.router.pool_evidence(scores)
@@ -165,6 +177,21 @@ class SnapshotReader:
             pool = Pool.empty(len(self._prompt_ids), revision)
         policy, stale_reason = self._current_policy(pool, fingerprint)
         return Snapshot(pool, records, fingerprint, policy, stale_reason)
+
+    def _warn_about_problems(self, records: Sequence[ModelRecord]) -> None:
+        """Log once per stored version each enabled model that cannot be served, and why."""
+        for record in records:
+            if record.problem is None:
+                continue
+            key = (record.name, record.revision, record.problem)
+            if key not in self._warned:
+                self._warned.add(key)
+                logger.warning(
+                    "model %r in %s is not served: %s",
+                    record.name,
+                    self.registry.path,
+                    record.problem,
+                )
 
     def _current_policy(self, pool: Pool, fingerprint: str) -> tuple[Policy | None, str | None]:
         stored = self.registry.get_policy()
@@ -185,6 +212,7 @@ class SnapshotReader:
 
 
 def _endpoint_of(record: ModelRecord) -> Endpoint | None:
-    if not record.endpoint:
+    # A record with a problem keeps its (masked) endpoint for display only: never called.
+    if not record.endpoint or record.problem is not None:
         return None
     return Endpoint(base_url(record.endpoint), record.api_key_env, record.upstream_model)

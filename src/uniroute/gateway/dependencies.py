@@ -30,6 +30,7 @@ from uniroute.gateway.fallback import CLOSED, BreakerBoard
 from uniroute.gateway.metrics import GatewayMetrics
 from uniroute.gateway.openai.policy import ROUTED_ALIAS, RoutingPolicy
 from uniroute.gateway.upstream import UpstreamClient
+from uniroute.onboarding.upstream_hosts import EndpointPolicy
 
 logger = logging.getLogger(GATEWAY_LOGGER)
 
@@ -52,6 +53,9 @@ class Gateway:
             router.embed, router.route_embeddings, self.routing_limiter, config.routing_batch_size
         )
         self.jobs = JobTracker()
+        #: Which upstream hosts may be called (``upstream_allowlist``): checked when a model is
+        #: added or onboarded, and before each upstream call (``refusal``, cached, no DNS).
+        self.endpoint_policy = EndpointPolicy(config.upstream_allowlist)
         self._upstream: UpstreamClient | None = None
         self._observed: Snapshot | None = None
         self._reference: tuple[Snapshot, float | None] | None = None
@@ -67,7 +71,7 @@ class Gateway:
 
     def open_upstream(self) -> None:
         """Open the upstream connection pools (at application start)."""
-        self._upstream = UpstreamClient(self.config)
+        self._upstream = UpstreamClient(self.config, self.endpoint_policy)
 
     async def aclose(self) -> None:
         """Close the upstream connections, then give running admin jobs a moment to finish."""

@@ -33,6 +33,7 @@ from uniroute._json import JsonLimitError, dumps_compact, loads_bounded
 from uniroute._retry import retry
 from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.fallback import UpstreamError
+from uniroute.onboarding.upstream_hosts import EndpointPolicy
 from uniroute.pool import Endpoint
 
 # Statuses after which another model may well succeed: the upstream is overloaded, down,
@@ -290,8 +291,12 @@ class UpstreamClient:
     the upstream call itself at high concurrency; several small pools keep that check short.
     """
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(
+        self, config: GatewayConfig, endpoint_policy: EndpointPolicy | None = None
+    ) -> None:
         self.config = config
+        #: Which hosts may be called at all: checked before every call (cached, no DNS).
+        self.endpoint_policy = endpoint_policy or EndpointPolicy(config.upstream_allowlist)
         shards = config.upstream_client_shards
         per_shard = max(1, math.ceil(config.max_upstream_connections / shards))
         self.clients = [
@@ -346,6 +351,9 @@ class UpstreamClient:
         request_id: str,
     ) -> httpx.Response:
         """Send the request, retrying only connection errors; returns the open response."""
+        refused = self.endpoint_policy.refusal(target.endpoint.base_url)
+        if refused is not None:
+            raise UpstreamError(f"{target.model!r} may not be called: {refused}", kind="refused")
         headers = self._headers(target, request_id)
         upstream_name = target.upstream_model or target.model
         # The client's parsed body, unchanged but for the model name the endpoint expects.

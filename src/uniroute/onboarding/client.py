@@ -34,6 +34,7 @@ from uniroute.errors import GradingError, OnboardingError
 from uniroute.onboarding.answer_cache import AnswerCache
 from uniroute.onboarding.endpoints import base_url as endpoint_base_url
 from uniroute.onboarding.graders import BaseGrader, Grader, grader_for
+from uniroute.onboarding.upstream_hosts import EndpointPolicy
 
 API_STYLES = ("chat", "completions")
 # Answers seen before giving up early on an endpoint none of whose answers can be graded.
@@ -338,6 +339,7 @@ async def onboard_endpoint_async(
     max_failure_rate: float = 0.1,
     max_ungradeable_rate: float = 0.5,
     on_progress: Callable[[int, int], None] | None = None,
+    endpoint_policy: EndpointPolicy | None = None,
 ) -> OnboardingResult:
     """Ask an endpoint every representative prompt, grade the answers, return the scores.
 
@@ -346,12 +348,15 @@ async def onboard_endpoint_async(
     ``grader_for``. Prompts whose reference cannot be used are skipped (missing, not 0); a task
     none of whose prompts can be graded (MBPP without unit tests) is an error unless
     ``skip_ungradeable_tasks``. ``cache_path`` defaults to ``<cache dir>/answers.sqlite3``.
-    ``on_progress(done, total)`` is called as prompts complete.
+    ``on_progress(done, total)`` is called as prompts complete. Before the first request the
+    endpoint's host is checked against ``endpoint_policy`` (default: the default policy, which
+    refuses link-local and cloud metadata hosts).
 
-    Raises OnboardingError when the endpoint cannot be reached (after the first prompt's
-    retries), rejects the key (401/403), leaves more than ``max_failure_rate`` of the prompts
-    unanswered, or gives answers of which more than ``max_ungradeable_rate`` are empty or hold
-    nothing gradeable (then the cached answers of this model and endpoint are discarded).
+    Raises OnboardingError when the endpoint is refused by that policy, cannot be reached
+    (after the first prompt's retries), rejects the key (401/403), leaves more than
+    ``max_failure_rate`` of the prompts unanswered, or gives answers of which more than
+    ``max_ungradeable_rate`` are empty or hold nothing gradeable (then the cached answers of
+    this model and endpoint are discarded).
     """
     started = time.perf_counter()
     _check_arguments(
@@ -359,6 +364,9 @@ async def onboard_endpoint_async(
         max_failure_rate, max_ungradeable_rate,
     )  # fmt: skip
     endpoint = endpoint_base_url(base_url)
+    # Resolving the host name blocks: off the event loop.
+    policy = endpoint_policy or EndpointPolicy()
+    await asyncio.to_thread(policy.check, endpoint, OnboardingError)
     url = completion_url(endpoint, api_style)
     headers = {"content-type": "application/json"}
     if api_key_env:

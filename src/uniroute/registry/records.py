@@ -2,7 +2,9 @@
 
 A ``ModelRecord`` validates itself when built (so a record read back from the file is checked
 like one given by a caller); ``NewModel`` adds the scores and Psi to store with it. Endpoints are
-checked by the one rule in ``uniroute.onboarding.endpoints``.
+checked by the one rule in ``uniroute.onboarding.endpoints``. A record read back whose endpoint
+or ``api_key_env`` today's rules refuse (an older version stored it) still loads, marked with its
+``problem`` and never served, so that one such row cannot stop the whole pool from loading.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import Any
 import numpy as np
 
 from uniroute.errors import RegistryError
-from uniroute.onboarding.endpoints import check_endpoint
+from uniroute.onboarding.endpoints import check_endpoint, masked_endpoint
 from uniroute.registry.costs import ModelCost
 
 # ---------------------------------------------------------------------------- field validation
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_ENV_NAME_LENGTH = 128
+#: Prefixes of API keys and tokens (OpenAI, Stripe, GitHub, GitLab, Slack, Hugging Face, Groq,
+#: Replicate, Google, npm, Stripe webhooks, JWTs, ...), matched case-sensitively.
 _SECRET_PREFIXES = (
     "sk-",
     "sk_",
@@ -29,30 +34,72 @@ _SECRET_PREFIXES = (
     "pk_",
     "ghp_",
     "gho_",
+    "ghu_",
     "ghs_",
+    "ghr_",
     "github_pat_",
     "glpat-",
     "xox",
     "hf_",
     "gsk_",
-    "AKIA",
+    "r8_",
+    "npm_",
+    "whsec_",
     "AIza",
     "ya29.",
     "eyJ",
 )
+#: A prefixed value this long is a key; a shorter one may be a variable such as ``hf_token``.
+_PREFIXED_KEY_LENGTH = 16
+#: AWS access key ids: a four-letter kind then 16 upper-case letters and digits.
+_AWS_KEY_ID = re.compile(r"^(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}$")
+
+
+def secret_shape(value: str) -> str | None:
+    """Why a string looks like an API key rather than a variable name (None: it does not).
+
+    The reason never repeats the value, which may be a real key.
+    """
+    for prefix in _SECRET_PREFIXES:
+        if value.startswith(prefix) and len(value) >= _PREFIXED_KEY_LENGTH:
+            return f"it starts with {prefix!r}, the prefix of a known kind of key"
+    if _AWS_KEY_ID.match(value):
+        return "it has the shape of an AWS access key id"
+    if not _ENV_NAME.match(value):
+        return (
+            "it holds characters a variable name cannot (a name is letters, digits and '_', "
+            "not starting with a digit)"
+        )
+    if len(value) > _MAX_ENV_NAME_LENGTH:
+        return f"it is longer than {_MAX_ENV_NAME_LENGTH} characters"
+    # Variable names are short words joined by underscores; keys are long random runs.
+    for part in value.split("_"):
+        letters = any(c.isalpha() for c in part)
+        digits = any(c.isdigit() for c in part)
+        mixed_case = any(c.islower() for c in part) and any(c.isupper() for c in part)
+        if (
+            len(part) >= 24
+            or (len(part) >= 16 and letters and digits)
+            or (len(part) >= 12 and mixed_case and digits)
+        ):
+            return f"it holds a run of {len(part)} random-looking characters without an '_'"
+    has_digit = any(c.isdigit() for c in value)
+    if len(value) >= 20 and has_digit and not (value.isupper() or value.islower()):
+        return "it mixes upper and lower case letters with digits, as keys do"
+    return None
 
 
 def looks_like_secret(value: str) -> bool:
     """True when a string looks like an API key or token rather than a variable name."""
-    if any(value.startswith(prefix) for prefix in _SECRET_PREFIXES):
-        return True
-    if not _ENV_NAME.match(value):
-        return True
-    # Variable names are words joined by underscores; keys are long runs mixing case and digits.
-    longest_run = max((len(part) for part in value.split("_")), default=0)
-    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value)
-    has_digit = any(c.isdigit() for c in value)
-    return longest_run >= 24 or (len(value) >= 20 and mixed and has_digit)
+    return secret_shape(value) is not None
+
+
+def _api_key_env_refusal(reason: str) -> str:
+    return (
+        "api_key_env must be the NAME of the environment variable that holds the API key "
+        f"(e.g. OPENAI_API_KEY), not the key itself; the value given looks like a key ({reason}) "
+        "and was not stored"
+    )
 
 
 def check_api_key_env(value: str | None) -> str | None:
@@ -61,12 +108,9 @@ def check_api_key_env(value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise RegistryError("api_key_env must be a non-empty environment variable name")
-    if looks_like_secret(value):
-        raise RegistryError(
-            "api_key_env must be the NAME of the environment variable that holds the API key "
-            "(e.g. OPENAI_API_KEY), not the key itself; the value given looks like a key and was "
-            "not stored"
-        )
+    reason = secret_shape(value)
+    if reason is not None:
+        raise RegistryError(_api_key_env_refusal(reason))
     return value
 
 
@@ -127,7 +171,14 @@ def psi_bytes(psi: np.ndarray, label: str) -> bytes:
 # ---------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class ModelRecord:
-    """One model of the pool as the registry stores it (scores and Psi are kept separately)."""
+    """One model of the pool as the registry stores it (scores and Psi are kept separately).
+
+    A record built to be stored (no ``created_at``) is refused when a field breaks a rule. One
+    read back from the registry (it has a ``created_at``) whose endpoint or ``api_key_env`` an
+    older, laxer version stored is kept instead, with ``problem`` saying what is wrong: its
+    endpoint is kept masked (``masked_endpoint``) for display only, an ``api_key_env`` that looks
+    like a key is dropped (never shown), and the model is never served.
+    """
 
     name: str
     cost: ModelCost
@@ -141,12 +192,39 @@ class ModelRecord:
     #: The ``model`` field the endpoint expects, when it differs from ``name`` (None: ``name``).
     #: Last, so that positional construction written for schema version 1 still works.
     upstream_model: str | None = None
+    #: Why a record read back from the registry cannot be served (None: nothing is wrong).
+    problem: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         check_model_name(self.name)
-        object.__setattr__(self, "endpoint", check_endpoint(self.endpoint))
+        read_back = bool(self.created_at)
+        problems = []
+        try:
+            endpoint = check_endpoint(self.endpoint)
+        except RegistryError as exc:
+            if not read_back:
+                raise
+            problems.append(f"its stored endpoint is refused by the endpoint rule: {exc}")
+            endpoint = masked_endpoint(str(self.endpoint).strip())
+        object.__setattr__(self, "endpoint", endpoint)
         check_upstream_model(self.upstream_model, self.endpoint, self.name)
-        object.__setattr__(self, "api_key_env", check_api_key_env(self.api_key_env))
+        try:
+            key_env = check_api_key_env(self.api_key_env)
+        except RegistryError:
+            if not read_back:
+                raise
+            shape = (
+                secret_shape(self.api_key_env)
+                if isinstance(self.api_key_env, str) and self.api_key_env
+                else "it is not a non-empty string"
+            )
+            problems.append(
+                f"its stored api_key_env looks like a key ({shape}), not the name of a variable, "
+                "and is not used or shown; add the model again with the variable's NAME"
+            )
+            key_env = None
+        object.__setattr__(self, "api_key_env", key_env)
+        object.__setattr__(self, "problem", "; ".join(problems) or None)
         tags = tuple(self.tags)
         if not all(isinstance(tag, str) and tag.strip() for tag in tags):
             raise RegistryError(f"model {self.name!r}: tags must be non-empty strings, got {tags}")
@@ -168,6 +246,7 @@ class ModelRecord:
             "revision": self.revision,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "problem": self.problem,
         }
 
 

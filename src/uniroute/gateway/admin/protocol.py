@@ -8,6 +8,7 @@ accepts exactly what the registry and the CLI accept.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Literal
 
@@ -21,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from uniroute.errors import RegistryError
 from uniroute.gateway.errors import invalid
+from uniroute.onboarding.endpoints import check_endpoint
 from uniroute.registry import ModelCost, ModelRecord
 from uniroute.registry.calibration import Target, make_target
 
@@ -32,9 +35,16 @@ _PRICE_FIELDS = ("cost", "cost_per_1k_input", "cost_per_1k_output", "expected_ou
 def _finite_number(value: Any, field: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise invalid("invalid_type", f"'{field}' must be a finite number, got {value!r}", field)
-    return float(value)
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # An integer beyond float range overflows (and may be too long to print): refused too.
+        with contextlib.suppress(OverflowError):
+            number = float(value)
+    if number is None or not math.isfinite(number):
+        huge = isinstance(value, int) and not isinstance(value, bool)
+        shown = "an integer beyond float range" if huge else repr(value)[:60]
+        raise invalid("invalid_type", f"'{field}' must be a finite number, got {shown}", field)
+    return number
 
 
 def _scores(value: Any) -> dict[str, float]:
@@ -186,6 +196,15 @@ class AddModelRequest(PriceRequest):
             field = info.field_name
             raise invalid("invalid_type", f"'{field}' must be a non-empty string", field)
         return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        # The one endpoint rule, here so that its refusal names the field.
+        try:
+            return check_endpoint(value, RegistryError)
+        except RegistryError as exc:
+            raise invalid("invalid_request", str(exc), "endpoint") from None
 
     @field_validator("tags", mode="before")
     @classmethod

@@ -4,7 +4,9 @@ Every change goes through :mod:`uniroute.deployment.pool_changes`, the functions
 calls: it is written to the registry (so it persists and other processes see it) and the
 router is refreshed before the handler answers, so it takes effect without a restart. A refused
 change is answered with its error's status and code (404 unknown model, 409 model exists, 503
-registry unavailable, 400 otherwise).
+registry unavailable, 400 otherwise). An endpoint is checked, before anything is done, by the
+endpoint rule (400 naming ``endpoint``) and by the gateway's ``endpoint_policy`` (its
+``upstream_allowlist``: 400 ``endpoint_not_allowed``).
 
 ==========================================  ===================================================
 ``GET    /admin/pool``                      artifact, registry, policy and breaker states
@@ -36,11 +38,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from uniroute.deployment import pool_changes
+from uniroute.errors import RegistryError
 from uniroute.gateway.admin.jobs import Job
 from uniroute.gateway.admin.protocol import AddModelRequest, PriceRequest, RecalibrateRequest
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, require_admin
 from uniroute.gateway.errors import ApiError
+from uniroute.registry import ModelRecord
 
 ANSWER_CACHE_FILE = "answers.sqlite3"
 
@@ -58,6 +62,8 @@ async def pool_info(request: Request) -> Response:
     info["servable_models"] = sorted(snapshot.pool.servable)
     info["most_accurate_model"] = snapshot.pool.most_accurate()
     info["circuit_breakers"] = gateway.breakers.states()
+    # Enabled models an older version stored with an endpoint or key variable refused today.
+    info["not_served"] = snapshot.problems
     return JSONResponse(info)
 
 
@@ -85,6 +91,7 @@ async def add_model(request: Request) -> Response:
     body = validate(AddModelRequest, await json_body(request, gateway.config.max_body_bytes))
     record, router = body.record, gateway.router
     started = time.perf_counter()
+    await anyio.to_thread.run_sync(_check_endpoint_allowed, gateway, record)
     await anyio.to_thread.run_sync(pool_changes.check_can_add, router, record.name, body.replace)
     if body.onboard:
         return _start_onboarding(gateway, body)
@@ -96,6 +103,7 @@ async def add_model(request: Request) -> Response:
         body.scores,
         replace=body.replace,
         source=f"scores of model {record.name!r}",
+        endpoint_policy=gateway.endpoint_policy,
     )
     return JSONResponse(
         {
@@ -110,6 +118,14 @@ async def add_model(request: Request) -> Response:
         },
         status_code=201,
     )
+
+
+def _check_endpoint_allowed(gateway: Gateway, record: ModelRecord) -> None:
+    """A 400 ``endpoint_not_allowed`` when the gateway's policy refuses the record's endpoint."""
+    try:
+        pool_changes.check_endpoint_allowed(record, gateway.endpoint_policy)
+    except RegistryError as exc:
+        raise ApiError(400, str(exc), param="endpoint", code="endpoint_not_allowed") from None
 
 
 def _start_onboarding(gateway: Gateway, body: AddModelRequest) -> Response:
@@ -136,6 +152,7 @@ def _start_onboarding(gateway: Gateway, body: AddModelRequest) -> Response:
             cache_path=cache_path,
             progress=False,
             on_progress=lambda done, total: job.report(done, total),
+            endpoint_policy=gateway.endpoint_policy,
             **body.onboarding.settings(),
         )
         # Reported as done only once the gateway serves the model.
