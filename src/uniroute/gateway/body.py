@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from uniroute._json import DEFAULT_MAX_DEPTH, JsonLimitError, loads_bounded
+from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.errors import ApiError, validation_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -74,15 +75,11 @@ def validate(model: type[ModelT], payload: dict[str, Any]) -> ModelT:
 
 
 async def json_body(
-    request: Request,
-    limit: int,
-    *,
-    allow_empty: bool = False,
-    max_depth: int = DEFAULT_MAX_DEPTH,
+    request: Request, config: GatewayConfig, *, allow_empty: bool = False
 ) -> dict[str, Any]:
-    """The body read within ``limit`` bytes and parsed as a JSON object (``{}`` if empty and
-    ``allow_empty``)."""
-    raw = await read_body(request, limit)
+    """The body read within the config's size limit and parsed as a JSON object within its depth
+    limit (``{}`` if empty and ``allow_empty``)."""
+    raw = await read_body(request, config.max_body_bytes)
     if allow_empty and not raw.strip():
         return {}
-    return parse_json_object(raw, max_depth)
+    return parse_json_object(raw, config.max_json_depth)

@@ -88,7 +88,7 @@ async def list_models(request: Request) -> Response:
 async def add_model(request: Request) -> Response:
     """POST /admin/models: add with scores (201) or start an onboarding job (202)."""
     gateway = require_admin(request)
-    body = validate(AddModelRequest, await json_body(request, gateway.config.max_body_bytes))
+    body = validate(AddModelRequest, await json_body(request, gateway.config))
     record, router = body.record, gateway.router
     started = time.perf_counter()
     await anyio.to_thread.run_sync(_check_endpoint_allowed, gateway, record)
@@ -199,7 +199,7 @@ def _set_enabled(enabled: bool) -> Callable[[Request], Awaitable[Response]]:
 async def set_cost(request: Request) -> Response:
     """POST /admin/models/{name}/cost with ``cost`` or ``cost_per_1k_input``/``_output``."""
     gateway = require_admin(request)
-    body = validate(PriceRequest, await json_body(request, gateway.config.max_body_bytes))
+    body = validate(PriceRequest, await json_body(request, gateway.config))
     record = await gateway.change_pool(
         pool_changes.set_cost, gateway.router, _model_name(request), body.price
     )
@@ -209,7 +209,7 @@ async def set_cost(request: Request) -> Response:
 async def recalibrate(request: Request) -> Response:
     """POST /admin/recalibrate with one target, or an empty body for the stored target."""
     gateway = require_admin(request)
-    raw = await json_body(request, gateway.config.max_body_bytes, allow_empty=True)
+    raw = await json_body(request, gateway.config, allow_empty=True)
     target = validate(RecalibrateRequest, raw).target
     if target is None:
         stored = gateway.router.snapshot.policy

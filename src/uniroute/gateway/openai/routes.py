@@ -61,9 +61,7 @@ async def _completion(
 ) -> Response:
     note(request, endpoint="chat" if path == CHAT_PATH else "completions")
     gateway = check_client_key(request)
-    body = await json_body(
-        request, gateway.config.max_body_bytes, max_depth=gateway.config.max_json_depth
-    )
+    body = await json_body(request, gateway.config)
     parsed = validate(kind, body)
     choice = parse_model_choice(parsed.model, request.headers)
     note(request, stream=parsed.stream)
@@ -211,10 +209,7 @@ async def route(request: Request) -> Response:
     """POST /v1/route: the routing decision for a prompt, without calling any model."""
     note(request, endpoint="route")
     gateway = check_client_key(request)
-    raw = await json_body(
-        request, gateway.config.max_body_bytes, max_depth=gateway.config.max_json_depth
-    )
-    parsed = validate(RouteRequest, raw)
+    parsed = validate(RouteRequest, await json_body(request, gateway.config))
     policy = parse_model_choice(parsed.model, request.headers).policy
     if policy is None:
         raise ApiError(
