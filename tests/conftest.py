@@ -109,6 +109,7 @@ SLOW_TESTS: dict[str, dict[str, str]] = {
     "tests/gateway/test_admin_upstream_model.py": {"*": "gateway and replay child processes"},
     "tests/gateway/test_gateway_fallback.py": {"*": "gateway and replay child processes"},
     "tests/gateway/test_hostile_upstreams.py": {"*": "gateway and replay child processes"},
+    "tests/gateway/test_serving_limits.py": {"*": "a gateway child process, read deadlines"},
     # Other child processes that take seconds to start, to fail or to finish their work.
     "tests/gateway/test_gateway_event_loop.py": {
         "test_slow_embedding_does_not_block_other_requests": "replay child processes, waits",

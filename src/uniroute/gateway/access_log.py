@@ -24,6 +24,9 @@ GATEWAY_LOGGER = "uniroute.gateway"
 #: request-context middleware, filled in by the handlers through ``note``).
 REQUEST_ID_KEY = "uniroute_request_id"
 LOG_FIELDS_KEY = "uniroute_log"
+#: Scope key set by the HTTP protocol when it answers a request itself while the app is still
+#: reading it (a body deadline passed, a malformed body): ``{"status": int, "code": str}``.
+REFUSAL_KEY = "uniroute_refusal"
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _STANDARD_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {

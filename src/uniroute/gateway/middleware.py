@@ -6,6 +6,13 @@ with the fields handlers added (:func:`~uniroute.gateway.access_log.note`), and 
 counted in ``uniroute_requests_total`` if a handler named its endpoint. An exception that escapes
 a handler becomes an OpenAI-style 500 (when nothing has been sent yet), so no input can take the
 server down or leak a traceback to the client.
+
+A client that goes away before its answer is complete (closing mid-body or mid-stream) is not an
+error of the server: nothing more is sent, nothing is logged at ERROR, and the access-log line
+says ``"client_disconnected": true`` (with status 499 when no status had been sent, as nginx
+logs it). A request the HTTP protocol answered itself while the handler was reading it (a body
+deadline, a malformed body; see :mod:`uniroute.gateway.http_protocol`) is logged with that
+answer's status and code instead.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uniroute.gateway.access_log import (
     GATEWAY_LOGGER,
     LOG_FIELDS_KEY,
+    REFUSAL_KEY,
     REQUEST_ID_KEY,
     log_access,
     new_request_id,
@@ -27,6 +36,16 @@ from uniroute.gateway.errors import error_body
 from uniroute.gateway.metrics import GatewayMetrics
 
 logger = logging.getLogger(GATEWAY_LOGGER)
+
+#: The access-log status of a request whose client left before any status was sent.
+CLIENT_CLOSED_STATUS = 499
+
+
+def is_client_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` only says that the client went away (a group of such errors included)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_client_disconnect(inner) for inner in exc.exceptions)
+    return isinstance(exc, ClientDisconnect)
 
 
 class RequestContextMiddleware:
@@ -47,7 +66,15 @@ class RequestContextMiddleware:
         fields: dict = {}
         scope[LOG_FIELDS_KEY] = fields
         started = time.perf_counter()
-        status = {"code": 500, "sent": False}
+        status = {"code": 500, "sent": False, "complete": False, "disconnected": False}
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            # A server also answers "disconnect" once the response is complete: only one that
+            # comes before means the client left (how a streamed answer learns of it).
+            if message["type"] == "http.disconnect" and not status["complete"]:
+                status["disconnected"] = True
+            return message
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -56,21 +83,40 @@ class RequestContextMiddleware:
                 raw = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 raw.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": raw}
-            await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                status["complete"] = True
+            try:
+                await send(message)
+            except OSError:
+                # A server that reports a write to a closed connection (ASGI 2.4) instead of
+                # dropping it: the client has gone.
+                status["disconnected"] = True
+                raise ClientDisconnect() from None
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         except Exception as exc:
-            logger.error("unhandled error", exc_info=True, extra={"request_id": request_id})
-            fields["error"] = f"internal: {type(exc).__name__}"
-            if not status["sent"]:
-                body = error_body(
-                    f"internal error ({type(exc).__name__}); request id {request_id}",
-                    status=500,
-                    code="internal_error",
-                )
-                await JSONResponse(body, status_code=500)(scope, receive, send_wrapper)
+            if is_client_disconnect(exc):
+                status["disconnected"] = True
+            else:
+                logger.error("unhandled error", exc_info=True, extra={"request_id": request_id})
+                fields["error"] = f"internal: {type(exc).__name__}"
+                if not status["sent"]:
+                    body = error_body(
+                        f"internal error ({type(exc).__name__}); request id {request_id}",
+                        status=500,
+                        code="internal_error",
+                    )
+                    await JSONResponse(body, status_code=500)(scope, receive, send_wrapper)
         finally:
+            refusal = scope.get(REFUSAL_KEY)
+            if refusal is not None:
+                status["code"] = refusal["status"]
+                fields["error"] = refusal["code"]
+            elif status["disconnected"]:
+                fields["client_disconnected"] = True
+                if not status["sent"]:
+                    status["code"] = CLIENT_CLOSED_STATUS
             log_access(
                 request_id=request_id,
                 method=scope["method"],

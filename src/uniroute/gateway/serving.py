@@ -4,6 +4,10 @@
 server starts, so ``--port 0`` can pick a free port whose URL is printed as
 ``listening on http://HOST:PORT`` once the application has started and accepts requests; a
 supervisor (or a test harness) waits for that line.
+
+The server runs on uvicorn's C stack: the ``uvloop`` event loop and the ``httptools`` parser,
+through :class:`~uniroute.gateway.http_protocol.GatewayHttpProtocol`, which adds the client
+deadlines, the connection cap and OpenAI-style answers to malformed HTTP.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from uniroute.deployment import Router
 from uniroute.gateway.access_log import configure_logging, stop_logging
 from uniroute.gateway.app import create_app
 from uniroute.gateway.config import GatewayConfig
+from uniroute.gateway.http_protocol import ClientLimits, protocol_class
 
 #: What a server prints on stdout, followed by its URL, once it accepts connections.
 LISTENING_PREFIX = "listening on "
@@ -54,17 +59,22 @@ def announce(sock: socket.socket) -> None:
 
 
 def uvicorn_server(app: ASGIApp, config: GatewayConfig) -> uvicorn.Server:
-    """A uvicorn server for the gateway app: our own JSON logs, lifespan on, keep-alive and
-    graceful shutdown as configured."""
+    """A uvicorn server for the gateway app on uvloop + httptools: our own JSON logs, lifespan
+    on, client deadlines, connection cap, keep-alive and graceful shutdown as configured."""
     return uvicorn.Server(
         uvicorn.Config(
             app,
+            loop="uvloop",
+            http=protocol_class(ClientLimits.of(config)),
+            # The gateway has no WebSocket route; an Upgrade request is answered 400 instead.
+            ws="none",
             log_config=None,
             access_log=False,
             lifespan="on",
             log_level=config.log_level.lower(),
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            timeout_keep_alive=max(1, round(config.client_keepalive_s)),
+            # uvicorn hands this to loop.call_later, which takes fractions of a second too.
+            timeout_keep_alive=config.client_keepalive_s,  # type: ignore[arg-type]
         )
     )
 
@@ -78,6 +88,13 @@ async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
     await task
 
 
+def run_server(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Run ``server`` on ``sock`` in an event loop of the kind its config names (uvloop for
+    the gateway), announcing the URL once it accepts connections."""
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(_serve(server, sock))
+
+
 def serve_gateway(router: Router, config: GatewayConfig, host: str, port: int) -> int:
     """Serve the gateway until interrupted (SIGINT/SIGTERM); the process exit code.
 
@@ -89,7 +106,7 @@ def serve_gateway(router: Router, config: GatewayConfig, host: str, port: int) -
         app = create_app(router, config)
         sock = bind_socket(host, port)
         server = uvicorn_server(app, config)
-        asyncio.run(_serve(server, sock))
+        run_server(server, sock)
     finally:
         stop_logging()
     return 0 if server.started else 1
