@@ -290,6 +290,69 @@ def test_code_grader_runs_isolated_from_the_parent_environment(
     assert not CodeGrader().run(quitter, parse_code_tests(CODE_PROMPT.reference)).all_passed
 
 
+def test_code_grader_runs_humaneval_checks_against_the_answers_function() -> None:
+    record = json.dumps(
+        {
+            "test": "def check(candidate):\n"
+            "    assert candidate([1, 2, 3]) == 6\n"
+            "    assert candidate([]) == 0\n",
+            "entry_point": "total",
+        }
+    )
+    grader = CodeGrader()
+    assert grader.run("def total(xs):\n    return sum(xs)\n", parse_code_tests(record)).all_passed
+    wrong = grader.run("def total(xs):\n    return len(xs)\n", parse_code_tests(record))
+    assert (wrong.passed, wrong.status) == (0, "failed")
+
+
+def test_code_grader_passes_plain_data_both_ways() -> None:
+    # The tests run apart from the answer: arguments and results cross as plain data, and the
+    # tests' comparisons are their own.
+    code = (
+        "import math\n"
+        "from fractions import Fraction\n"
+        "def shapes(n, *, scale=1):\n"
+        "    return {'n': n * scale, 'pair': (1, 2.5), 'set': {1, 2}, 'raw': b'ab',\n"
+        "            'half': Fraction(1, 2), 'none': None, 'nan': float('nan')}\n"
+        "def count_up(n):\n"
+        "    yield from range(n)\n"
+        "def sort_in_place(items):\n"
+        "    items.sort()\n"
+        "def positive(x):\n"
+        "    if x < 0:\n"
+        "        raise ValueError('negative: %d' % x)\n"
+        "    return x\n"
+        "def area(r):\n"
+        "    print('computing', r)\n"
+        "    return math.pi * r * r\n"
+    )
+    tests = (
+        "got = shapes(2, scale=3)\n"
+        "assert {k: v for k, v in got.items() if k != 'nan'} == {'n': 6, 'pair': (1, 2.5), "
+        "'set': {1, 2}, 'raw': b'ab', 'half': 0.5, 'none': None}\n"
+        "assert got['nan'] != got['nan']",
+        "assert list(count_up(3)) == [0, 1, 2] and next(count_up(2)) == 0",
+        "items = [3, 1, 2]\nsort_in_place(items)\nassert items == [1, 2, 3]",
+        "try:\n    positive(-1)\nexcept ValueError as exc:\n    assert 'negative: -1' in str(exc)\n"
+        "else:\n    raise AssertionError('no ValueError')",
+        # ``math`` comes from the answer's import, as MBPP tests expect.
+        "assert math.isclose(area(2), 12.566, rel_tol=1e-3)",
+    )
+    result = CodeGrader().run(code, CodeTests(tests=tests))
+    assert result.all_passed, result
+
+
+def test_code_grader_keeps_the_tests_builtins_and_refuses_opaque_values() -> None:
+    # An answer that redefines ``len`` changes its own, not the one the tests use.
+    shadow = "def len(x):\n    return 3\ndef items(n):\n    return [0] * n\n"
+    result = CodeGrader().run(shadow, CodeTests(tests=("assert len(items(1)) == 3",)))
+    assert (result.passed, result.status) == (0, "failed")
+    # Objects that are not plain data cannot leave the answer's sandbox: the test fails, saying so.
+    opaque = "class Box:\n    pass\ndef make():\n    return Box()\n"
+    result = CodeGrader().run(opaque, CodeTests(tests=("assert make() is not None",)))
+    assert result.status == "failed" and "cannot be passed" in result.detail
+
+
 def test_code_grader_without_unit_tests_is_a_clear_error() -> None:
     prompt = RepresentativePrompt("mbpp-2", "Write a function.", "mbpp", None)
     with pytest.raises(GradingError, match="no unit tests"):

@@ -3,6 +3,40 @@
 A grader is chosen per task (``grader_for``) from glob patterns (``GRADERS``); projects plug in
 their own with ``register_grader``. The built-in graders also say *why* an answer could not be
 graded (``extract`` returns None), which onboarding uses to reject endpoints that answer garbage.
+
+Code answers are untrusted code. ``CodeGrader`` never lets them decide their own verdict: the
+answer runs in one sandbox (the *solver*), the unit tests in another (the *tester*, see
+``sandbox``), each a fresh bubblewrap sandbox with its own PID, network and mount namespaces.
+The tester runs the tests with each of the answer's functions replaced by a stub; a call sends
+its arguments over a pipe, the solver runs the function and sends back the result as plain data
+(None, bool, numbers, str, bytes, tuples, lists, dicts, sets, ranges, fractions, decimals,
+iterators of these; anything else fails the call), and the tester's own ``==``, ``assert`` and
+built-ins judge it. Only the tester writes the verdict, one line on a pipe that no process of the
+solver's sandbox can see. So an answer that calls the old in-process ``report()``, prints or
+writes a result line anywhere, monkeypatches ``AssertionError``/``exec``/``json``, returns
+objects whose ``__eq__`` is always true, redefines ``len``, exits early or kills itself gains
+nothing: every test that calls it fails, and a run that ends without the tester's verdict scores
+0. The solver never sees the tests or their expected values, only the arguments of each call.
+
+Residual risk, stated plainly:
+
+- an answer sees every argument a test passes; a test that feeds the expected result through a
+  function the answer defines (e.g. ``assert decode(encode(s)) == s`` with both from the answer)
+  can be satisfied by echoing, as it could in-process;
+- the answer may have memorised a benchmark's tests and special-case their inputs;
+- the sandbox is only as strong as the kernel's namespaces (there is no seccomp filter), and
+  when the grader runs as root with an interpreter that uid 65534 cannot read (e.g. pyenv under
+  ``/root``), the sandbox's uid maps to host root, which ``RLIMIT_NPROC`` does not bind;
+- with ``isolation="none"`` there is no sandbox at all: the solver can read the grader's
+  ``/proc/<pid>/environ``, write files, reach the network, leave ``setsid()`` daemons behind, and
+  reach the tester's verdict pipe through ``/proc`` (same user), so a determined answer can forge
+  a pass; use it only for models you trust.
+
+What the tests see differs from running them in the answer's process in a few ways, graded as
+failures: a test that passes a function or an object to the answer, keeps a returned object by
+identity, calls an answer's function named like a built-in (it gets the built-in), or needs a
+third-party package (the sandbox has the standard library only). Arguments the answer changes
+in place are copied back, and big results cost time (about 5 s per million nested containers).
 """
 
 from __future__ import annotations
@@ -13,20 +47,24 @@ import json
 import math
 import os
 import re
-import resource
-import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from uniroute.data.representative import RepresentativePrompt
 from uniroute.errors import GradingError
+from uniroute.onboarding.sandbox import (
+    ISOLATIONS,
+    SandboxedProcess,
+    find_bwrap,
+    find_interpreter,
+    resolve_isolation,
+    start_python,
+)
 
 
 @runtime_checkable
@@ -429,41 +467,456 @@ def _parses(code: str) -> bool:
     return True
 
 
-_HARNESS = r"""
-import json, os, sys
-nonce = sys.stdin.readline().strip()
-with open("spec.json", encoding="utf-8") as handle:
-    spec = json.load(handle)
-result_fd = os.dup(1)
-sys.stdout = open(os.devnull, "w")
-def report(passed, status, detail=""):
-    line = json.dumps({"passed": passed, "status": status, "detail": detail[:500]})
-    os.write(result_fd, ("\n" + nonce + " " + line + "\n").encode())
-namespace = {"__name__": "solution"}
-try:
-    exec(compile(spec["setup"] + "\n" + spec["code"], "solution.py", "exec"), namespace)
-except BaseException as exc:
-    report(0, "error", "solution: " + type(exc).__name__ + ": " + str(exc))
-else:
+# The code grader runs two programs, each in its own sandbox (see sandbox.py and the module
+# docstring): the *solver* runs the answer and executes calls on its functions; the *tester*
+# runs the unit tests, with each of the answer's functions replaced by a stub that forwards the
+# call to the solver and gets back plain data. Only the tester writes the verdict, on a pipe the
+# solver cannot reach. These sources run with ``python -I -S``: standard library only.
+
+_WIRE = r"""
+import builtins, json, os, resource, struct, sys
+
+MAX_FRAME = 1 << 24
+MAX_ITEMS = 100000
+
+
+def apply_limits(limits):
+    cpu, memory, file_size, processes = limits
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        # Counted per user and not enforced for host root; it stops fork bombs elsewhere.
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
+def take_payload(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def silence_stdio():
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def describe(exc):
+    try:
+        return str(exc)[:1000]
+    except BaseException:
+        return "(unprintable)"
+
+
+def read_exact(fd, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, min(size - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def recv(fd):
+    head = read_exact(fd, 4)
+    if head is None:
+        return None
+    (size,) = struct.unpack(">I", head)
+    if size > MAX_FRAME:
+        raise ValueError("a message of %d bytes is over the %d-byte limit" % (size, MAX_FRAME))
+    body = read_exact(fd, size)
+    return None if body is None else json.loads(body)
+
+
+def frame(message):
+    body = json.dumps(message).encode()
+    if len(body) > MAX_FRAME:
+        raise ValueError("a value of %d bytes is over the %d-byte limit" % (len(body), MAX_FRAME))
+    return struct.pack(">I", len(body)) + body
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def send(fd, message):
+    write_all(fd, frame(message))
+
+
+def encode(value):
+    # Plain data as JSON, every container tagged with its type; anything else is refused.
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        # Big ints travel in hex: decimal conversion is quadratic, and refused past 4300 digits.
+        value = int(value)
+        return value if value.bit_length() <= 64 else {"int": hex(value)}
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, complex):
+        return {"complex": [value.real, value.imag]}
+    if isinstance(value, bytes):
+        return {"bytes": bytes(value).hex()}
+    if isinstance(value, bytearray):
+        return {"bytearray": value.hex()}
+    if isinstance(value, tuple):
+        return {"tuple": [encode(item) for item in value]}
+    if isinstance(value, list):
+        return {"list": [encode(item) for item in value]}
+    if isinstance(value, dict):
+        return {"dict": [[encode(key), encode(item)] for key, item in value.items()]}
+    if isinstance(value, frozenset):
+        return {"frozenset": [encode(item) for item in value]}
+    if isinstance(value, set):
+        return {"set": [encode(item) for item in value]}
+    if isinstance(value, range):
+        return {"range": [value.start, value.stop, value.step]}
+    kind = "%s.%s" % (type(value).__module__, type(value).__qualname__)
+    if kind == "fractions.Fraction":
+        return {"fraction": [int(value.numerator), int(value.denominator)]}
+    if kind == "decimal.Decimal":
+        return {"decimal": str(value)}
+    if hasattr(type(value), "__next__"):
+        items = []
+        for item in value:
+            if len(items) == MAX_ITEMS:
+                raise ValueError("an iterator of over %d items" % MAX_ITEMS)
+            items.append(encode(item))
+        return {"iterator": items}
+    raise TypeError(
+        "a %s cannot be passed between the solution and the tests: only None, bool, int, "
+        "float, complex, str, bytes, tuples, lists, dicts, sets, ranges, fractions, decimals "
+        "and iterators of these can" % type(value).__name__
+    )
+
+
+def _items(body):
+    if type(body) is not list:
+        raise ValueError("malformed value")
+    return [decode(item) for item in body]
+
+
+def _numbers(body, count, kinds):
+    if type(body) is not list or len(body) != count or any(type(x) not in kinds for x in body):
+        raise ValueError("malformed value")
+    return body
+
+
+def decode(data):
+    # The value ``encode`` described, rebuilt from built-in types only.
+    if data is None or type(data) in (bool, int, float, str):
+        return data
+    if type(data) is not dict or len(data) != 1:
+        raise ValueError("malformed value")
+    ((tag, body),) = data.items()
+    if tag == "list":
+        return _items(body)
+    if tag == "tuple":
+        return tuple(_items(body))
+    if tag == "set":
+        return set(_items(body))
+    if tag == "frozenset":
+        return frozenset(_items(body))
+    if tag == "iterator":
+        return iter(_items(body))
+    if tag == "dict":
+        if type(body) is not list or any(type(p) is not list or len(p) != 2 for p in body):
+            raise ValueError("malformed value")
+        return {decode(key): decode(item) for key, item in body}
+    if tag == "int" and type(body) is str:
+        return int(body, 16)
+    if tag in ("bytes", "bytearray") and type(body) is str:
+        return (bytes if tag == "bytes" else bytearray).fromhex(body)
+    if tag == "decimal" and type(body) is str:
+        import decimal
+
+        return decimal.Decimal(body)
+    if tag == "complex":
+        return complex(*_numbers(body, 2, (int, float)))
+    if tag == "range":
+        return range(*_numbers(body, 3, (int,)))
+    if tag == "fraction":
+        import fractions
+
+        return fractions.Fraction(*_numbers(body, 2, (int,)))
+    raise ValueError("malformed value")
+"""
+
+_SOLVER = r"""
+
+def offer(value):
+    if isinstance(value, type(sys)):
+        return {"kind": "module", "name": value.__name__}
+    if callable(value):
+        return {"kind": "callable"}
+    try:
+        return {"kind": "value", "value": encode(value)}
+    except Exception:
+        return None
+
+
+def call(namespace, message):
+    try:
+        function = namespace[message["name"]]
+        args = [decode(arg) for arg in message["args"]]
+        kwargs = {str(key): decode(arg) for key, arg in message["kwargs"].items()}
+        value = encode(function(*args, **kwargs))
+    except BaseException as exc:
+        return {"raise": [type(exc).__name__, describe(exc)]}
+    # Arguments changed in place travel back, for tests that check them after the call.
+    after = []
+    for arg in args:
+        try:
+            after.append(encode(arg) if isinstance(arg, (list, dict, set, bytearray)) else None)
+        except Exception:
+            after.append(None)
+    return {"value": value, "args": after}
+
+
+def main():
+    payload, requests, replies = (int(arg) for arg in sys.argv[1:4])
+    spec = take_payload(payload)
+    silence_stdio()
+    apply_limits(spec["limits"])
+    namespace = {"__name__": "solution", "__builtins__": builtins}
+    try:
+        exec(compile(spec["setup"] + "\n" + spec["code"], "solution.py", "exec"), namespace)
+    except BaseException as exc:
+        send(replies, {"error": "%s: %s" % (type(exc).__name__, describe(exc))})
+        return
+    send(replies, {"ready": True})
+    while True:
+        message = recv(requests)
+        if type(message) is not dict:
+            return
+        if message.get("op") == "names":
+            found = {}
+            for name in message.get("names", ()):
+                if isinstance(name, str) and name in namespace:
+                    offered = offer(namespace[name])
+                    if offered is not None:
+                        found[name] = offered
+            reply = {"names": found}
+        else:
+            reply = call(namespace, message)
+        try:
+            send(replies, reply)
+        except ValueError as exc:
+            send(replies, {"raise": ["ValueError", describe(exc)]})
+
+
+main()
+"""
+
+_TESTER = r"""
+import ast, importlib
+
+_NOT_IMPORTED = {"antigravity", "this"}
+
+
+class SolutionGone(Exception):
+    pass  # the solution's process ended, or broke the protocol
+
+
+class SolutionRaised(Exception):
+    pass  # an exception the solution raised that has no built-in counterpart
+
+
+class Link:
+    def __init__(self, replies, requests):
+        self.replies, self.requests, self.gone = replies, requests, ""
+
+    def request(self, message):
+        data = frame(message)  # a ValueError here is about the tests' own arguments
+        if not self.gone:
+            try:
+                write_all(self.requests, data)
+                reply = recv(self.replies)
+            except (OSError, ValueError, RecursionError, MemoryError) as exc:
+                reply = exc
+            if type(reply) is dict:
+                return reply
+            if reply is None or isinstance(reply, OSError):
+                self.gone = "the solution's process ended"
+            else:
+                self.gone = "the solution's process broke the protocol (%s)" % describe(reply)
+        raise SolutionGone(self.gone)
+
+
+def rebuild(raised):
+    if type(raised) is not list or len(raised) != 2:
+        raised = ["Exception", ""]
+    name, message = str(raised[0])[:100], str(raised[1])[:1000]
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(message)
+        except Exception:
+            pass
+    return SolutionRaised("%s: %s" % (name, message))
+
+
+def refresh(args, sent, after):
+    # Copy arguments the solution changed in place back into the tests' objects.
+    if type(after) is not list or len(after) != len(args):
+        return
+    for arg, before, image in zip(args, sent, after):
+        if image is None or image == before:
+            continue
+        new = decode(image)
+        if isinstance(arg, list) and type(new) is list:
+            arg[:] = new
+        elif isinstance(arg, bytearray) and type(new) is bytearray:
+            arg[:] = new
+        elif isinstance(arg, dict) and type(new) is dict:
+            arg.clear()
+            arg.update(new)
+        elif isinstance(arg, set) and type(new) is set:
+            arg.clear()
+            arg.update(new)
+
+
+class Remote:
+    # One of the solution's functions, called in the solution's process.
+
+    def __init__(self, link, name):
+        self.link, self.name, self.__name__ = link, name, name
+
+    def __repr__(self):
+        return "<solution function %s>" % self.name
+
+    def __call__(self, *args, **kwargs):
+        sent = [encode(arg) for arg in args]
+        named = {str(key): encode(value) for key, value in kwargs.items()}
+        reply = self.link.request({"op": "call", "name": self.name, "args": sent, "kwargs": named})
+        if "raise" in reply:
+            raise rebuild(reply["raise"])
+        try:
+            value = decode(reply.get("value"))
+            refresh(args, sent, reply.get("args"))
+        except Exception as exc:
+            raise ValueError("the solution sent a malformed value (%s)" % describe(exc)) from None
+        return value
+
+
+def referenced_names(sources):
+    names = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue
+        names.update(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+    # Built-ins stay the tests' own: a solution defining ``len`` or ``set`` cannot change them.
+    return sorted(name for name in names if not hasattr(builtins, name))
+
+
+def bind_solution(link, names, namespace):
+    offered = link.request({"op": "names", "names": names}).get("names")
+    if type(offered) is not dict:
+        return
+    for name in names:
+        info = offered.get(name)
+        kind = info.get("kind") if type(info) is dict else None
+        if kind == "callable":
+            namespace[name] = Remote(link, name)
+        elif kind == "module" and type(info.get("name")) is str:
+            # A module the solution imported (tests may use its ``math`` unimported); the
+            # tests get their own copy, and only of the standard library.
+            module = info["name"]
+            top = module.partition(".")[0]
+            if top in sys.stdlib_module_names and top not in _NOT_IMPORTED:
+                try:
+                    namespace[name] = importlib.import_module(module)
+                except Exception:
+                    pass
+        elif kind == "value":
+            try:
+                namespace[name] = decode(info.get("value"))
+            except Exception:
+                pass
+
+
+def run_tests(spec, link):
+    try:
+        hello = recv(link.replies)
+    except Exception as exc:
+        hello = exc
+    if hello is None:
+        link.gone = "the solution's process ended before the tests ran"
+    elif type(hello) is dict and type(hello.get("error")) is str:
+        return 0, "error", "solution: %s" % hello["error"][:1000]
+    elif type(hello) is not dict or hello.get("ready") is not True:
+        link.gone = "the solution's process broke the protocol before the tests ran"
+    if link.gone:
+        return 0, "error", link.gone
+    tests = spec["tests"]
+    namespace = {"__name__": "tests", "__builtins__": builtins}
+    try:
+        bind_solution(link, referenced_names([spec["setup"], *tests]), namespace)
+    except SolutionGone as exc:
+        return 0, "error", describe(exc)
+    try:
+        exec(compile(spec["setup"], "setup", "exec"), namespace)
+    except BaseException as exc:
+        return 0, "error", "setup: %s: %s" % (type(exc).__name__, describe(exc))
     passed, failure = 0, ""
-    for index, test in enumerate(spec["tests"]):
+    for index, test in enumerate(tests):
         try:
             exec(compile(test, "test_%d" % index, "exec"), namespace)
-            passed += 1
         except BaseException as exc:
-            failure = failure or "test %d: %s: %s" % (index, type(exc).__name__, exc)
-    report(passed, "passed" if passed == len(spec["tests"]) else "failed", failure)
+            failure = failure or "test %d: %s: %s" % (index, type(exc).__name__, describe(exc))
+        else:
+            passed += 1
+    return passed, ("passed" if passed == len(tests) else "failed"), failure
+
+
+def main():
+    payload, replies, requests = (int(arg) for arg in sys.argv[1:4])
+    spec = take_payload(payload)
+    verdict = os.dup(1)
+    silence_stdio()
+    apply_limits(spec["limits"])
+    link = Link(replies, requests)
+    passed, status, detail = run_tests(spec, link)
+    record = {"passed": passed, "status": status, "detail": detail[:500], "gone": bool(link.gone)}
+    os.write(verdict, (json.dumps(record) + "\n").encode())
+
+
+main()
 """
+
+_SOLVER_SOURCE = _WIRE + _SOLVER
+_TESTER_SOURCE = _WIRE + _TESTER
 
 
 class CodeGrader(BaseGrader):
-    """Runs a prompt's unit tests against the code in an answer, in a sandboxed subprocess.
+    """Runs a prompt's unit tests against the code in an answer, each side in its own sandbox.
 
-    The solution runs in ``python -I`` (isolated: no user site, no PYTHON* variables) in a fresh
-    temporary directory, with an empty environment (so no API key leaks to it), a wall-clock
-    timeout, and ``resource`` limits on CPU seconds, address space, file size and (for non-root
-    users) the number of processes. It assumes nothing about the network. Score 1.0 when every
-    test passes. This limits accidents, it is not a security sandbox for hostile code.
+    The answer runs under bubblewrap (``isolation="bwrap"``, the default; see ``sandbox``) in
+    one sandbox and the tests in another; the tests call the answer's functions through a pipe
+    and compare what comes back themselves, so the verdict never depends on the answer's word
+    (see the module docstring). Both run ``python -I -S`` (standard library only) with a
+    wall-clock ``timeout`` and ``resource`` limits on CPU seconds, address space, file size and
+    processes. Without bubblewrap, or where it cannot build a sandbox, grading raises
+    GradingError unless isolation is switched off explicitly (``isolation="none"``, or
+    ``UNIROUTE_CODE_SANDBOX=none``, read at grading time and winning over the argument).
+    Score 1.0 when every test passes.
     """
 
     def __init__(
@@ -474,19 +927,23 @@ class CodeGrader(BaseGrader):
         file_size_mb: int = 16,
         max_processes: int = 0,
         python: str | None = None,
+        isolation: str = "bwrap",
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {list(ISOLATIONS)}, not {isolation!r}")
         self.timeout = timeout
         self.cpu_seconds = cpu_seconds
         self.memory_mb = memory_mb
         self.file_size_mb = file_size_mb
         self.max_processes = max_processes
         self.python = python
+        self.isolation = isolation
 
     def __repr__(self) -> str:
         return (
             f"CodeGrader(timeout={self.timeout}, cpu_seconds={self.cpu_seconds}, "
             f"memory_mb={self.memory_mb}, file_size_mb={self.file_size_mb}, "
-            f"max_processes={self.max_processes})"
+            f"max_processes={self.max_processes}, isolation={self.isolation!r})"
         )
 
     def extract(self, answer: str, prompt: RepresentativePrompt | None = None) -> str | None:
@@ -511,79 +968,110 @@ class CodeGrader(BaseGrader):
         return 1.0 if self.run(code, parse_code_tests(reference)).all_passed else 0.0
 
     def run(self, code: str, tests: CodeTests) -> CodeRunResult:
-        """Run ``tests`` against ``code`` in a limited subprocess and report what happened."""
-        nonce = secrets.token_hex(16)
-        workdir = Path(tempfile.mkdtemp(prefix="uniroute-code-"))
-        try:
-            (workdir / "harness.py").write_text(_HARNESS, encoding="utf-8")
-            spec = {"code": code, "setup": tests.setup, "tests": list(tests.tests)}
-            (workdir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-            output_path = workdir / "output.txt"
-            with open(output_path, "wb") as output:
-                process = subprocess.Popen(
-                    [self.python or sys.executable, "-I", "harness.py"],
-                    cwd=workdir,
-                    env={"PATH": os.defpath, "HOME": str(workdir), "LC_ALL": "C.UTF-8"},
-                    stdin=subprocess.PIPE,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=self._limits(),
+        """Run ``tests`` against ``code``, each in its own sandbox, and report what happened."""
+        isolation = resolve_isolation(self.isolation)
+        interpreter = find_interpreter(self.python)
+        if isolation == "bwrap":
+            find_bwrap(interpreter)  # refuse before starting anything
+        total = len(tests.tests)
+        limits = self._limits()
+        solver_spec = {"setup": tests.setup, "code": code, "limits": limits}
+        tester_spec = {"setup": tests.setup, "tests": list(tests.tests), "limits": limits}
+        scratch_mb = max(8, 4 * int(self.file_size_mb))
+        started: list[SandboxedProcess] = []
+        parent_fds: list[int] = []
+        with tempfile.TemporaryFile() as tester_errors:
+            try:
+                to_solver, to_tester = os.pipe(), os.pipe()
+                parent_fds += [*to_solver, *to_tester]
+                solver_payload, tester_payload = _payload(solver_spec), _payload(tester_spec)
+                parent_fds += [solver_payload, tester_payload]
+                solver_fds = (solver_payload, to_solver[0], to_tester[1])
+                solver = start_python(
+                    ["-c", _SOLVER_SOURCE, *map(str, solver_fds)],
+                    isolation=isolation,
+                    interpreter=interpreter,
+                    pass_fds=solver_fds,
+                    scratch_mb=scratch_mb,
                 )
+                started.append(solver)
+                tester_fds = (tester_payload, to_tester[0], to_solver[1])
+                tester = start_python(
+                    ["-c", _TESTER_SOURCE, *map(str, tester_fds)],
+                    isolation=isolation,
+                    interpreter=interpreter,
+                    pass_fds=tester_fds,
+                    stdout=subprocess.PIPE,
+                    stderr=tester_errors,
+                    scratch_mb=scratch_mb,
+                )
+                started.append(tester)
+                # Only the children may hold the pipes: a dead side must read as end of file.
+                while parent_fds:
+                    os.close(parent_fds.pop())
                 try:
-                    process.communicate(input=(nonce + "\n").encode(), timeout=self.timeout)
+                    output, _ = tester.popen.communicate(timeout=self.timeout)
                 except subprocess.TimeoutExpired:
-                    _kill_group(process)
-                    return CodeRunResult(0, len(tests.tests), "timeout", f"over {self.timeout} s")
-                finally:
-                    _kill_group(process)
-            return self._read_result(output_path, nonce, process.returncode, len(tests.tests))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+                    return CodeRunResult(0, total, "timeout", f"over {self.timeout} s")
+                return _verdict(output, tester_errors, solver, total)
+            finally:
+                for fd in parent_fds:
+                    os.close(fd)
+                for process in started:
+                    process.kill()
 
-    def _limits(self):
-        """A preexec_fn applying the resource limits; values are computed before the fork."""
+    def _limits(self) -> list[int]:
+        """The rlimits each sandboxed program sets on itself: CPU s, bytes, bytes, processes."""
         cpu = int(self.cpu_seconds or max(1, math.ceil(self.timeout)))
-        memory = int(self.memory_mb) << 20
-        file_size = int(self.file_size_mb) << 20
-        processes = int(self.max_processes)
+        return [cpu, int(self.memory_mb) << 20, int(self.file_size_mb) << 20, self.max_processes]
 
-        def apply_limits() -> None:
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if hasattr(resource, "RLIMIT_NPROC"):
-                # Counted per user and not enforced for root; it stops fork bombs elsewhere.
-                with contextlib.suppress(ValueError, OSError):
-                    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
 
-        return apply_limits
+def _payload(spec: Mapping[str, object]) -> int:
+    """An fd, positioned at its start, holding ``spec`` as JSON (it never touches a disk)."""
+    data = json.dumps(spec).encode()
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("uniroute-code-payload")
+    else:  # not Linux: only isolation "none" runs here
+        with tempfile.TemporaryFile() as handle:
+            fd = os.dup(handle.fileno())
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
-    @staticmethod
-    def _read_result(
-        output_path: Path, nonce: str, returncode: int | None, total: int
-    ) -> CodeRunResult:
-        text = output_path.read_text(encoding="utf-8", errors="replace")
-        for line in reversed(text.splitlines()):
-            if line.startswith(nonce + " "):
-                record = json.loads(line[len(nonce) + 1 :])
-                return CodeRunResult(
-                    int(record["passed"]), total, record["status"], record["detail"]
-                )
-        if returncode is not None and returncode < 0:
-            name = signal.Signals(-returncode).name
+
+def _verdict(
+    output: bytes, tester_errors: IO[bytes], solver: SandboxedProcess, total: int
+) -> CodeRunResult:
+    """The tester's verdict line, with a signal that ended the solution named in the status."""
+    lines = output.decode("utf-8", errors="replace").strip().splitlines()
+    try:
+        # Exactly one line: the tester writes one, and nothing else can write there.
+        (line,) = lines
+        record = json.loads(line)
+        passed, status = int(record["passed"]), str(record["status"])
+        detail, gone = str(record["detail"]), bool(record["gone"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        tester_errors.seek(0)
+        errors = tester_errors.read()[-4000:].decode("utf-8", errors="replace").strip()
+        if "bwrap:" in errors:
+            # The tests' own sandbox failed, which no answer can cause: not a score.
+            raise GradingError(f"the code grader's sandbox failed: {errors[-300:]}") from None
+        return CodeRunResult(
+            0, total, "error", f"the test process gave no verdict: {errors[-500:]}"
+        )
+    if gone:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            solver.popen.wait(timeout=0.5)
+        code = solver.returncode
+        # A plain child reports signal N as -N, bwrap as 128 + N.
+        number = -code if code is not None and code < 0 else (code or 0) - 128
+        if number in {int(s) for s in signal.Signals}:
+            name = signal.Signals(number).name
             status = "cpu-limit" if name == "SIGXCPU" else "killed"
-            return CodeRunResult(0, total, status, f"terminated by {name}")
-        return CodeRunResult(0, total, "error", f"exit status {returncode}: {text[-500:]}")
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """Kill the solution and anything it started (it leads its own session)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            detail = f"terminated by {name}"
+    return CodeRunResult(min(max(passed, 0), total), total, status, detail)
 
 
 # ---------------------------------------------------------------------------- task registry
