@@ -16,8 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "uniroute"
 #: Bottom to top. A module may import its own package and the packages of lower layers only.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"_checks"},
-    {"_io", "_retry", "_json"},
+    {"_checks", "_json"},
+    {"_io", "_retry"},
     {"tradeoff", "pool", "data"},
     {"embeddings"},
     {"routers"},

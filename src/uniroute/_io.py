@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from uniroute._json import JsonLimitError, loads_bounded
 from uniroute.errors import StateError
 
 
@@ -114,6 +115,15 @@ def load_arrays(directory: Path, entries: Mapping[str, Mapping[str, str]]) -> di
     """Read arrays written by save_arrays, checking each file's checksum first."""
     arrays = {}
     for name, entry in entries.items():
+        if not (
+            isinstance(entry, Mapping)
+            and isinstance(entry.get("file"), str)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise StateError(
+                f"{directory}: the manifest entry of array {name!r} must be an object with "
+                f"string 'file' and 'sha256', got {entry!r:.80}"
+            )
         path = directory / entry["file"]
         if not path.is_file():
             raise StateError(f"{path}: missing (listed in the manifest as array {name!r})")
@@ -121,7 +131,7 @@ def load_arrays(directory: Path, entries: Mapping[str, Mapping[str, str]]) -> di
             raise StateError(f"{path}: checksum mismatch; the file is truncated or was modified")
         try:
             arrays[name] = np.load(path, allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:
             raise StateError(f"{path}: not a readable array ({exc})") from None
     return arrays
 
@@ -135,9 +145,13 @@ def read_manifest(
     if not path.is_file():
         raise StateError(f"{path}: no manifest; {directory} is not a saved {kind}")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StateError(f"{path}: corrupt manifest ({exc})") from None
+        manifest = loads_bounded(path.read_bytes())
+    except JsonLimitError as exc:
+        raise StateError(f"{path}: corrupt manifest (it {exc})") from None
+    if not isinstance(manifest, dict):
+        raise StateError(
+            f"{path}: corrupt manifest (expected a JSON object, got {type(manifest).__name__})"
+        )
     if manifest.get("kind") != kind:
         raise StateError(f"{path}: holds a {manifest.get('kind')!r}, expected a {kind!r}")
     if manifest.get("schema_version") not in readable:

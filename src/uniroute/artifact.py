@@ -45,7 +45,7 @@ from uniroute.data.representative import (
 )
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.factory import cached, load_encoder, make_encoder
-from uniroute.errors import DataError, StateError
+from uniroute.errors import DataError, StateError, UniRouteError
 from uniroute.onboarding.references import attach_references
 from uniroute.pool import Pool
 from uniroute.routers import RouterEstimator, load_estimator, make_estimator
@@ -140,18 +140,19 @@ class Artifact:
         files = manifest.get("files")
         if not isinstance(files, dict) or not files:
             raise StateError(f"{directory / 'manifest.json'}: no file checksums listed")
+        _check_manifest_fields(manifest, directory / "manifest.json")
         if _artifact_id(files) != manifest.get("artifact_id"):
             raise StateError(f"{directory / 'manifest.json'}: artifact id does not match its files")
         _verify_files(directory, files, skip_prefix=f"{ENCODER_DIR}/" if lazy_encoder else None)
 
-        router = load_estimator(directory / ROUTER_DIR)
+        router = _load_router(directory / ROUTER_DIR)
         try:
             prompts = read_representative_prompts(directory / PROMPTS_FILE)
         except DataError as exc:
             raise StateError(str(exc)) from None
-        training = manifest.get("training", {})
-        arrays = load_arrays(directory / TRAINING_DIR, training.get("arrays", {}))
-        models = list(training.get("models", []))
+        training = manifest["training"]
+        arrays = load_arrays(directory / TRAINING_DIR, training["arrays"])
+        models = list(training["models"])
         artifact = cls(
             path=directory,
             manifest=manifest,
@@ -214,9 +215,74 @@ class Artifact:
         )
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse to replace anything but an earlier artifact (or an empty directory)."""
+def _check_manifest_fields(manifest: dict[str, Any], path: Path) -> None:
+    """Every manifest field the loader reads has the type it is read as; StateError naming it.
+
+    The checksum only shows that the manifest is the one written with it, and both can be
+    rewritten together; the loader must not then fail on a list where an object belongs.
+    """
+
+    def refuse(key: str, expected: str, value: object) -> StateError:
+        return StateError(f"{path}: {key!r} must be {expected}, got {value!r:.80}")
+
+    files = manifest["files"]
+    for relative, checksum in files.items():
+        if not isinstance(checksum, str):
+            raise refuse(f"files.{relative}", "a SHA-256 hex string", checksum)
+    for key in ("artifact_id", "created_at"):
+        if not isinstance(manifest.get(key), str):
+            raise refuse(key, "a string", manifest.get(key))
+    n_clusters = manifest.get("n_clusters")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, int)):
+        raise refuse("n_clusters", "an integer or null", n_clusters)
+    encoder = manifest.get("encoder")
+    if not isinstance(encoder, dict):
+        raise refuse("encoder", "an object with 'id' and 'dim'", encoder)
+    if not isinstance(encoder.get("id"), str):
+        raise refuse("encoder.id", "a string", encoder.get("id"))
+    dim = encoder.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise refuse("encoder.dim", "an integer", dim)
+    router = manifest.get("router")
+    if not isinstance(router, dict) or not isinstance(router.get("name"), str):
+        raise refuse("router", "an object with a string 'name'", router)
+    training = manifest.get("training")
+    if not isinstance(training, dict):
+        raise refuse("training", "an object with 'models' and 'arrays'", training)
+    models = training.get("models")
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise refuse("training.models", "a list of model names", models)
+    if not isinstance(training.get("arrays"), dict):
+        raise refuse("training.arrays", "an object of array entries", training.get("arrays"))
+
+
+def _load_router(directory: Path) -> RouterEstimator:
+    """The artifact's fitted estimator; a saved estimator that cannot be rebuilt is a StateError."""
+    try:
+        return load_estimator(directory)
+    except UniRouteError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # Its manifest passed the checksums but lacks a field or holds one of the wrong type.
+        raise StateError(
+            f"{directory / 'manifest.json'}: not a loadable router ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def check_artifact_destination(out_dir: str | Path) -> None:
+    """Refuse to replace anything but an earlier artifact (or an empty directory), and a
+    directory that cannot be created there; StateError naming the path, before any work."""
+    out_dir = Path(out_dir)
     if not out_dir.exists():
+        # The nearest existing ancestor must be a directory, or creating out_dir would fail
+        # only once the encoder and the router have been fitted.
+        ancestor = out_dir.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise StateError(
+                f"{out_dir}: cannot create an artifact there; {ancestor} is not a directory"
+            )
         return
     if not out_dir.is_dir():
         raise StateError(
@@ -226,7 +292,7 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     try:
         kind = json.loads((out_dir / "manifest.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         kind = None
     if kind != "artifact":
         raise StateError(
@@ -323,7 +389,7 @@ def build_artifact(
     directory for the on-disk embedding cache.
     """
     started = time.perf_counter()
-    _check_replaceable(Path(out_dir))
+    check_artifact_destination(out_dir)
     if not 0.0 < float(val_fraction) < 1.0:
         raise DataError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     unknown = [m for m in holdout_models if m not in dataset.models]

@@ -87,7 +87,8 @@ def test_load_cost_map_reads_numbers(tmp_path):
         ('{"a": "cheap"}', r"costs.json: cost of model 'a' is not a number: 'cheap'"),
         ('{"a": true}', r"costs.json: cost of model 'a' is not a number: True"),
         ('{"a": -1}', r"costs.json: cost of model 'a' must be a finite number >= 0, got -1"),
-        ('{"a": NaN}', r"costs.json: cost of model 'a' must be a finite number >= 0, got nan"),
+        ('{"a": NaN}', r"costs.json: the file holds NaN, which is not JSON"),
+        ('{"a": 1e999}', r"costs.json: the file holds the number 1e999, too big for a 64-bit"),
         ("{}", r"costs.json: the cost map is empty"),
     ],
 )

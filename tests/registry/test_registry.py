@@ -533,6 +533,88 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         Registry(path)
 
 
+def _garbled_after_the_first_page(tmp_path: Path) -> Path:
+    """A registry with models whose pages after the first (the schema) are overwritten."""
+    path = tmp_path / "pool.db"
+    with Registry(path) as registry:
+        for i in range(20):
+            registry.add_model(_record(f"m{i}"), {f"p{k}": 1.0 for k in range(200)})
+    data = path.read_bytes()
+    page = 4096
+    path.write_bytes(data[:page] + bytes(len(data) - page))
+    return path
+
+
+def test_a_file_corrupted_past_its_first_page_is_a_clear_error_on_every_call(
+    tmp_path: Path,
+) -> None:
+    path = _garbled_after_the_first_page(tmp_path)
+    # The schema page is intact, so the file opens; what reads the garbled pages fails.
+    with Registry(path) as registry:
+        calls = {
+            "list_models": registry.list_models,
+            "score_counts": registry.score_counts,
+            "get_model": lambda: registry.get_model("m3"),
+            "has_model": lambda: registry.has_model("m3"),
+            "pool_version": registry.pool_version,
+            "add_model": lambda: registry.add_model(_record("new"), {"p0": 1.0}),
+            "remove_model": lambda: registry.remove_model("m3"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(StateError) as info:
+                call()
+            message = str(info.value)
+            assert message.startswith(f"{path}: not a readable registry database"), name
+            assert "is not a UniRoute registry or is corrupted" in message, name
+
+
+def test_a_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = _garbled_after_the_first_page(tmp_path)
+    path.write_bytes(path.read_bytes()[: 4096 + 1000])  # cut in the middle of page 2
+    with (
+        pytest.raises(StateError, match="is not a UniRoute registry or is corrupted"),
+        Registry(path) as registry,
+    ):
+        registry.list_models()
+
+
+def test_another_programs_database_is_not_a_registry(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE notes (body TEXT)")
+    other.execute("PRAGMA user_version = 2")  # the version number of a registry, by chance
+    other.commit()
+    other.close()
+    with (
+        Registry(path) as registry,
+        pytest.raises(StateError, match=r"not a UniRoute registry .*no such table: models"),
+    ):
+        registry.list_models()
+
+
+def test_a_one_byte_file_is_refused_not_overwritten(tmp_path: Path) -> None:
+    # SQLite would take this file for an empty database and write a registry over it.
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"\n")
+    with pytest.raises(StateError, match="not an SQLite file"):
+        Registry(path)
+    assert path.read_bytes() == b"\n"
+
+
+def test_an_empty_file_is_a_new_registry(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    path.write_bytes(b"")
+    with Registry(path) as registry:
+        assert registry.list_models() == []
+
+
+def test_a_registry_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(StateError, match=f"cannot create the registry \\({plain} is not a dir"):
+        Registry(plain / "pool.db")
+
+
 # ---------------------------------------------------------------------- concurrency and kills
 N_PROMPTS = 1000
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from uniroute.cli.arg_types import check_output_path, int_at_least, json_object, open_fraction
 from uniroute.cli.pool_options import REGISTRY_ENV
 
 BUILD_ROUTERS = ("uniroute-kmeans", "uniroute-learned", "knn", "zero")
@@ -48,11 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=open_fraction,
         default=0.1,
         help="share of each task's prompts kept as representative prompts (default 0.1)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt split and router")
+    parser.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of the prompt split and router"
+    )
     parser.add_argument(
         "--registry",
         type=Path,
@@ -68,38 +70,50 @@ def run(args: argparse.Namespace) -> int:
     """Load the data, build the artifact, and seed the registry when asked."""
     import os
 
-    from uniroute.artifact import build_artifact
+    from uniroute.artifact import build_artifact, check_artifact_destination
     from uniroute.data.loading import load_dataset
     from uniroute.data.paths import default_cache_dir
-    from uniroute.embeddings import ENCODERS
+    from uniroute.embeddings import ENCODERS, make_encoder
     from uniroute.errors import DataError
     from uniroute.registry.store import Registry
+    from uniroute.routers import make_estimator
 
     started = time.perf_counter()
     if args.encoder not in ENCODERS:
         raise DataError(
             f"--encoder: unknown encoder {args.encoder!r}; choose from {list(ENCODERS)}"
         )
-    router_params = _json_object(args.router_params, "--router-params")
-    encoder_params = _json_object(args.encoder_params, "--encoder-params")
+    # Every option is checked before the data is read or anything is fitted: the encoder and
+    # the router are built here, which checks their parameters, and handed over built.
+    encoder_params = json_object(args.encoder_params, "--encoder-params")
+    router_params = json_object(args.router_params, "--router-params")
+    try:
+        encoder = make_encoder(args.encoder, **encoder_params)
+    except (TypeError, ValueError) as exc:  # UsageError from its checks, or any other refusal
+        raise DataError(f"--encoder-params: {exc}") from None
+    try:
+        router = make_estimator(args.router, **router_params)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"--router-params: {exc}") from None
     holdout = [m.strip() for m in args.holdout_models.split(",") if m.strip()]
+    check_artifact_destination(args.out)
+    registry_file = args.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
+    if registry_file:
+        check_output_path(Path(registry_file), "--registry", directory=False)
 
     dataset = load_dataset(args.data, args.format, costs=args.costs)
     print(f"loaded {dataset.summary()}")
     artifact = build_artifact(
         dataset,
         args.out,
-        encoder=args.encoder,
-        router=args.router,
+        encoder=encoder,
+        router=router,
         holdout_models=holdout,
         val_fraction=args.val_fraction,
         seed=args.seed,
-        router_params=router_params,
-        encoder_params=encoder_params,
         embedding_cache=None if args.no_cache else default_cache_dir() / "embeddings",
     )
     print(artifact.summary())
-    registry_file = args.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
     if registry_file:
         from uniroute.deployment.pool_changes import seed_registry
 
@@ -108,15 +122,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"registry {registry_file}: {len(records)} training models added with their Psi")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
-
-
-def _json_object(text: str, option: str) -> dict:
-    from uniroute.errors import DataError
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{option} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{option} must be a JSON object of parameters")
-    return value

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from uniroute.cli.arg_types import check_output_path, int_at_least, json_object
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,10 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--costs", type=Path, help="JSON map {model: cost per query}; overrides recorded costs"
     )
     parser.add_argument(
-        "--test-models", type=int, required=True, help="how many LLMs are held out as unseen"
+        "--test-models",
+        type=int_at_least(1),
+        required=True,
+        help="how many LLMs are held out as unseen",
     )
-    parser.add_argument("--trials", type=int, default=20, help="number of trials (new splits each)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run")
+    parser.add_argument(
+        "--trials", type=int_at_least(1), default=20, help="number of trials (new splits each)"
+    )
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the whole run")
     parser.add_argument(
         "--split",
         type=_parse_split,
@@ -117,6 +124,14 @@ def _parse_split(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(
             f"--split {text!r}: expected three fractions, got {len(parts)}"
         )
+    if not all(math.isfinite(x) and x > 0 for x in parts):
+        raise argparse.ArgumentTypeError(
+            f"--split {text!r}: every fraction must be a number > 0 (no split may be empty)"
+        )
+    if not math.isclose(sum(parts), 1.0, abs_tol=1e-9):
+        raise argparse.ArgumentTypeError(
+            f"--split {text!r}: the fractions must sum to 1, not {sum(parts):g}"
+        )
     return parts[0], parts[1], parts[2]
 
 
@@ -167,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
     )
     from uniroute.evaluation.specs import VARIANT_SEPARATOR, router_specs
     from uniroute.evaluation.trials import TrialConfig, run_trials
+    from uniroute.routers import make_estimator
 
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    if not routers:
+        raise DataError(f"--routers: no router given; choose from {list(ALL_ROUTERS)}")
     unknown = [r for r in routers if r.partition(VARIANT_SEPARATOR)[0] not in ALL_ROUTERS]
     if unknown:
         raise DataError(f"--routers: unknown router(s) {unknown}; choose from {list(ALL_ROUTERS)}")
@@ -176,16 +194,26 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(
             f"--encoder: unknown encoder {args.encoder!r}; choose from {list(ENCODERS)}"
         )
+    router_params = json_object(args.router_params, "--router-params")
+    not_objects = sorted(key for key, value in router_params.items() if not isinstance(value, dict))
+    if not_objects:
+        raise DataError(
+            f"--router-params: the value of {not_objects[0]!r} must be a JSON object "
+            '{param: value}, as in {"uniroute-kmeans": {"n_clusters": 20}}'
+        )
     try:
-        router_params = json.loads(args.router_params)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"--router-params is not valid JSON: {exc}") from None
-    if not isinstance(router_params, dict):
-        raise DataError("--router-params must be a JSON object {router: {param: value}}")
-    try:
-        router_specs(routers, router_params)
+        specs = router_specs(routers, router_params)
     except RouterError as exc:
         raise DataError(f"--routers: {exc}") from None
+    for spec in specs:
+        # Built once here, so a bad parameter stops the run before the data is read.
+        try:
+            make_estimator(spec.name, **spec.params)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"--router-params: {spec.label}: {exc}") from None
+    check_output_path(args.out, "--out", directory=True)
+    if args.cache_dir is not None:
+        check_output_path(args.cache_dir, "--cache-dir", directory=True)
     onboard = [] if args.onboard_prompts is None else parse_onboard_prompts(args.onboard_prompts)
     evidence = evidence_settings(onboard, args.missing_task)
     targets = {}

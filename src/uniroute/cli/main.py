@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from uniroute import __version__
 
@@ -20,9 +21,24 @@ COMMAND_MODULES = [
 ]
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line, like every other error of the command.
+
+    argparse's own ``error`` prints the whole usage first; the usage of ``models add`` is a dozen
+    lines that bury the one that says what is wrong, so it is replaced by a pointer to --help.
+    Sub-command parsers are of this class too (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print 'uniroute: error: COMMAND: MESSAGE (see --help)' and exit with status 2."""
+        command = self.prog.removeprefix("uniroute").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"uniroute: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="uniroute", description="Cost-aware LLM routing that generalises to unseen LLMs."
     )
     parser.add_argument("--version", action="version", version=f"uniroute {__version__}")
@@ -34,14 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    from uniroute.cli.errors import run_with_clear_errors
+    from uniroute.cli.errors import run_with_clear_errors, stdout_closed
 
-    return run_with_clear_errors(args.func, args)
+    try:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)  # exits through SystemExit for --help and refusals
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 2
+            return run_with_clear_errors(args.func, args)
+        finally:
+            # Output still buffered is written now, while a reader that went away (`| head -1`)
+            # can still be noticed here; at interpreter exit it would print "Exception ignored".
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_closed()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from uniroute.cli.arg_types import int_at_least, positive_float
 from uniroute.cli.pool_options import (
     add_cost_arguments,
     add_location_arguments,
@@ -56,9 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sends it upstream and still reports NAME to clients)",
     )
     add.add_argument("--api-style", choices=("chat", "completions"), default="chat")
-    add.add_argument("--concurrency", type=int, default=8, help="parallel requests (default 8)")
-    add.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    add.add_argument("--retries", type=int, default=3, help="retries per prompt")
+    add.add_argument(
+        "--concurrency", type=int_at_least(1), default=8, help="parallel requests (default 8)"
+    )
+    add.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request")
+    add.add_argument("--retries", type=int_at_least(0), default=3, help="retries per prompt")
     add.add_argument("--answer-cache", type=Path, help="answer cache file (resumable onboarding)")
     add.add_argument(
         "--skip-ungradeable-tasks",

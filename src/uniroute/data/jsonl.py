@@ -1,4 +1,9 @@
-"""Reading JSON and JSON Lines files, with errors that name the file and the line."""
+"""Reading JSON and JSON Lines files, with errors that name the file and the line.
+
+Both go through :func:`uniroute._json.loads_bounded`, so a document nested thousands of levels
+deep, a number of thousands of digits, ``NaN``/``Infinity`` or a lone UTF-16 surrogate is one
+``DataError`` naming the file (and the line), never a ``RecursionError`` or a crash further on.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from uniroute._json import JsonLimitError, loads_bounded
 from uniroute.errors import DataError
+
+
+def _problem(exc: JsonLimitError, subject: str, *, with_position: bool) -> str:
+    """What is wrong with ``subject`` ("the file", "the line"): a syntax error as "not valid
+    JSON (...)", with its line and column when ``with_position``; a limit as loads_bounded
+    words it."""
+    # loads_bounded raises its error "from None": a JSONDecodeError, if that is what it was,
+    # is still its __context__ and carries the position.
+    cause = exc.__context__
+    if isinstance(cause, json.JSONDecodeError):
+        where = f"line {cause.lineno}, column {cause.colno}: " if with_position else ""
+        return f"not valid JSON ({where}{cause.msg})"
+    return f"{subject} {exc}"
 
 
 def read_json_file(path: str | Path) -> Any:
     """The JSON document in a file; bad JSON or bytes that are not UTF-8 are a DataError."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+    try:
+        return loads_bounded(raw)
+    except JsonLimitError as exc:
+        raise DataError(f"{path}: {_problem(exc, 'the file', with_position=True)}") from None
 
 
 def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -37,13 +57,15 @@ def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]
             if not line.strip():
                 continue
             try:
-                line.encode("utf-8")
+                raw = line.encode("utf-8")
             except UnicodeEncodeError:
                 raise DataError(f"{path}, line {line_number}: not UTF-8 text") from None
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {line_number}: not valid JSON ({exc.msg})") from None
+                record = loads_bounded(raw)
+            except JsonLimitError as exc:
+                raise DataError(
+                    f"{path}, line {line_number}: {_problem(exc, 'the line', with_position=False)}"
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(
                     f"{path}, line {line_number}: expected a JSON object, "

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from uniroute.embeddings._common import read_encoder_manifest
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.cache import CachedEncoder, EmbeddingCache
-from uniroute.errors import StateError
+from uniroute.errors import StateError, UsageError
 
 # name -> "module:Class"; modules are imported on demand so that asking for TF-IDF never pays
 # for importing torch.
@@ -33,22 +33,30 @@ class EncoderClass(Protocol):
 def encoder_class(name: str) -> EncoderClass:
     """The encoder class registered under ``name``."""
     if name not in _ENCODER_CLASSES:
-        raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}")
+        raise UsageError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}")
     module_name, class_name = _ENCODER_CLASSES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
 def make_encoder(name: str, **params: Any) -> Encoder:
-    """A new encoder of the given type; ``params`` go to its constructor."""
+    """A new encoder of the given type; ``params`` go to its constructor.
+
+    An unknown parameter or a bad value is a UsageError naming the encoder and the parameter,
+    raised here, before anything is fitted or loaded.
+    """
     cls = encoder_class(name)
     accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"encoder {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters are: {', '.join(accepted)}"
         )
-    return cls(**params)
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        # The constructors check every parameter and name it in their message.
+        raise UsageError(f"encoder {name!r}: {exc}") from None
 
 
 def load_encoder(directory: Path | str) -> Encoder:

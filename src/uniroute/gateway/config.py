@@ -8,12 +8,15 @@ written in the file itself: the file names the environment variables that hold t
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from uniroute._json import JsonLimitError, loads_bounded
 from uniroute.errors import ConfigError
 
 
@@ -46,12 +49,14 @@ class GatewayConfig:
     max_upstream_body_bytes: int = 16_000_000
     #: Longest line of a streamed upstream answer in bytes; a longer one breaks the stream.
     max_stream_line_bytes: int = 1_000_000
-    #: Seconds a client may take to send a request's headers (from connecting or from the end
-    #: of its previous request) before the connection is closed.
+    #: Seconds a client may take to send a request's headers, from connecting or from the first
+    #: byte of its next request on a kept-alive connection (idle time between requests is
+    #: ``client_keepalive_s``); then 408 and the connection is closed.
     header_read_timeout_s: float = 10.0
     #: Seconds a client may take to send a request's whole body once its headers have arrived.
     body_read_timeout_s: float = 30.0
-    #: Most client connections open at once; further ones wait in the listen backlog.
+    #: Most client connections open at once; a further one is answered 503 ``server_busy``
+    #: (with ``retry-after``) and closed.
     max_client_connections: int = 2048
     #: Upstream hosts and networks models may be served from: host names (``api.openai.com``,
     #: ``*.internal``) and IP networks (``10.0.0.0/8``, ``::1``). Empty: any host, except that
@@ -143,38 +148,124 @@ class GatewayConfig:
         return asdict(self)
 
 
+#: Integer settings must fit a signed 64-bit integer: beyond that no count or size means
+#: anything, and the values reach C code (sockets, thread pools) that cannot hold them.
+_MAX_INT_SETTING = 2**63 - 1
+#: Characters of an offending value shown in an error (a value may be a whole pasted file).
+_SHOWN_CHARS = 80
+#: Unknown setting names listed in an error.
+_SHOWN_UNKNOWN = 10
+# A TOML key that needs no quotes.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` cut to a length that fits one line of an error."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
 def config_from_mapping(values: dict[str, Any], source: str = "config") -> GatewayConfig:
     """Build a config from a mapping, naming unknown fields and wrongly typed values."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a table of settings, got {type(values).__name__}")
     known = {f.name: f for f in fields(GatewayConfig)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted((key for key in values if key not in known), key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {unknown}; valid ones are {sorted(known)}")
+        listed = ", ".join(_shown(key) for key in unknown[:_SHOWN_UNKNOWN])
+        more = f" and {len(unknown) - _SHOWN_UNKNOWN} more" if len(unknown) > _SHOWN_UNKNOWN else ""
+        raise ConfigError(
+            f"{source}: unknown setting(s) [{listed}{more}]; valid ones are {sorted(known)}"
+        )
     defaults = GatewayConfig()
     converted: dict[str, Any] = {}
     for name, value in values.items():
         expected = type(getattr(defaults, name))
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
         if name == "onboarding_cache_dir":
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{source}: {name} must be a path string, got {value!r}")
+                raise ConfigError(f"{source}: {name} must be a path string, got {_shown(value)}")
             converted[name] = value
         elif expected is tuple:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{source}: {name} must be a list of strings, got {value!r}")
+                raise ConfigError(
+                    f"{source}: {name} must be a list of strings, got {_shown(value)}"
+                )
             converted[name] = tuple(value)
-        elif expected is float and isinstance(value, int | float) and not isinstance(value, bool):
-            converted[name] = float(value)
-        elif (expected is int and isinstance(value, int) and not isinstance(value, bool)) or (
-            expected is str and isinstance(value, str)
-        ):
+        elif expected is float and is_number:
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{source}: {name} must be a finite number, got {_shown(value)}")
+            converted[name] = number
+        elif expected is int and is_number and isinstance(value, int):
+            if abs(value) > _MAX_INT_SETTING:
+                raise ConfigError(
+                    f"{source}: {name} must fit a 64-bit integer, got {_shown(value)}"
+                )
+            converted[name] = value
+        elif expected is str and isinstance(value, str):
             converted[name] = value
         else:
-            raise ConfigError(f"{source}: {name} must be a {expected.__name__}, got {value!r}")
+            raise ConfigError(
+                f"{source}: {name} must be a {expected.__name__}, got {_shown(value)}"
+            )
     try:
         return GatewayConfig(**converted)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted (escaping line breaks)."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def _non_finite_key(values: Any) -> str | None:
+    """Dotted key of the first ``inf`` or ``nan`` in parsed TOML, or None (iterative walk)."""
+    stack: list[tuple[str, Any]] = [("", values)]
+    while stack:
+        key, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return key or "(top level)"
+        if isinstance(node, dict):
+            stack.extend(
+                (f"{key}.{_toml_key(k)}" if key else _toml_key(k), v) for k, v in node.items()
+            )
+        elif isinstance(node, list):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(node))
+    return None
+
+
+def _parse(path: Path, raw: bytes) -> Any:
+    """The parsed document of a .toml or .json config file; ConfigError for anything else."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            return loads_bounded(raw)
+        except JsonLimitError as exc:
+            raise ConfigError(f"{path}: the file {exc}") from None
+    if suffix != ".toml":
+        raise ConfigError(f"{path}: config must be a .toml or .json file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+    bad = _non_finite_key(values)
+    if bad is not None:
+        raise ConfigError(f"{path}: {bad} is not a finite number (inf and nan are not settings)")
+    return values
 
 
 def load_config(path: str | Path | None) -> GatewayConfig:
@@ -182,19 +273,15 @@ def load_config(path: str | Path | None) -> GatewayConfig:
     if path is None:
         return GatewayConfig()
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".toml":
-            values = tomllib.loads(text)
-        elif suffix == ".json":
-            values = json.loads(text)
-        else:
-            raise ConfigError(f"{path}: config must be a .toml or .json file")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    values = _parse(path, raw)
     if isinstance(values, dict) and set(values) == {"gateway"}:
         values = values["gateway"]
     return config_from_mapping(values, source=str(path))

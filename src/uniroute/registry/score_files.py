@@ -26,6 +26,8 @@ def read_scores_file(path: str | Path) -> dict[str, float]:
     DataError naming the file and the line (as an editor numbers it, the CSV header being line 1).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a scores file (.csv or .jsonl)")
     if not path.is_file():
         raise DataError(f"{path}: scores file not found")
     suffix = path.suffix.lower()

@@ -60,6 +60,13 @@ from uniroute.registry.schema import (
 
 # An INSERT into the models table that fails on these lost a race for the name (see add_models).
 _DUPLICATE_KEY_ERRORS = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+# Errors that mean another connection holds the file, not that the file is bad.
+_BUSY_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
+# Errors that mean the file is damaged or is some other database: a corrupt page, not a
+# database at all, or (plain SQLITE_ERROR) a table or column of the registry is missing.
+_UNREADABLE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_ERROR")
+# The first bytes of every SQLite database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class Registry:
@@ -79,23 +86,36 @@ class Registry:
         self.path = Path(path)
         if self.path.is_dir():
             raise StateError(f"{self.path}: is a directory, expected a registry file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        _check_sqlite_header(self.path)
         try:
-            self._connection = sqlite3.connect(
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            ancestor = self.path.absolute().parent
+            while not ancestor.exists():
+                ancestor = ancestor.parent
+            reason = f"{ancestor} is not a directory" if not ancestor.is_dir() else exc.strerror
+            raise StateError(f"{self.path}: cannot create the registry ({reason or exc})") from None
+        self._lock = threading.RLock()
+        connection = None
+        try:
+            connection = sqlite3.connect(
                 str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            self._connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._connection = connection
+            connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StateError(f"{self.path}: could not switch the registry to WAL mode ({mode})")
-            self._connection.execute("PRAGMA synchronous = FULL")
-            self._connection.execute("PRAGMA foreign_keys = ON")
-            self.schema_version = migrate(self._connection, migrations, source=str(self.path))
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(Exception):
-                self._connection.close()
-            raise StateError(f"{self.path}: not a readable registry database ({exc})") from None
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            self.schema_version = migrate(connection, migrations, source=str(self.path))
+        except (sqlite3.DatabaseError, StateError) as exc:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            if isinstance(exc, StateError):
+                raise
+            raise self._failure(exc, "cannot open the registry") from None
 
     # -------------------------------------------------------------- connection plumbing
     def close(self) -> None:
@@ -130,31 +150,60 @@ class Registry:
                     )
                 connection.execute("COMMIT")
             except sqlite3.Error as exc:
-                connection.execute("ROLLBACK")
-                raise StateError(f"{self.path}: write failed ({exc})") from None
+                self._rollback(connection)
+                raise self._failure(exc, "write failed") from None
             except BaseException:
-                connection.execute("ROLLBACK")
+                self._rollback(connection)
                 raise
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several SELECTs see one consistent snapshot."""
-        with self._lock:
+        with self._lock, self._reading():
             connection = self._connection
             connection.execute("BEGIN")
             try:
                 yield connection
-            finally:
-                connection.execute("COMMIT")
+            except BaseException:
+                self._rollback(connection)
+                raise
+            connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn SQLite's errors while reading into a StateError naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "cannot read the registry") from None
+
+    @staticmethod
+    def _rollback(connection: sqlite3.Connection) -> None:
+        # On a corrupt file the ROLLBACK may fail too; the error that caused it is the one to
+        # report, and SQLite has already given up the transaction.
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> StateError:
+        """A StateError naming the file for an SQLite error; ``doing`` words any other kind."""
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        if name.startswith(_BUSY_ERRORS):
+            return StateError(f"{self.path}: the registry is locked by another process ({exc})")
+        if name.startswith(_UNREADABLE_ERRORS):
+            return StateError(
+                f"{self.path}: not a readable registry database: it is not a UniRoute registry "
+                f"or is corrupted ({exc})"
+            )
+        return StateError(f"{self.path}: {doing} ({exc})")
 
     # -------------------------------------------------------------- meta
     def pool_version(self) -> int:
         """Counter bumped by every change; compare it to notice changes cheaply."""
-        with self._lock:
+        with self._lock, self._reading():
             row = self._connection.execute(
                 "SELECT value FROM meta WHERE key = 'pool_version'"
             ).fetchone()
-        return int(row[0])
+        return self._version_of(row)
 
     def binding(self) -> Binding | None:
         """The artifact this registry's scores refer to, or None before the first bind."""
@@ -300,7 +349,7 @@ class Registry:
 
     def has_model(self, name: str) -> bool:
         """Whether a model of this name is registered."""
-        with self._lock:
+        with self._lock, self._reading():
             row = self._connection.execute(
                 "SELECT 1 FROM models WHERE name = ?", (name,)
             ).fetchone()
@@ -423,10 +472,20 @@ class Registry:
             )
 
     # -------------------------------------------------------------- internals
-    @staticmethod
-    def _next_version(connection: sqlite3.Connection) -> int:
+    def _next_version(self, connection: sqlite3.Connection) -> int:
         row = connection.execute("SELECT value FROM meta WHERE key = 'pool_version'").fetchone()
-        return int(row[0]) + 1
+        return self._version_of(row) + 1
+
+    def _version_of(self, row: tuple | None) -> int:
+        """The pool_version read from meta; a StateError when it is missing or not a number."""
+        value = None if row is None else row[0]
+        if isinstance(value, int | str):
+            with contextlib.suppress(ValueError):
+                return int(value)
+        shown = "missing" if row is None else repr(value)
+        raise StateError(
+            f"{self.path}: not a readable registry database: its pool_version is {shown}"
+        )
 
     def _unknown(self, connection: sqlite3.Connection, name: str) -> ModelNotFoundError:
         names = [row[0] for row in connection.execute("SELECT name FROM models ORDER BY name")]
@@ -438,4 +497,25 @@ class Registry:
     def _exists(self, name: str) -> ModelExistsError:
         return ModelExistsError(
             f"model {name!r} is already in the registry {self.path}; remove it first or replace it"
+        )
+
+
+def _check_sqlite_header(path: Path) -> None:
+    """Refuse a non-empty file that is not SQLite before SQLite opens it.
+
+    SQLite takes some files too short to hold its header (a file of one byte, such as a lone
+    newline) for an empty database and writes a registry over them, so a mistyped --registry
+    could silently replace a user's file. An empty file is a new registry, as SQLite treats it.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a new registry (a parent that is a file is reported when it is created)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read the registry ({exc.strerror or exc})") from None
+    if head and head != _SQLITE_MAGIC:
+        raise StateError(
+            f"{path}: not a readable registry database: it is not a UniRoute registry or is "
+            "corrupted (not an SQLite file)"
         )
