@@ -88,7 +88,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     _listener = logging.handlers.QueueListener(records, writer)
     _listener.start()
     handler = _RecordQueueHandler(records)
-    for name in (GATEWAY_LOGGER, "uvicorn", "uvicorn.error"):
+    # uniroute.deployment warns about pool rows it cannot serve (a bad stored endpoint).
+    for name in (GATEWAY_LOGGER, "uniroute.deployment", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())

@@ -261,6 +261,8 @@ class Registry:
         prepared = []
         for model in models:
             name = model.record.name
+            if model.record.problem:  # a row read back from an older version, never rewritten
+                raise RegistryError(f"model {name!r} cannot be stored: {model.record.problem}")
             score_rows = check_scores(name, model.scores)
             feature_rows = [
                 (name, artifact_id, psi_bytes(psi, f"model {name!r}, artifact {artifact_id}"))
