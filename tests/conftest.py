@@ -108,6 +108,10 @@ SLOW_TESTS: dict[str, dict[str, str]] = {
     "tests/gateway/test_gateway_admin.py": {"*": "gateway and replay child processes"},
     "tests/gateway/test_admin_upstream_model.py": {"*": "gateway and replay child processes"},
     "tests/gateway/test_gateway_fallback.py": {"*": "gateway and replay child processes"},
+    "tests/gateway/test_fuzz.py": {
+        "test_the_live_gateway_survives_its_own_schema": "schemathesis against a gateway child",
+        "test_the_live_gateway_is_still_healthy_after_the_run": "the same gateway child process",
+    },
     "tests/gateway/test_hostile_upstreams.py": {"*": "gateway and replay child processes"},
     "tests/gateway/test_serving_limits.py": {"*": "a gateway child process, read deadlines"},
     # Other child processes that take seconds to start, to fail or to finish their work.

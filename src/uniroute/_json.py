@@ -20,7 +20,7 @@ DEFAULT_MAX_DEPTH = 64
 DEFAULT_MAX_NUMBER_CHARS = 100
 
 # A JSON escape of a UTF-16 surrogate; a valid pair is two of these in a row.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
 
 
 class JsonLimitError(ValueError):
@@ -89,16 +89,28 @@ def loads_bounded(
 ) -> Any:
     """Parse JSON text; :class:`JsonLimitError` for anything ``json.loads`` would refuse or
     accept unsafely."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if isinstance(data, str):
+        text = data
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JsonLimitError(
+                "holds a lone UTF-16 surrogate in a string (not valid Unicode)"
+            ) from None
+    else:
+        # Strict UTF-8 only: json.loads(bytes) would also guess UTF-16/32 and let encoded
+        # surrogates (b"\xed\xa0\x80") through, which nothing downstream can encode again.
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JsonLimitError("is not UTF-8 text") from None
     try:
         value = json.loads(
-            raw,
+            text,
             parse_int=_bounded_number(max_number_chars, int),
             parse_float=_bounded_number(max_number_chars, float),
             parse_constant=_reject_constant,
         )
-    except UnicodeDecodeError:
-        raise JsonLimitError("is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise JsonLimitError(
             f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
@@ -106,9 +118,9 @@ def loads_bounded(
     except RecursionError:
         raise JsonLimitError(f"is nested deeper than {max_depth} levels") from None
     # Counting brackets is cheap and bounds the depth from above: most documents skip the walk.
-    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth_exceeds(value, max_depth):
+    if text.count("[") + text.count("{") > max_depth and json_depth_exceeds(value, max_depth):
         raise JsonLimitError(f"is nested deeper than {max_depth} levels")
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise JsonLimitError("holds a lone UTF-16 surrogate in a string (not valid Unicode)")
     return value
 

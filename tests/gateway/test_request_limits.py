@@ -62,6 +62,8 @@ HOSTILE_BODIES = {
     "lone surrogate in user": (_chat(extra=b',"user":"x\\udfff"'), "lone UTF-16 surrogate"),
     "lone surrogate streamed": (_chat(b'"hi \\ud800"', stream=True), "lone UTF-16 surrogate"),
     "not UTF-8": (_chat(b'"\xff\xfe"'), "not UTF-8"),
+    "surrogate encoded as UTF-8 bytes": (_chat(b'"hi \xed\xa0\x80"'), "not UTF-8"),
+    "UTF-16 body": (_chat().decode().encode("utf-16"), "not UTF-8"),
 }
 
 

@@ -3,7 +3,7 @@
 ``create_app(router, config)`` assembles the pieces: the :class:`~uniroute.gateway.dependencies.
 Gateway` service object, the route table (``/v1`` from :mod:`uniroute.gateway.openai.routes`,
 ``/admin`` from :mod:`uniroute.gateway.admin.routes`, ``/healthz``, ``/readyz`` and ``/metrics``
-from :mod:`uniroute.gateway.health`), the request-context middleware, the exception handlers
+from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gateway.openapi`), the request-context middleware, the exception handlers
 and the lifespan (upstream connection pools, routing workers, registry polling).
 
 Embedding and routing run in worker threads (``routing_threads`` of them), never on the event
@@ -28,6 +28,7 @@ from uniroute.gateway.errors import EXCEPTION_HANDLERS
 from uniroute.gateway.health import health_routes
 from uniroute.gateway.middleware import RequestContextMiddleware
 from uniroute.gateway.openai.routes import openai_routes
+from uniroute.gateway.openapi import openapi_routes
 
 
 def create_app(router: Router, config: GatewayConfig | None = None) -> Starlette:
@@ -52,7 +53,7 @@ def create_app(router: Router, config: GatewayConfig | None = None) -> Starlette
             await gateway.aclose()
 
     app = Starlette(
-        routes=[*openai_routes(), *health_routes(), *admin_routes()],
+        routes=[*openai_routes(), *health_routes(), *admin_routes(), *openapi_routes()],
         middleware=[Middleware(RequestContextMiddleware, metrics=gateway.metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -187,13 +187,19 @@ class SseModelRewriter:
             self.done = True
             return line
         self.events += 1
-        # The cheap check first: most events either carry no model or already the pool's name.
-        if self.events > 1 and (
-            b'"model"' not in payload
-            or b'"model":' + self._expected in payload
-            or b'"model": ' + self._expected in payload
-        ):
-            return line
+        # The cheap check first: most events either carry no model or exactly one, already the
+        # pool's name. (Inside a JSON string the key would be escaped, \"model\", so a count of
+        # b'"model"' counts keys; a nested "model" key means a full parse.)
+        if self.events > 1:
+            keys = payload.count(b'"model"')
+            if keys == 0 or (
+                keys == 1
+                and (
+                    b'"model":' + self._expected in payload
+                    or b'"model": ' + self._expected in payload
+                )
+            ):
+                return line
         try:
             event = loads_bounded(payload)
         except JsonLimitError as exc:
@@ -356,8 +362,27 @@ class UpstreamClient:
             raise UpstreamError(f"{target.model!r} may not be called: {refused}", kind="refused")
         headers = self._headers(target, request_id)
         upstream_name = target.upstream_model or target.model
-        # The client's parsed body, unchanged but for the model name the endpoint expects.
-        payload = dumps_compact({**body, "model": upstream_name})
+        # The client's parsed body, unchanged but for the model name the endpoint expects. A
+        # body that cannot be encoded is the request's fault, never the model's.
+        try:
+            payload = dumps_compact({**body, "model": upstream_name})
+        except (TypeError, ValueError) as exc:
+            raise UpstreamError(
+                f"the request body cannot be sent as JSON ({type(exc).__name__})",
+                kind="bad_request",
+                status=400,
+                counts_against_model=False,
+                body=dumps_compact(
+                    {
+                        "error": {
+                            "message": f"the request body cannot be sent as JSON ({exc})",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "invalid_json",
+                        }
+                    }
+                ),
+            ) from None
         url = target.url(path)
 
         async def attempt() -> httpx.Response:
