@@ -4,7 +4,8 @@
 Gateway` service object, the route table (``/v1`` from :mod:`uniroute.gateway.openai.routes`,
 ``/admin`` from :mod:`uniroute.gateway.admin.routes`, ``/healthz``, ``/readyz`` and ``/metrics``
 from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gateway.openapi`),
-the request-context middleware, the exception handlers and the lifespan (upstream connection pools, routing workers, registry polling).
+the request-context middleware, the exception handlers and the lifespan (upstream connection
+pools, routing workers, registry polling).
 
 Embedding and routing run in worker threads (``routing_threads`` of them), never on the event
 loop, so a slow encoder delays only the requests being routed; prompts that arrive together are
