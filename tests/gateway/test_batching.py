@@ -1,10 +1,15 @@
-"""Routing several prompts with one encoder call, grouped by pool snapshot and policy."""
+"""Routing several prompts with one encoder call, grouped by pool snapshot and policy; short
+prompts of a cheap encoder routed inline, without a worker thread."""
 
 from __future__ import annotations
 
-import numpy as np
+import threading
 
-from uniroute.gateway.batching import RouteItem, route_batch
+import anyio
+import numpy as np
+import pytest
+
+from uniroute.gateway.batching import RouteItem, RoutingBatcher, route_batch
 
 #: Stand-ins for two pool snapshots (route_batch only groups by them and passes them on).
 OLD, NEW = object(), object()
@@ -83,3 +88,66 @@ def test_risk_levels_are_routed_in_separate_groups() -> None:
     route_batch(calls.embed, calls.route_embeddings, items)
     assert sorted(calls.risks) == [0.0, 1.64]
     assert len(calls.embedded) == 1
+
+
+def _decide_all(batcher: RoutingBatcher, items: list[RouteItem]) -> list[object]:
+    """Each item's decision (or the exception it raised), asked one after the other."""
+
+    async def main() -> list[object]:
+        results: list[object] = []
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(batcher.run_worker)
+            for item in items:
+                try:
+                    results.append(await batcher.decide(item))
+                except Exception as exc:
+                    results.append(exc)
+            tasks.cancel_scope.cancel()
+        return results
+
+    return anyio.run(main)
+
+
+def test_short_prompts_are_routed_inline_and_long_ones_in_a_thread() -> None:
+    calls = Calls()
+    threads: list[int] = []
+
+    def embed(texts):
+        threads.append(threading.get_ident())
+        return calls.embed(texts)
+
+    batcher = RoutingBatcher(
+        embed, calls.route_embeddings, anyio.CapacityLimiter(1), inline_max_chars=3
+    )
+    results = _decide_all(batcher, [_item("abc"), _item("abcd"), _item("a", 0.5)])
+    assert results == [
+        "decision(3, None, None, old)", "decision(4, None, None, old)",
+        "decision(1, 0.5, None, old)",
+    ]  # fmt: skip
+    loop_thread = threading.get_ident()  # anyio.run runs the loop in this thread
+    assert threads == [loop_thread, threads[1], loop_thread] and threads[1] != loop_thread
+    assert batcher.routed_inline == 2 and batcher.routed_in_threads == 1
+
+
+def test_an_inline_routing_error_is_raised_to_its_request_only() -> None:
+    calls = Calls()
+    batcher = RoutingBatcher(
+        calls.embed, calls.route_embeddings, anyio.CapacityLimiter(1), inline_max_chars=100
+    )
+    failed, routed = _decide_all(batcher, [_item("a", None, 0), _item("b")])
+    assert isinstance(failed, ValueError) and routed == "decision(1, None, None, old)"
+
+
+@pytest.mark.parametrize("text", ["", "a"])
+def test_without_a_declared_limit_every_prompt_goes_to_a_thread(text: str) -> None:
+    calls = Calls()
+    threads: list[int] = []
+
+    def embed(texts):
+        threads.append(threading.get_ident())
+        return calls.embed(texts)
+
+    batcher = RoutingBatcher(embed, calls.route_embeddings, anyio.CapacityLimiter(1))
+    _decide_all(batcher, [_item(text)])
+    assert threads != [threading.get_ident()]
+    assert batcher.routed_inline == 0 and batcher.routed_in_threads == 1

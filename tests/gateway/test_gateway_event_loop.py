@@ -1,11 +1,12 @@
-"""Embedding and routing run off the event loop; readiness reflects the pool.
+"""Slow embedding runs off the event loop, cheap TF-IDF routing on it; readiness reflects the pool.
 
 These tests serve the gateway app in a background thread of the test process, so that the
-artifact's encoder can be wrapped by a deliberately slow one.
+artifact's encoder can be wrapped by a deliberately slow one, or watched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import numpy as np
 from tests.gateway.support import CHEAP, MID, make_registry
 from uniroute.deployment import Router
 from uniroute.deployment.pool_changes import seed_registry
+from uniroute.embeddings.tfidf import TfidfSvdEncoder
 from uniroute.gateway.app import create_app
 from uniroute.gateway.config import GatewayConfig
 from uniroute.testing.harness import serve_in_thread
@@ -161,3 +163,82 @@ def test_prompts_arriving_together_share_one_encoder_call(
     # Batched or not, each prompt gets the decision the router gives it alone.
     for prompt in prompts:
         assert decisions[prompt]["model"] == plain.route(prompt).model
+
+
+def _on_event_loop() -> bool:
+    """Whether the caller runs on an event loop's thread (not in a worker thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class WhereEncoded:
+    """Replaces an encoder's ``encode`` (on the instance: its class is unchanged) with one that
+    records, for each call, whether it ran on the event loop."""
+
+    def __init__(self, encoder) -> None:
+        self.on_loop: list[bool] = []
+        inner = encoder.encode
+
+        def encode(texts, *, show_progress=None):
+            self.on_loop.append(_on_event_loop())
+            return inner(texts, show_progress=show_progress)
+
+        encoder.encode = encode
+
+
+def _unserved_router(tmp_path: Path, artifact_dir: Path, arc_dataset) -> Router:
+    """A router over the training models (no endpoints): /v1/route needs no upstream."""
+    router = make_registry(artifact_dir, tmp_path / "registry.db", arc_dataset, {},
+                           calibrate=False)  # fmt: skip
+    seed_registry(router.artifact, router.registry)
+    router.refresh()
+    return router
+
+
+def test_tfidf_prompts_are_routed_on_the_event_loop(tmp_path, artifact_dir, arc_dataset):
+    router = _unserved_router(tmp_path, artifact_dir, arc_dataset)
+    assert isinstance(router.artifact.encoder, TfidfSvdEncoder)
+    assert router.inline_max_chars == TfidfSvdEncoder.inline_max_chars > 0
+    watched = WhereEncoded(router.artifact.encoder)
+    app = create_app(router, GatewayConfig(routing_threads=1))
+    batcher = app.state.gateway.batcher
+    prompts = [str(t) for t in arc_dataset.prompts[:5]]
+    long_prompt = " ".join(prompts * 40)[: router.inline_max_chars + 1]
+    with serve_in_thread(app) as base_url:
+        answers = [
+            httpx.post(f"{base_url}/v1/route", json={"prompt": p, "model": "uniroute:lambda=5"})
+            for p in prompts
+        ]
+        assert watched.on_loop == [True] * len(prompts)
+        assert batcher.routed_inline == len(prompts) and batcher.routed_in_threads == 0
+        # A prompt longer than the encoder declares cheap goes to the routing thread.
+        long_answer = httpx.post(f"{base_url}/v1/route", json={"prompt": long_prompt}, timeout=30)
+    assert watched.on_loop[-1] is False
+    assert batcher.routed_inline == len(prompts) and batcher.routed_in_threads == 1
+    for prompt, answer in zip(prompts, answers, strict=True):
+        assert answer.status_code == 200
+        assert answer.json()["model"] == router.route(prompt, lam=5.0).model
+    assert long_answer.status_code == 200
+    assert long_answer.json()["model"] == router.route(long_prompt).model
+
+
+def test_an_encoder_not_declared_cheap_is_never_run_on_the_event_loop(
+    tmp_path, artifact_dir, arc_dataset
+):
+    router = _unserved_router(tmp_path, artifact_dir, arc_dataset)
+    # As fast as TF-IDF, but its class declares nothing: like MiniLM, it is batched in threads.
+    wrapped = SlowEncoder(router.artifact.encoder, 0.0)
+    router = Router(WithEncoder(router.artifact, wrapped), router.registry)
+    assert router.inline_max_chars == 0
+    watched = WhereEncoded(wrapped)
+    app = create_app(router, GatewayConfig(routing_threads=1))
+    batcher = app.state.gateway.batcher
+    prompts = [str(t) for t in arc_dataset.prompts[:3]]
+    with serve_in_thread(app) as base_url:
+        answers = [httpx.post(f"{base_url}/v1/route", json={"prompt": p}) for p in prompts]
+    assert all(answer.status_code == 200 for answer in answers)
+    assert watched.on_loop == [False] * len(prompts)
+    assert batcher.routed_inline == 0 and batcher.routed_in_threads == len(prompts)

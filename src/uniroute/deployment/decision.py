@@ -13,7 +13,8 @@ from uniroute.pool import Pool
 
 @dataclass(frozen=True, eq=False)
 class DecisionBatch:
-    """Arrays shared by the decisions of one routing call (rows = prompts, columns = models)."""
+    """Arrays shared by several decisions (columns = models; rows = the prompts of one routing
+    call, or the clusters of a decision table)."""
 
     pool: Pool
     errors: np.ndarray
@@ -42,6 +43,11 @@ class Decision:
     "max_cost" or "uncalibrated"); ``warning`` is set when the default policy is missing or stale.
     The per-model mappings are built on first access, so routing a large batch costs no
     per-model Python work until a decision is inspected.
+
+    Nothing here depends on the prompt beyond its estimated errors and cluster weights. With a
+    hard K-means router those are the same for every prompt of a cluster, so the router gives
+    all the prompts of one cluster, routed over one snapshot with one policy, the *same*
+    Decision object: treat its lists and mappings as read-only.
     """
 
     model: str

@@ -10,12 +10,19 @@ A decision minimises ``err(x, h) + lambda * cost(h)`` over the enabled models (t
 cheaper model). ``lambda`` is the caller's, or the calibrated default policy's; with a
 ``max_cost`` only models whose expected per-query cost is at most that are considered.
 Changes to the pool go through :mod:`uniroute.deployment.pool_changes`.
+
+With a hard K-means estimator a prompt's decision depends on it only through its cluster: for a
+given snapshot and policy there are K possible decisions. They are computed once per (snapshot,
+policy) and kept on the snapshot (``Snapshot.derived``), so routing a prompt is finding its
+cluster and looking its decision up; the decisions are the ones the general path computes,
+field for field. A pool change brings a new snapshot, and with it new tables.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -25,9 +32,11 @@ from uniroute._checks import non_negative_number
 from uniroute.artifact import Artifact
 from uniroute.deployment.decision import Decision, DecisionBatch
 from uniroute.deployment.snapshot import Snapshot, SnapshotReader
+from uniroute.embeddings.base import inline_char_limit
 from uniroute.errors import RouterError, StateError
+from uniroute.pool import Pool
 from uniroute.registry import Registry, prompts_fingerprint
-from uniroute.routers.uniroute_kmeans import ClusterProfileRouter
+from uniroute.routers.uniroute_kmeans import ClusterProfileRouter, UniRouteKMeans
 from uniroute.tradeoff import route_argmin
 
 # A max_cost compared with float costs gets this relative slack, so "--max-cost 0.002" admits a
@@ -40,15 +49,41 @@ _UNCALIBRATED_WARNING = (
 )
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """A routing call's policy, checked and resolved against its snapshot."""
+
+    lam: float
+    label: str
+    warning: str | None
+    max_cost: float | None
+    risk: float
+
+    def key(self) -> tuple[object, ...]:
+        """What identifies the policy's decisions; -0.0 and 0.0 differ, as they print apart."""
+        max_cost = None if self.max_cost is None else self.max_cost.hex()
+        return (self.label, self.warning, self.lam.hex(), max_cost, self.risk.hex())
+
+
 class Router:
     """Routes prompts with an artifact's encoder and estimator over a registry's enabled models.
 
     Thread-safe: routing reads one immutable snapshot; ``refresh`` swaps in a new one under a lock.
+    ``decision_tables=False`` computes every decision (the same decisions, more slowly: for
+    checking the tables).
     """
 
-    def __init__(self, artifact: Artifact, registry: Registry, *, auto_recalibrate: bool = True):
+    def __init__(
+        self,
+        artifact: Artifact,
+        registry: Registry,
+        *,
+        auto_recalibrate: bool = True,
+        decision_tables: bool = True,
+    ):
         self.artifact = artifact
         self.registry = registry
+        self.decision_tables = decision_tables
         self._check_binding()
         self._reader = SnapshotReader(artifact, registry, auto_recalibrate=auto_recalibrate)
         self._lock = threading.Lock()
@@ -117,6 +152,11 @@ class Router:
         }
 
     # -------------------------------------------------------------- routing
+    @property
+    def inline_max_chars(self) -> int:
+        """Longest prompt the encoder declares cheap enough to embed on an event loop (0: none)."""
+        return inline_char_limit(self.artifact.encoder)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed prompts with the artifact's encoder."""
         if isinstance(texts, str):
@@ -193,13 +233,27 @@ class Router:
             X = X[None, :]
         lam_value, policy_label, warning = _resolve_lambda(snapshot, lam, max_cost)
         risk = non_negative_number(risk, "risk", RouterError)
+        if max_cost is not None:
+            max_cost = non_negative_number(max_cost, "max_cost", RouterError)
+        policy = _Policy(lam_value, policy_label, warning, max_cost, risk)
+        estimator = self.artifact.router
+        if self.decision_tables and isinstance(estimator, UniRouteKMeans):
+            table = snapshot.derived.get(
+                ("decisions", *policy.key()),
+                lambda: self._decision_table(estimator, snapshot, policy),
+                cells=3 * estimator.n_clusters_ * len(pool),  # errors, objective, error std
+            )
+            return [table[k] for k in estimator.error_rows(X, pool).tolist()]
+        return self._compute_decisions(X, snapshot, policy)
+
+    def _allowed(self, pool: Pool, max_cost: float | None) -> np.ndarray:
+        """Which models a decision may pick: the servable ones (all if none is), within budget."""
         costs = pool.costs
         # The gateway can only call models with an endpoint: when the pool has any, the others
         # are not candidates, so the decision names the model that will really be called.
         servable = np.array([e is not None for e in pool.endpoints], dtype=bool)
         allowed = servable.copy() if servable.any() else np.ones(len(costs), dtype=bool)
         if max_cost is not None:
-            max_cost = non_negative_number(max_cost, "max_cost", RouterError)
             within = costs <= max_cost * (1 + _MAX_COST_SLACK)
             if not (allowed & within).any():
                 cheapest = int(np.argmin(np.where(allowed, costs, np.inf)))
@@ -208,33 +262,80 @@ class Router:
                     f"{pool.names[cheapest]!r} at {costs[cheapest]:g}"
                 )
             allowed &= within
+        return allowed
+
+    def _compute_decisions(
+        self, X: np.ndarray, snapshot: Snapshot, policy: _Policy
+    ) -> list[Decision]:
+        """Every prompt's decision computed from its estimated errors (any estimator)."""
+        pool = snapshot.pool
+        costs = pool.costs
+        allowed = self._allowed(pool, policy.max_cost)
         estimator = self.artifact.router
+        risk = policy.risk
         errors = estimator.predict_error(X, pool.pessimistic(risk) if risk else pool)
-        objective = errors + lam_value * costs[None, :]
-        candidates = np.flatnonzero(allowed)
-        choice = candidates[route_argmin(errors[:, candidates], costs[candidates], lam_value)]
         weights = (
             estimator.cluster_weights(X) if isinstance(estimator, ClusterProfileRouter) else None
         )
+        batch = _decision_batch(pool, errors, allowed, policy.lam, weights)
+        choice = _choices(errors, costs, allowed, policy.lam)
         clusters = None if weights is None else weights.argmax(axis=1).tolist()
-        error_std = None
-        if weights is not None and pool.feature_std is not None:
-            error_std = weights @ pool.feature_std.T  # Phi(x) . std(Psi(h)): an upper bound
-        batch = DecisionBatch(pool, errors, objective, allowed, weights, error_std)
         return [
-            Decision(
-                model=pool.names[j],
-                lam=lam_value,
-                cluster=None if clusters is None else clusters[i],
-                max_cost=max_cost,
-                policy=policy_label,
-                warning=warning,
-                batch=batch,
-                row=i,
-                risk=risk,
-            )
+            _decision(pool.names[j], policy, None if clusters is None else clusters[i], batch, i)
             for i, j in enumerate(choice.tolist())
         ]
+
+    def _decision_table(
+        self, estimator: UniRouteKMeans, snapshot: Snapshot, policy: _Policy
+    ) -> tuple[Decision, ...]:
+        """The decision for a prompt of each cluster (row k: cluster k), for one policy.
+
+        The arithmetic is ``_compute_decisions``' on one row per cluster: the errors of a prompt
+        of cluster k are row k of ``cluster_errors``, its weights the one-hot row k.
+        """
+        pool = snapshot.pool
+        allowed = self._allowed(pool, policy.max_cost)
+        risk = policy.risk
+        errors = estimator.cluster_errors(pool.pessimistic(risk) if risk else pool)
+        weights = np.eye(estimator.n_clusters_)
+        batch = _decision_batch(pool, errors, allowed, policy.lam, weights)
+        choice = _choices(errors, pool.costs, allowed, policy.lam)
+        return tuple(
+            _decision(pool.names[j], policy, k, batch, k) for k, j in enumerate(choice.tolist())
+        )
+
+
+def _decision_batch(
+    pool: Pool, errors: np.ndarray, allowed: np.ndarray, lam: float, weights: np.ndarray | None
+) -> DecisionBatch:
+    """The arrays the decisions of these rows of errors share."""
+    objective = errors + lam * pool.costs[None, :]
+    error_std = None
+    if weights is not None and pool.feature_std is not None:
+        error_std = weights @ pool.feature_std.T  # Phi(x) . std(Psi(h)): an upper bound
+    return DecisionBatch(pool, errors, objective, allowed, weights, error_std)
+
+
+def _choices(errors: np.ndarray, costs: np.ndarray, allowed: np.ndarray, lam: float) -> np.ndarray:
+    """The chosen pool column of each row: the argmin among the allowed models."""
+    candidates = np.flatnonzero(allowed)
+    return candidates[route_argmin(errors[:, candidates], costs[candidates], lam)]
+
+
+def _decision(
+    model: str, policy: _Policy, cluster: int | None, batch: DecisionBatch, row: int
+) -> Decision:
+    return Decision(
+        model=model,
+        lam=policy.lam,
+        cluster=cluster,
+        max_cost=policy.max_cost,
+        policy=policy.label,
+        warning=policy.warning,
+        batch=batch,
+        row=row,
+        risk=policy.risk,
+    )
 
 
 def _resolve_lambda(

@@ -3,14 +3,20 @@
 Routing reads one snapshot and never sees a half-applied change; the deployed router swaps in a
 new snapshot when the registry's revision moves. Reading a snapshot also re-solves the stored
 calibration target when the pool changed since it was solved (or flags the policy stale).
+
+A snapshot also keeps what is computed from it alone and reused across requests (the decision
+tables of ``Router.route_embeddings``): a pool change replaces the snapshot, and so discards
+every such value with it, without any invalidation to get wrong.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +30,49 @@ from uniroute.registry.costs import mean_input_tokens
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: What one snapshot keeps of its derived values, in array cells (8 bytes each): 32 MB. Clients
+#: choose lambda freely, so without a bound every distinct lambda would be kept forever.
+DERIVED_BUDGET_CELLS = 1 << 22
+
+
+class DerivedValues:
+    """Values computed from one snapshot, by key, within a budget (the oldest are dropped).
+
+    Thread-safe. Two threads missing the same key at once both compute it (the value depends
+    on the snapshot and the key only, so either result will do); a value larger than the whole
+    budget is computed every time and never kept.
+    """
+
+    def __init__(self, budget_cells: int = DERIVED_BUDGET_CELLS) -> None:
+        self.budget_cells = budget_cells
+        self._values: dict[Hashable, tuple[Any, int]] = {}
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], T], cells: int) -> T:
+        """The value for ``key``, from ``compute()`` the first time (``cells``: its size)."""
+        found = self._values.get(key)
+        if found is not None:
+            return found[0]
+        value = compute()  # outside the lock: a slow computation must not stall the hits
+        if cells > self.budget_cells:
+            return value
+        with self._lock:
+            found = self._values.get(key)
+            if found is not None:
+                return found[0]
+            while self._values and self._used + cells > self.budget_cells:
+                oldest = next(iter(self._values))
+                self._used -= self._values.pop(oldest)[1]
+            self._values[key] = (value, cells)
+            self._used += cells
+        return value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
@@ -34,6 +83,8 @@ class Snapshot:
     could not be solved again for this pool (None when it is current, or when there is none).
     A record with a ``problem`` (an endpoint or key variable stored by an older version that
     today's rules refuse) is in the pool without an endpoint: routed over, never served.
+    ``derived`` holds values computed from this snapshot alone (decision tables), so they live
+    and die with it.
     """
 
     pool: Pool
@@ -41,6 +92,9 @@ class Snapshot:
     fingerprint: str
     policy: Policy | None
     policy_stale_reason: str | None
+    derived: DerivedValues = field(
+        default_factory=DerivedValues, init=False, repr=False, compare=False
+    )
 
     @property
     def revision(self) -> int:

@@ -49,8 +49,14 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self.breakers = BreakerBoard(config.breaker_failure_threshold, config.breaker_cooldown_s)
         self.routing_limiter = anyio.CapacityLimiter(config.routing_threads)
+        # Read once, here: the encoder's declared cost decides where prompts are embedded, and
+        # reading it loads a lazily loaded encoder, which must not happen on the event loop.
         self.batcher = RoutingBatcher(
-            router.embed, router.route_embeddings, self.routing_limiter, config.routing_batch_size
+            router.embed,
+            router.route_embeddings,
+            self.routing_limiter,
+            config.routing_batch_size,
+            inline_max_chars=router.inline_max_chars,
         )
         self.jobs = JobTracker()
         #: Which upstream hosts may be called (``upstream_allowlist``): checked when a model is
@@ -123,7 +129,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ routing
     async def decide(self, text: str, policy: RoutingPolicy, snapshot: Snapshot) -> Decision:
-        """The router's decision for one prompt over ``snapshot`` (batched, in a thread)."""
+        """The router's decision for one prompt over ``snapshot`` (inline or batched in a thread).
+
+        With a cheap encoder (TF-IDF) a prompt of ordinary length is embedded and routed right
+        here on the event loop, in a fraction of a millisecond; anything else (MiniLM, long
+        prompts) is batched in the routing threads, so it never blocks the loop.
+        """
         started = time.perf_counter()
         item = RouteItem(text, policy.lam, policy.max_cost, snapshot, policy.risk)
         try:

@@ -214,6 +214,21 @@ class RouterEstimator(ABC):
     # ------------------------------------------------------------------ prediction
     def predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
         """Estimated error in [0, 1] of every pool model on each prompt: shape (n, len(pool))."""
+        X = self._check_prediction_inputs(X, pool)
+        return np.clip(self._predict_error(X, pool), 0.0, 1.0)
+
+    def _check_prediction_inputs(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        """The checks of ``predict_error``, in its order; returns X as a float matrix."""
+        self._check_pool(pool)
+        X = _as_matrix(X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise RouterError(
+                f"embeddings have dim {X.shape[1]}, the router was fitted on {self.n_features_in_}"
+            )
+        return X
+
+    def _check_pool(self, pool: Pool) -> None:
+        """A fitted router and a non-empty pool described on its representative prompts."""
         self._check_fitted()
         if not len(pool):
             raise RouterError("the pool is empty; add a model first")
@@ -222,12 +237,6 @@ class RouterEstimator(ABC):
                 f"the pool's models are described on {pool.scores.shape[0]} representative "
                 f"prompts, the router on {len(self.X_val_)}"
             )
-        X = _as_matrix(X, "X")
-        if X.shape[1] != self.n_features_in_:
-            raise RouterError(
-                f"embeddings have dim {X.shape[1]}, the router was fitted on {self.n_features_in_}"
-            )
-        return np.clip(self._predict_error(X, pool), 0.0, 1.0)
 
     @abstractmethod
     def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:

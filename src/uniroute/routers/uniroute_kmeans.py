@@ -335,3 +335,15 @@ class UniRouteKMeans(ClusterProfileRouter):
 
     def _predict_error(self, X: np.ndarray, pool: Pool) -> np.ndarray:
         return pool.features[:, self.clusters(X)].T
+
+    # A prompt's estimates depend on it only through its cluster, so they can be tabulated per
+    # pool: predict_error(X, pool) == cluster_errors(pool)[error_rows(X, pool)], exactly.
+    def cluster_errors(self, pool: Pool) -> np.ndarray:
+        """Estimated error of every pool model on a prompt of each cluster: shape (K, m)."""
+        self._check_pool(pool)
+        return np.clip(pool.features.T, 0.0, 1.0)
+
+    def error_rows(self, X: np.ndarray, pool: Pool) -> np.ndarray:
+        """Each prompt's row of ``cluster_errors(pool)``: its cluster k(x), checked as
+        ``predict_error`` checks its inputs."""
+        return self.clusters(self._check_prediction_inputs(X, pool))
