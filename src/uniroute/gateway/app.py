@@ -7,9 +7,10 @@ from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gatew
 the request-context middleware, the exception handlers and the lifespan (upstream connection
 pools, routing workers, registry polling).
 
-Embedding and routing run in worker threads (``routing_threads`` of them), never on the event
-loop, so a slow encoder delays only the requests being routed; prompts that arrive together are
-embedded in one encoder call (see :mod:`uniroute.gateway.batching`).
+A cheap encoder (TF-IDF) embeds and routes inline on the event loop (a fraction of a
+millisecond); an expensive one (MiniLM) runs in worker threads (``routing_threads`` of them),
+never on the event loop, so it delays only the requests being routed, and prompts that arrive
+together are embedded in one encoder call (see :mod:`uniroute.gateway.batching`).
 """
 
 from __future__ import annotations
