@@ -83,7 +83,8 @@ class GatewayConfig:
     #: Seconds the gateway keeps an idle client connection open. Kept above the idle timeouts
     #: of client libraries (httpx: 5 s), for the same reason in the other direction.
     client_keepalive_s: float = 75.0
-    #: Connection pools those connections are spread over (smaller pools cost less CPU).
+    #: Accepted for config files written for older versions; unused (the upstream client keeps
+    #: one pool, whose cost does not grow with its size).
     upstream_client_shards: int = 8
     #: Directory for the answer cache of onboarding jobs; None puts it beside the registry file.
     onboarding_cache_dir: str | None = None

@@ -1,4 +1,4 @@
-"""Calls to the OpenAI-compatible upstream endpoints, through pooled async HTTP clients.
+"""Calls to the OpenAI-compatible upstream endpoints, through one pooled aiohttp client.
 
 Each servable pool model has a :class:`uniroute.pool.Endpoint`: its base URL
 (``http://host:port/v1``, as an OpenAI client's ``base_url``), optionally the *name* of the
@@ -13,21 +13,55 @@ ends without ``data: [DONE]`` is that model failing (an :class:`UpstreamError`),
 exception of another kind; upstream headers are never relayed, and an upstream's refusal of a
 request (a 4xx that says nothing about the model) reaches the client only as a rebuilt OpenAI
 error whose message is cut short and stripped of the endpoint's key.
+
+**The HTTP client is aiohttp.** Every proxied request costs one client-side HTTP exchange, so
+the client's CPU time per request is the gateway's floor. aiohttp parses responses in C
+(llhttp), runs on the asyncio event loop the gateway already uses (uvloop), and is among the
+most used and most actively maintained Python HTTP libraries. Its connection pool hands out
+and takes back a connection in constant time (a queue per host), so one pool of hundreds of
+connections needs no sharding, and it can be told not to do what the gateway must not do:
+``auto_decompress=False`` (a compressed answer is refused, never inflated), a
+``DummyCookieJar`` (no cookie parsing or storage per answer), no redirects and no proxies
+from the environment. httpx, which this module used before, parses HTTP in pure Python (h11),
+extracts cookies from every response and scans its whole pool on every hand-out and return;
+httpx2, its continuation, is built on the same h11-based core. niquests parses HTTP/1.1 in
+pure Python too; the Rust clients (pyreqwest, rnet, primp, httpr) drive their I/O on a runtime
+of their own beside the event loop and are young or aimed at browser impersonation; libcurl
+bindings (pycurl, curl-cffi) fit asyncio only through libcurl's socket callbacks.
+
+**Keep-alive.** Idle connections are kept ``upstream_keepalive_s`` (2 s), below the idle
+timeout of common servers (uvicorn's is 5 s), and aiohttp checks that age again when it hands
+a connection out, so a reused connection is almost never one the upstream is closing. Almost:
+a connection whose close is already on the wire when the request is written fails with
+``ServerDisconnectedError`` or ``ClientOSError`` before any byte of an answer. That is the
+keep-alive race, not the model failing, so a request that meets it on a *reused* connection is
+sent once more at once (aiohttp only does this itself for idempotent methods, and every
+completion is a POST). On a fresh connection, a close without an answer is a connection error
+like a refused connection: retried ``connect_retries`` times with backoff.
+
+**Streams** pass through as bytes: :class:`SseModelRewriter` parses JSON only in the events
+that name another model than the pool's. A stream's idleness is watched by one timer for the
+whole stream that is moved only when it comes due, not on every chunk: a chunk only records
+the time its read started (a moving anyio deadline would cancel and create a timer per chunk).
+The timer fails the upstream read itself, so time spent waiting for a slow client to take a
+chunk never counts as the upstream stalling.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import asyncio
 import os
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
+from aiohttp.client_proto import ResponseHandler
 
 from uniroute._json import JsonLimitError, dumps_compact, loads_bounded
 from uniroute._retry import retry
@@ -39,16 +73,31 @@ from uniroute.pool import Endpoint
 # Statuses after which another model may well succeed: the upstream is overloaded, down,
 # misconfigured (bad key, unknown path) or timed out. Any other 4xx rejects the request itself.
 _MODEL_FAILURE_STATUSES = frozenset({401, 403, 404, 408, 409, 425, 429})
-_CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+# Failures to reach the upstream at all (refused, unresolvable, TLS, connect timeout: only
+# connecting is timed by aiohttp here) or a server that closed without answering: retried.
+_CONNECTION_ERRORS = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerTimeoutError,
+    aiohttp.ServerDisconnectedError,
+)
+# How the keep-alive race shows: the upstream's close of the idle connection was on its way.
+_KEEPALIVE_RACE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# What reading an answer's body can raise when the upstream breaks it off.
+_READ_ERRORS = (aiohttp.ClientError, OSError)
 #: Bytes of an upstream's error answer read at most (only its message is ever used).
 ERROR_BODY_LIMIT = 65_536
 #: Characters of an upstream's error message passed on to the client at most.
 ERROR_MESSAGE_LIMIT = 2_000
-_STREAM_END = b"data: [DONE]"
 # Bearer tokens and key-shaped strings an upstream might echo back in an error message.
 _SECRET_SHAPES = re.compile(
     r"(?i)(bearer\s+)\S+|\b(sk|pk|rk|gsk|hf|ghp|xox[abp])[-_][A-Za-z0-9_\-]{8,}"
 )
+# Set by the connector for the request being sent in this task: did its connection already
+# carry a request (a kept-alive one) or was it opened for this one?
+_REUSED: ContextVar[bool] = ContextVar("uniroute_upstream_connection_reused", default=False)
+# A stall is declared this much before its exact deadline: timers may fire a little early
+# (uvloop's clock has millisecond steps), and re-arming for the remainder would spin.
+_TIMER_SLACK_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -83,6 +132,52 @@ class UpstreamAnswer:
     seconds: float
 
 
+class _StreamStalledError(Exception):
+    """Set on a stream's reader by its idle watch: the upstream sent nothing for too long."""
+
+
+class _IdleWatch:
+    """One timer for a whole stream that fails its read after ``timeout_s`` of silence.
+
+    The reading side only stores when each read started waiting (``waiting_since``) and clears
+    it when the read returns; the timer is moved on only when it comes due and finds the
+    stream busy, so a stream of thousands of chunks arms a few timers, not one per chunk. A
+    stall is set as the reader's exception, so it surfaces in the read that is waiting and
+    never cancels whatever else the task is doing (sending the last chunk to a slow client).
+    """
+
+    __slots__ = ("_handle", "_loop", "_reader", "clock", "timeout_s", "waiting_since")
+
+    def __init__(self, reader: aiohttp.StreamReader, timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        #: The event loop's clock, the one the timer runs on (``waiting_since`` is read on it).
+        self.clock = self._loop.time
+        self._reader = reader
+        self.timeout_s = timeout_s
+        self.waiting_since: float | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(
+            self.clock() + timeout_s, self._due
+        )
+
+    def _due(self) -> None:
+        now = self._loop.time()
+        since = self.waiting_since
+        if since is not None and now + _TIMER_SLACK_S >= since + self.timeout_s:
+            self._handle = None
+            self._reader.set_exception(_StreamStalledError())
+            return
+        # Busy (a chunk came in, or the client is being sent one): due again a full timeout
+        # after the read that is waiting now started, or from now if none is.
+        start = now if since is None else since
+        self._handle = self._loop.call_at(start + self.timeout_s, self._due)
+
+    def cancel(self) -> None:
+        """Stop watching (the stream ended or was closed)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 @dataclass
 class UpstreamStream:
     """An open streamed answer whose status is 200 and whose first bytes have arrived.
@@ -91,37 +186,45 @@ class UpstreamStream:
     ends without ``data: [DONE]``), then ``aclose()``.
     """
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     model: str
     seconds_to_headers: float
     idle_timeout_s: float
     rewriter: SseModelRewriter
     first: bytes
-    _iterator: AsyncIterator[bytes] = field(repr=False)
+    _watch: _IdleWatch | None = field(default=None, repr=False)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The SSE bytes as they arrive, each ``model`` field set to the pool model's name."""
         yield self.first
-        # One cancel scope whose deadline moves on with every chunk: a stall anywhere in the
-        # stream is caught without a new timer per chunk.
-        with anyio.CancelScope() as idle:
-            idle.deadline = anyio.current_time() + self.idle_timeout_s
-            try:
-                async for chunk in self._iterator:
-                    idle.deadline = anyio.current_time() + self.idle_timeout_s
-                    out = self.rewriter.feed(chunk)
-                    if out:
-                        yield out
-            except httpx.HTTPError as exc:
-                raise UpstreamError(
-                    f"stream from {self.model!r} broke off ({type(exc).__name__})",
-                    kind="stream_broken",
-                ) from None
-        if idle.cancelled_caught:
-            raise UpstreamError(
-                f"stream from {self.model!r} stalled for {self.idle_timeout_s:g}s",
-                kind="stream_stalled",
-            )
+        reader = self.response.content
+        read = reader.readany
+        feed = self.rewriter.feed
+        watch = self._watch = _IdleWatch(reader, self.idle_timeout_s)
+        clock = watch.clock
+        try:
+            while True:
+                watch.waiting_since = clock()
+                try:
+                    chunk = await read()
+                except _StreamStalledError:
+                    raise UpstreamError(
+                        f"stream from {self.model!r} stalled for {self.idle_timeout_s:g}s",
+                        kind="stream_stalled",
+                    ) from None
+                except _READ_ERRORS as exc:
+                    raise UpstreamError(
+                        f"stream from {self.model!r} broke off ({type(exc).__name__})",
+                        kind="stream_broken",
+                    ) from None
+                watch.waiting_since = None
+                if not chunk:
+                    break
+                out = feed(chunk)
+                if out:
+                    yield out
+        finally:
+            watch.cancel()
         tail = self.rewriter.flush()
         if tail:
             yield tail
@@ -131,8 +234,11 @@ class UpstreamStream:
             )
 
     async def aclose(self) -> None:
-        """Release the connection back to the pool (or close it if the body was not read)."""
-        await self.response.aclose()
+        """Give the connection back to the pool if the stream was read to its end, else close
+        it (an unread rest is never drained)."""
+        if self._watch is not None:
+            self._watch.cancel()
+        self.response.release()
 
 
 class SseModelRewriter:
@@ -154,7 +260,9 @@ class SseModelRewriter:
         self.done = False
         self.events = 0
         self._partial = b""
-        self._expected = dumps_compact(model)
+        expected = dumps_compact(model)
+        # The two spellings of the pool's own model field that most upstreams use.
+        self._named = (b'"model":' + expected, b'"model": ' + expected)
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes ready to send after receiving ``chunk`` (complete lines only)."""
@@ -172,7 +280,8 @@ class SseModelRewriter:
         lines = data[:cut]
         if b"data:" not in lines:
             return lines
-        return b"".join(self._rewrite_line(line) for line in lines.splitlines(keepends=True))
+        rewrite = self._rewrite_line
+        return b"".join([rewrite(line) for line in lines.splitlines(keepends=True)])
 
     def flush(self) -> bytes:
         """Whatever incomplete last line is left at the end of the stream."""
@@ -182,24 +291,20 @@ class SseModelRewriter:
     def _rewrite_line(self, line: bytes) -> bytes:
         if not line.startswith(b"data:"):
             return line
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
+        if b"[DONE]" in line and line[5:].strip() == b"[DONE]":
             self.done = True
             return line
         self.events += 1
-        # The cheap check first: most events either carry no model or exactly one, already the
-        # pool's name. (Inside a JSON string the key would be escaped, \"model\", so a count of
-        # b'"model"' counts keys; a nested "model" key means a full parse.)
+        # The cheap check first, on the line as it is (the "data:" prefix and the whitespace
+        # around the payload cannot form or split these patterns): most events either carry no
+        # model or exactly one, already the pool's name. (Inside a JSON string the key would be
+        # escaped, \"model\", so a count of b'"model"' counts keys; a nested "model" key means
+        # a full parse.)
         if self.events > 1:
-            keys = payload.count(b'"model"')
-            if keys == 0 or (
-                keys == 1
-                and (
-                    b'"model":' + self._expected in payload
-                    or b'"model": ' + self._expected in payload
-                )
-            ):
+            keys = line.count(b'"model"')
+            if keys == 0 or (keys == 1 and (self._named[0] in line or self._named[1] in line)):
                 return line
+        payload = line[5:].strip()
         try:
             event = loads_bounded(payload)
         except JsonLimitError as exc:
@@ -240,17 +345,6 @@ def rewrite_model_field(body: bytes, model: str, max_depth: int = 64) -> bytes:
     return dumps_compact(payload)
 
 
-def _check_identity(target: UpstreamTarget, response: httpx.Response) -> None:
-    """Refuse a compressed answer: identity was asked for, and compressed bytes could inflate
-    far past any size check (or reach the client still compressed)."""
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise UpstreamError(
-            f"{target.model!r} answered compressed ({encoding}) though asked not to",
-            kind="bad_response",
-        )
-
-
 def scrubbed_error_body(body: bytes, status: int, secret: str | None) -> dict[str, Any]:
     """The OpenAI error object to pass on for an upstream's refusal, rebuilt from its parts.
 
@@ -288,13 +382,53 @@ def scrubbed_error_body(body: bytes, status: int, secret: str | None) -> dict[st
     }
 
 
+def _check_identity(target: UpstreamTarget, response: aiohttp.ClientResponse) -> None:
+    """Refuse a compressed answer: identity was asked for, and compressed bytes could inflate
+    far past any size check (or reach the client still compressed)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UpstreamError(
+            f"{target.model!r} answered compressed ({encoding}) though asked not to",
+            kind="bad_response",
+        )
+
+
+def _no_answer_yet(exc: Exception) -> bool:
+    """Whether a failed send got no byte of an answer back (a disconnect carries the part of
+    the answer's head that had arrived, if any)."""
+    return not isinstance(exc, aiohttp.ServerDisconnectedError) or isinstance(exc.message, str)
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    """aiohttp's connection pool, telling each send whether its connection was reused.
+
+    What it tells is stored in ``_REUSED`` for the task that is sending: aiohttp gets the
+    connection in that same task, and an exception does not say which connection it came from.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Connections that have carried a request; weak, so that closed ones simply vanish.
+        self._carried: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
+        """A connection from the pool or a new one, noting which (see ``_REUSED``)."""
+        connection = await super().connect(*args, **kwargs)
+        protocol = connection.protocol
+        if protocol is not None:
+            _REUSED.set(protocol in self._carried)
+            self._carried.add(protocol)
+        return connection
+
+
 class UpstreamClient:
     """Sends requests to upstream models with timeouts and retries on connection errors.
 
-    The connections are pooled (kept alive and reused) in ``upstream_client_shards`` httpx
-    clients used in turn: httpx checks every connection of a pool each time it hands one out
-    or takes one back, so one pool of hundreds of connections costs more CPU per request than
-    the upstream call itself at high concurrency; several small pools keep that check short.
+    One aiohttp session with one connection pool of ``max_upstream_connections`` serves every
+    upstream: aiohttp's pool costs the same per request whatever its size, so
+    ``upstream_client_shards`` (which spread httpx's pool, whose cost per request grew with its
+    size, over several) is still accepted but no longer splits anything. The session is opened
+    on the first call, on the event loop that serves the gateway.
     """
 
     def __init__(
@@ -303,27 +437,35 @@ class UpstreamClient:
         self.config = config
         #: Which hosts may be called at all: checked before every call (cached, no DNS).
         self.endpoint_policy = endpoint_policy or EndpointPolicy(config.upstream_allowlist)
-        shards = config.upstream_client_shards
-        per_shard = max(1, math.ceil(config.max_upstream_connections / shards))
-        self.clients = [
-            httpx.AsyncClient(
-                timeout=httpx.Timeout(config.upstream_timeout_s, connect=config.connect_timeout_s),
-                limits=httpx.Limits(
-                    max_connections=per_shard,
-                    max_keepalive_connections=per_shard,
-                    keepalive_expiry=config.upstream_keepalive_s,
-                ),
-                follow_redirects=False,
-                trust_env=False,
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = _PoolConnector(
+                limit=self.config.max_upstream_connections,
+                limit_per_host=0,
+                keepalive_timeout=self.config.upstream_keepalive_s,
             )
-            for _ in range(shards)
-        ]
-        self._turn = itertools.cycle(self.clients)
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Only connecting is timed by aiohttp (once per new connection); the call's
+                # deadline is one anyio scope, and a stream's idleness its own watch.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_connect=self.config.connect_timeout_s
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,
+                raise_for_status=False,
+            )
+        return session
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
-        for client in self.clients:
-            await client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     def _headers(self, target: UpstreamTarget, request_id: str) -> dict[str, str]:
         headers = {
@@ -355,8 +497,9 @@ class UpstreamClient:
         path: str,
         body: dict[str, Any],
         request_id: str,
-    ) -> httpx.Response:
-        """Send the request, retrying only connection errors; returns the open response."""
+    ) -> aiohttp.ClientResponse:
+        """Send the request, retrying only connection errors; returns the response whose head
+        has arrived (its body is not read)."""
         refused = self.endpoint_policy.refusal(target.endpoint.base_url)
         if refused is not None:
             raise UpstreamError(f"{target.model!r} may not be called: {refused}", kind="refused")
@@ -367,28 +510,32 @@ class UpstreamClient:
         try:
             payload = dumps_compact({**body, "model": upstream_name})
         except (TypeError, ValueError) as exc:
+            error = {
+                "message": f"the request body cannot be sent as JSON ({exc})",
+                "type": "invalid_request_error", "param": None, "code": "invalid_json",
+            }  # fmt: skip
             raise UpstreamError(
                 f"the request body cannot be sent as JSON ({type(exc).__name__})",
                 kind="bad_request",
                 status=400,
                 counts_against_model=False,
-                body=dumps_compact(
-                    {
-                        "error": {
-                            "message": f"the request body cannot be sent as JSON ({exc})",
-                            "type": "invalid_request_error",
-                            "param": None,
-                            "code": "invalid_json",
-                        }
-                    }
-                ),
+                body=dumps_compact({"error": error}),
             ) from None
         url = target.url(path)
+        session = self._open()
 
-        async def attempt() -> httpx.Response:
-            client = next(self._turn)
-            request = client.build_request("POST", url, content=payload, headers=headers)
-            return await client.send(request, stream=True)
+        async def post() -> aiohttp.ClientResponse:
+            _REUSED.set(False)
+            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
+
+        async def attempt() -> aiohttp.ClientResponse:
+            try:
+                return await post()
+            except _KEEPALIVE_RACE as exc:
+                if not (_REUSED.get() and _no_answer_yet(exc)):
+                    raise
+            # The keep-alive race (see the module doc): once more, at once.
+            return await post()
 
         try:
             return await retry(
@@ -402,9 +549,7 @@ class UpstreamClient:
             raise UpstreamError(
                 f"cannot connect to {target.model!r} ({type(exc).__name__})", kind="connect"
             ) from None
-        except httpx.TimeoutException:
-            raise self._timeout(target) from None
-        except (httpx.HTTPError, httpx.InvalidURL, OverflowError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, OverflowError, ValueError) as exc:
             # A URL the HTTP client cannot use (a port out of range stored by an older version)
             # is this model's failure too, not the gateway's.
             raise UpstreamError(
@@ -418,20 +563,21 @@ class UpstreamClient:
         )
 
     async def _read_bounded(
-        self, target: UpstreamTarget, response: httpx.Response, limit: int
+        self, target: UpstreamTarget, response: aiohttp.ClientResponse, limit: int
     ) -> bytes:
         """The whole body of a response, or an UpstreamError once it exceeds ``limit`` bytes."""
         _check_identity(target, response)
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        declared = response.content_length
+        if declared is not None and declared > limit:
             raise UpstreamError(
                 f"{target.model!r} answered {declared} bytes; the limit is {limit}",
                 kind="too_large",
             )
+        read = response.content.readany
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in response.aiter_raw():
+            while chunk := await read():
                 size += len(chunk)
                 if size > limit:
                     raise UpstreamError(
@@ -439,17 +585,15 @@ class UpstreamClient:
                         kind="too_large",
                     )
                 chunks.append(chunk)
-        except httpx.TimeoutException:
-            raise self._timeout(target) from None
-        except httpx.HTTPError as exc:
+        except _READ_ERRORS as exc:
             raise UpstreamError(
                 f"answer from {target.model!r} broke off ({type(exc).__name__})",
                 kind="bad_response",
             ) from None
         return b"".join(chunks)
 
-    async def _check_status(self, target: UpstreamTarget, response: httpx.Response) -> None:
-        status = response.status_code
+    async def _check_status(self, target: UpstreamTarget, response: aiohttp.ClientResponse) -> None:
+        status = response.status
         if status == 200:
             return
         try:
@@ -489,7 +633,7 @@ class UpstreamClient:
     ) -> UpstreamAnswer:
         """A non-streamed answer; raises UpstreamError on timeout, error status or bad JSON."""
         started = time.perf_counter()
-        response: httpx.Response | None = None
+        response: aiohttp.ClientResponse | None = None
         try:
             with anyio.fail_after(self.config.upstream_timeout_s):
                 response = await self._send(target, path, body, request_id)
@@ -501,7 +645,8 @@ class UpstreamClient:
             raise self._timeout(target) from None
         finally:
             if response is not None:
-                await response.aclose()
+                # Back to the pool if the body was read to its end, else closed (never drained).
+                response.release()
         return UpstreamAnswer(
             status=200,
             body=rewrite_model_field(content, target.model, self.config.max_json_depth),
@@ -520,7 +665,7 @@ class UpstreamClient:
         (status, content type, silence, an early end) is an UpstreamError, so another model
         can still take the request."""
         started = time.perf_counter()
-        response: httpx.Response | None = None
+        response: aiohttp.ClientResponse | None = None
         try:
             with anyio.fail_after(self.config.upstream_timeout_s):
                 response = await self._send(target, path, body, request_id)
@@ -536,18 +681,17 @@ class UpstreamClient:
                 _check_identity(target, response)
                 limit = self.config.max_stream_line_bytes
                 rewriter = SseModelRewriter(target.model, limit)
-                iterator = response.aiter_raw().__aiter__()
+                read = response.content.readany
                 # Nothing reaches the client before the first event checked out: until then a
                 # failure can still fall back to another model.
                 first = b""
                 while not rewriter.events and not rewriter.done:
-                    try:
-                        chunk = await iterator.__anext__()
-                    except StopAsyncIteration:
+                    chunk = await read()
+                    if not chunk:
                         raise UpstreamError(
                             f"stream from {target.model!r} ended before any event",
                             kind="stream_broken",
-                        ) from None
+                        )
                     first += rewriter.feed(chunk)
                     if len(first) > limit:
                         raise UpstreamError(
@@ -557,18 +701,18 @@ class UpstreamClient:
                         )
         except TimeoutError:
             if response is not None:
-                await response.aclose()
+                response.close()
             raise self._timeout(target) from None
-        except httpx.HTTPError as exc:
+        except _READ_ERRORS as exc:
             if response is not None:
-                await response.aclose()
+                response.close()
             raise UpstreamError(
                 f"stream from {target.model!r} broke off ({type(exc).__name__})",
                 kind="stream_broken",
             ) from None
         except BaseException:
             if response is not None:
-                await response.aclose()
+                response.close()
             raise
         return UpstreamStream(
             response=response,
@@ -577,5 +721,4 @@ class UpstreamClient:
             idle_timeout_s=self.config.stream_idle_timeout_s,
             rewriter=rewriter,
             first=first,
-            _iterator=iterator,
         )
