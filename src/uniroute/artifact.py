@@ -44,11 +44,10 @@ from uniroute.data.representative import (
     write_representative_prompts,
 )
 from uniroute.embeddings.base import Encoder
-from uniroute.embeddings.factory import cached, load_encoder, make_encoder
+from uniroute.embeddings.factory import ProgressHook, encode_in_batches, load_encoder
 from uniroute.errors import DataError, StateError, UniRouteError
-from uniroute.onboarding.references import attach_references
 from uniroute.pool import Pool
-from uniroute.routers import RouterEstimator, load_estimator, make_estimator
+from uniroute.routers import RouterEstimator, load_estimator
 
 ARTIFACT_SCHEMA_VERSION = 1
 PROMPTS_FILE = "representative_prompts.jsonl"
@@ -379,6 +378,7 @@ def build_artifact(
     router_params: dict[str, Any] | None = None,
     encoder_params: dict[str, Any] | None = None,
     embedding_cache: str | Path | None = None,
+    progress: ProgressHook | None = None,
 ) -> Artifact:
     """Fit a router on the training LLMs of ``dataset`` and write an artifact to ``out_dir``.
 
@@ -386,8 +386,19 @@ def build_artifact(
     the router, the rest become the representative prompts. Models in ``holdout_models`` are left
     out entirely (to be onboarded later as unseen models). ``encoder`` / ``router`` are a name or
     an unfitted instance (``*_params`` then go to its constructor); ``embedding_cache`` is a
-    directory for the on-disk embedding cache.
+    directory for the on-disk embedding cache. ``progress`` hears of each step (fitting the
+    encoder, each batch of prompts embedded, fitting the router, writing) as it starts and ends.
     """
+    # Only building needs these: the references pull in the data loaders (pandas), and loading
+    # an artifact to route must not pay for them.
+    from uniroute.embeddings.factory import cached, make_encoder
+    from uniroute.onboarding.references import attach_references
+    from uniroute.routers import make_estimator
+
+    def step(message: str, done: int) -> None:
+        if progress is not None:
+            progress(message, done, 1)
+
     started = time.perf_counter()
     check_artifact_destination(out_dir)
     if not 0.0 < float(val_fraction) < 1.0:
@@ -414,14 +425,26 @@ def build_artifact(
 
     train_texts = [str(t) for t in dataset.prompts[train_rows]]
     val_texts = [str(t) for t in dataset.prompts[val_rows]]
+    step_started = time.perf_counter()
+    step(f"fitting the encoder on {len(train_texts)} training prompts", 0)
     encoder.fit(train_texts)
+    step(f"fitted the encoder {encoder.id} in {time.perf_counter() - step_started:.1f} s", 1)
     embed = encoder
     if embedding_cache is not None:
         embed = cached(encoder, embedding_cache)
-    X_train = embed.encode(train_texts)
-    X_val = embed.encode(val_texts)
+    X_train = encode_in_batches(embed, train_texts, progress, what="training prompts")
+    X_val = encode_in_batches(embed, val_texts, progress, what="representative prompts")
     costs = dataset.model_costs
+    step_started = time.perf_counter()
+    step(
+        f"fitting {router.name} on {len(train_texts)} prompts and {len(training_models)} models",
+        0,
+    )
     router.fit(X_train, dataset.scores[train_rows], X_val, dataset.scores[val_rows], costs)
+    n_clusters = getattr(router, "n_clusters_", None)
+    chosen = "" if n_clusters is None else f" (K={n_clusters})"
+    step(f"fitted {router.name}{chosen} in {time.perf_counter() - step_started:.1f} s", 1)
+    step(f"writing the artifact to {out_dir}", 0)
 
     references = dataset.references
     prompts = [
@@ -443,7 +466,6 @@ def build_artifact(
             {"scores": dataset.scores[val_rows], "costs": np.asarray(costs, dtype=float)},
         )
         files = _file_checksums(staging)
-        n_clusters = getattr(router, "n_clusters_", None)
         manifest = {
             "kind": "artifact",
             "schema_version": ARTIFACT_SCHEMA_VERSION,
@@ -466,4 +488,6 @@ def build_artifact(
         }
         manifest["manifest_sha256"] = _manifest_checksum(manifest)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return Artifact.load(out_dir)
+    artifact = Artifact.load(out_dir)
+    step(f"wrote the artifact {artifact.artifact_id}", 1)
+    return artifact

@@ -71,18 +71,22 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from uniroute.artifact import build_artifact, check_artifact_destination
+    from uniroute.cli.progress import ProgressPrinter
     from uniroute.data.loading import load_dataset
     from uniroute.data.paths import default_cache_dir
-    from uniroute.embeddings import ENCODERS, make_encoder
+    from uniroute.embeddings import ENCODERS, encoder_class, make_encoder
     from uniroute.errors import DataError
     from uniroute.registry.store import Registry
     from uniroute.routers import make_estimator
 
     started = time.perf_counter()
+    progress = ProgressPrinter(clock=time.perf_counter, started=started)
     if args.encoder not in ENCODERS:
         raise DataError(
             f"--encoder: unknown encoder {args.encoder!r}; choose from {list(ENCODERS)}"
         )
+    # An encoder whose extra is not installed says so (MissingExtraError) before anything else.
+    encoder_class(args.encoder)
     # Every option is checked before the data is read or anything is fitted: the encoder and
     # the router are built here, which checks their parameters, and handed over built.
     encoder_params = json_object(args.encoder_params, "--encoder-params")
@@ -102,17 +106,21 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(Path(registry_file), "--registry", directory=False)
 
     dataset = load_dataset(args.data, args.format, costs=args.costs)
-    print(f"loaded {dataset.summary()}")
-    artifact = build_artifact(
-        dataset,
-        args.out,
-        encoder=encoder,
-        router=router,
-        holdout_models=holdout,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        embedding_cache=None if args.no_cache else default_cache_dir() / "embeddings",
-    )
+    print(f"loaded {dataset.summary()}", flush=True)
+    try:
+        artifact = build_artifact(
+            dataset,
+            args.out,
+            encoder=encoder,
+            router=router,
+            holdout_models=holdout,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            embedding_cache=None if args.no_cache else default_cache_dir() / "embeddings",
+            progress=progress,
+        )
+    finally:
+        progress.close()
     print(artifact.summary())
     if registry_file:
         from uniroute.deployment.pool_changes import seed_registry

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from uniroute.evaluation.promises import Promise
+    from uniroute.evaluation.trials import TrialOutcome
     from uniroute.pool import Pool
     from uniroute.routers.base import RouterEstimator
 
@@ -170,16 +171,17 @@ def run(args: argparse.Namespace) -> int:
     """Load data, run the trials, write and print the results."""
     import numpy as np
 
+    from uniroute.cli.progress import ProgressPrinter
     from uniroute.data.loading import load_dataset
-    from uniroute.embeddings.factory import ENCODERS, cached, make_encoder
+    from uniroute.embeddings.factory import (
+        ENCODERS,
+        cached,
+        encode_in_batches,
+        encoder_class,
+        make_encoder,
+    )
     from uniroute.errors import DataError, RouterError
     from uniroute.evaluation.evidence import evidence_settings, parse_onboard_prompts
-    from uniroute.evaluation.report import (
-        calibration_table_markdown,
-        evidence_tables_markdown,
-        results_table_markdown,
-        write_results,
-    )
     from uniroute.evaluation.specs import VARIANT_SEPARATOR, router_specs
     from uniroute.evaluation.trials import TrialConfig, run_trials
     from uniroute.routers import make_estimator
@@ -194,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(
             f"--encoder: unknown encoder {args.encoder!r}; choose from {list(ENCODERS)}"
         )
+    # An encoder whose extra is not installed says so (MissingExtraError) before anything else.
+    encoder_class(args.encoder)
     router_params = json_object(args.router_params, "--router-params")
     not_objects = sorted(key for key, value in router_params.items() if not isinstance(value, dict))
     if not_objects:
@@ -227,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         targets["cost"] = args.calibrate_cost
 
     started = time.perf_counter()
+    progress = ProgressPrinter(clock=time.perf_counter, started=started)
     dataset = load_dataset(args.data, args.format, costs=args.costs)
     print(dataset.summary(), file=sys.stderr)
     if args.test_models >= dataset.n_models - 1:
@@ -254,32 +259,38 @@ def run(args: argparse.Namespace) -> int:
     )
     fixed_embeddings, encoder_id = None, None
     encoder_needs_fit = args.encoder == "tfidf"
-    if not encoder_needs_fit:
-        encoder = cached(make_encoder(args.encoder), args.cache_dir)
-        t0 = time.perf_counter()
-        fixed_embeddings = encoder.encode(dataset.prompts.tolist())
-        encoder_id = encoder.id
-        print(
-            f"embedded {dataset.n_prompts} prompts with {encoder_id} "
-            f"in {time.perf_counter() - t0:.1f}s",
-            file=sys.stderr,
-        )
+    try:
+        if not encoder_needs_fit:
+            encoder = cached(make_encoder(args.encoder), args.cache_dir)
+            encoder_id = encoder.id
+            fixed_embeddings = encode_in_batches(
+                encoder, dataset.prompts.tolist(), progress, what=f"prompts with {encoder_id}"
+            )
 
-    def report_trial(t: int, outcome) -> None:
-        areas = ", ".join(f"{name}={m['area']:.3f}" for name, m in outcome.metrics.items())
-        print(
-            f"trial {t + 1}/{args.trials}: test LLMs {outcome.test_models}: {areas}",
-            file=sys.stderr,
-        )
+        def report_trial(t: int, outcome: TrialOutcome) -> None:
+            areas = ", ".join(f"{name}={m['area']:.3f}" for name, m in outcome.metrics.items())
+            progress.line(f"trial {t + 1}/{args.trials}: test LLMs {outcome.test_models}: {areas}")
 
-    run_result = run_trials(
-        dataset,
-        lambda: make_encoder(args.encoder),
-        config,
-        fixed_embeddings=fixed_embeddings,
-        encoder_id=encoder_id,
-        on_trial=report_trial,
+        run_result = run_trials(
+            dataset,
+            lambda: make_encoder(args.encoder),
+            config,
+            fixed_embeddings=fixed_embeddings,
+            encoder_id=encoder_id,
+            on_trial=report_trial,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    # Imported once there are results to write: the plots load matplotlib, which takes seconds
+    # that a refused option or a failed run should not wait for.
+    from uniroute.evaluation.report import (
+        calibration_table_markdown,
+        evidence_tables_markdown,
+        results_table_markdown,
+        write_results,
     )
+
     results = run_result.results
     results["data_path"] = str(args.data)
     results["format"] = args.format

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,10 +30,12 @@ from uniroute.deployment.evidence import task_warnings
 from uniroute.deployment.router import Router
 from uniroute.deployment.snapshot import calibrate_pool
 from uniroute.errors import CalibrationError, DataError, ModelExistsError, RegistryError
-from uniroute.onboarding.client import OnboardingResult, onboard_endpoint
 from uniroute.onboarding.upstream_hosts import EndpointPolicy
 from uniroute.registry import ModelCost, ModelRecord, NewModel, Registry, align_scores
 from uniroute.registry.calibration import Policy, Target
+
+if TYPE_CHECKING:  # the onboarding client (and its HTTP stack) loads only to onboard
+    from uniroute.onboarding.client import OnboardingResult
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def onboard_model(
         )
     check_endpoint_allowed(record, endpoint_policy)
     check_can_add(router, record.name, replace)
+    from uniroute.onboarding.client import onboard_endpoint
+
     result = onboard_endpoint(
         record.name,
         record.endpoint,

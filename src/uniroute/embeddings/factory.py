@@ -4,22 +4,43 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from uniroute.embeddings._common import read_encoder_manifest
+import numpy as np
+
+from uniroute.embeddings._common import as_text_list, read_encoder_manifest
 from uniroute.embeddings.base import Encoder
 from uniroute.embeddings.cache import CachedEncoder, EmbeddingCache
 from uniroute.errors import StateError, UsageError
 
 # name -> "module:Class"; modules are imported on demand so that asking for TF-IDF never pays
-# for importing torch.
+# for importing torch (and works where the minilm extra is not installed).
 _ENCODER_CLASSES = {
     "minilm": "uniroute.embeddings.minilm:MiniLMEncoder",
     "tfidf": "uniroute.embeddings.tfidf:TfidfSvdEncoder",
 }
 ENCODERS = tuple(_ENCODER_CLASSES)
 EMBEDDING_CACHE_SUBDIR = "embeddings"
+
+#: ``progress(message, done, total)``, told about a long step: ``done`` of its ``total`` units
+#: are finished (0 when the step starts, ``total`` when it ends); ``message`` says what was done.
+ProgressHook = Callable[[str, int, int], None]
+#: Texts per encode() call when progress is reported: on two cores MiniLM embeds this many in a
+#: few seconds, so a line every few seconds, while the per-call overhead stays negligible.
+PROGRESS_BATCH = 256
+
+
+class MissingExtraError(UsageError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names the install.
+
+    A UsageError, so the command prints it as one line and exits with 2; an ImportError too, so
+    code that guarded the import of an optional module with ``except ImportError`` still works.
+    """
+
+    code = "missing_extra"
 
 
 class EncoderClass(Protocol):
@@ -83,3 +104,31 @@ def cached(encoder: Encoder, cache_dir: Path | str | None = None) -> CachedEncod
 
         cache_dir = default_cache_dir() / EMBEDDING_CACHE_SUBDIR
     return CachedEncoder(encoder, EmbeddingCache(cache_dir))
+
+
+def encode_in_batches(
+    encoder: Encoder,
+    texts: Sequence[str],
+    progress: ProgressHook | None = None,
+    *,
+    what: str = "prompts",
+    batch_size: int = PROGRESS_BATCH,
+) -> np.ndarray:
+    """``encoder.encode(texts)``, in batches of ``batch_size`` that each report to ``progress``.
+
+    Without ``progress`` it is one encode() call. ``what`` names the texts in the messages.
+    """
+    text_list = as_text_list(texts)
+    if progress is None or not text_list:
+        return encoder.encode(text_list)
+    total = len(text_list)
+    started = time.perf_counter()
+    progress(f"embedding {total} {what}", 0, total)
+    parts = []
+    for start in range(0, total, batch_size):
+        parts.append(encoder.encode(text_list[start : start + batch_size], show_progress=False))
+        done = min(total, start + batch_size)
+        if done < total:
+            progress(f"embedded {done}/{total} {what}", done, total)
+    progress(f"embedded {total} {what} in {time.perf_counter() - started:.1f} s", total, total)
+    return np.concatenate(parts, axis=0)

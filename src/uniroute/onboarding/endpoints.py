@@ -29,8 +29,6 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-import httpx
-
 from uniroute.errors import OnboardingError, RegistryError, UsageError
 
 #: Longest endpoint accepted (far above any real base URL; bounds the work and the messages).
@@ -208,6 +206,8 @@ def parse_endpoint(value: object, error: type[UsageError] = RegistryError) -> En
         raise error(f"endpoint is longer than {MAX_ENDPOINT_LENGTH} characters; {_EXPECTED}")
     problem, parts = _problem(text)
     if problem is None and parts is not None:
+        import httpx  # deferred: registry commands that never call an endpoint stay quick
+
         try:
             httpx.URL(parts.text)
         except httpx.InvalidURL as exc:  # the rule above should leave nothing it refuses
@@ -226,6 +226,8 @@ def check_endpoint(value: str | None, error: type[UsageError] = RegistryError) -
 
 def base_url(endpoint: str, error: type[UsageError] = OnboardingError) -> str:
     """The OpenAI base URL of an endpoint, e.g. ``http://host:port/v1`` (``/v1`` if bare)."""
+    import httpx
+
     parts = parse_endpoint(endpoint, error)
     base = str(httpx.URL(parts.text)).rstrip("/")
     # A path of slashes only is a bare host too, so base_url(base_url(x)) == base_url(x).
