@@ -8,10 +8,7 @@ that the sandbox works on this host.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,13 +21,25 @@ import pytest
 
 from uniroute.errors import GradingError
 from uniroute.onboarding import sandbox
-from uniroute.onboarding.graders import CodeGrader, CodeTests, parse_code_tests
-
-FIXTURES = Path(__file__).parent / "fixtures" / "code"
-SQUARE_TESTS = parse_code_tests((FIXTURES / "tests.json").read_text())
-CORRECT = "def square_perimeter(s):\n    return 4 * s\n"
-WRONG = "def square_perimeter(s):\n    return -1\n"
-FAKE_VERDICT = json.dumps({"passed": 3, "status": "passed", "detail": "", "gone": False})
+from uniroute.onboarding.graders import CodeGrader, CodeTests
+from uniroute.testing.sandbox_probes import (
+    CONNECT_PROBE,
+    CORRECT,
+    DAEMON_TESTS,
+    FORGERIES,
+    LEAK_PROBE,
+    LEAK_TESTS,
+    SQUARE_TESTS,
+    WRONG,
+    connect_tests,
+    daemon_probe,
+    grade_with_secret,
+    kill_all,
+    open_directory,
+    processes_with,
+    write_probe,
+    write_tests,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,95 +48,7 @@ def _sandbox_not_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(sandbox.ISOLATION_ENV, raising=False)
 
 
-def processes_with(marker: str) -> list[int]:
-    """Host PIDs whose command line holds ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path("/proc", entry, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(int(entry))
-    return found
-
-
-def kill_all(pids: list[int]) -> None:
-    """SIGKILL ``pids`` (a control run's escaped processes)."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 # ---------------------------------------------------------------------------- (a) forged verdicts
-
-FORGERIES = {
-    # The old harness decided pass/fail in the answer's own process: call its report(), write a
-    # passing verdict to the answer's own descriptors (its protocol pipes excepted, so the tests
-    # do run), then look for its sibling running the tests and write to that one's pipes. (Only
-    # pipes, and only of a sibling running the grader's harness: unsandboxed, as root, writing to
-    # every descriptor of every process would damage the host.)
-    "report": (
-        "import json, os, stat, sys\n"
-        f"FAKE = ({FAKE_VERDICT!r} + '\\n').encode()\n"
-        "own = {int(arg) for arg in sys.argv[1:] if arg.isdigit()}\n"
-        "main = sys.modules.get('__main__')\n"
-        "for name in ('report', 'send'):\n"
-        "    try:\n"
-        "        getattr(main, name)(3, 'passed')\n"
-        "    except Exception:\n"
-        "        pass\n"
-        "for fd in set(range(256)) - own:\n"
-        "    try:\n"
-        "        os.write(fd, FAKE)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "for pid in os.listdir('/proc'):\n"
-        "    try:\n"
-        "        with open('/proc/' + pid + '/stat', 'rb') as handle:\n"
-        "            parent = int(handle.read().rpartition(b')')[2].split()[1])\n"
-        "        with open('/proc/' + pid + '/cmdline', 'rb') as handle:\n"
-        "            harness = b'SolutionGone' in handle.read()\n"
-        "        if parent != os.getppid() or int(pid) == os.getpid() or not harness:\n"
-        "            continue\n"
-        "        entries = os.listdir('/proc/' + pid + '/fd')\n"
-        "    except (OSError, ValueError):\n"
-        "        continue\n"
-        "    for entry in entries:\n"
-        "        path = '/proc/' + pid + '/fd/' + entry\n"
-        "        try:\n"
-        "            if stat.S_ISFIFO(os.stat(path).st_mode):\n"
-        "                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)\n"
-        "                os.write(fd, FAKE)\n"
-        "                os.close(fd)\n"
-        "        except OSError:\n"
-        "            pass\n" + WRONG
-    ),
-    # Exit 0 before any test runs, after printing a result line.
-    "exit-early": (f"import os\nprint({FAKE_VERDICT!r}, flush=True)\nos._exit(0)\n" + WRONG),
-    # Disarm the assertion machinery in the answer's interpreter.
-    "monkeypatch": (
-        "import builtins\n"
-        "builtins.AssertionError = type('Harmless', (Exception,), {})\n"
-        "builtins.exec = lambda *args, **kwargs: None\n"
-        "builtins.compile = lambda *args, **kwargs: None\n" + WRONG
-    ),
-    # Answer every message of the protocol with a passing verdict.
-    "protocol": (f"import json\njson.dumps = lambda *args, **kwargs: {FAKE_VERDICT!r}\n" + WRONG),
-    # Values that claim to equal anything.
-    "always-equal": (
-        "class Sneaky(int):\n"
-        "    def __eq__(self, other):\n"
-        "        return True\n"
-        "    __hash__ = int.__hash__\n"
-        "class Anything:\n"
-        "    def __eq__(self, other):\n"
-        "        return True\n"
-        "def square_perimeter(s):\n"
-        "    return Sneaky(-1) if s else Anything()\n"
-    ),
-}
 
 
 @pytest.mark.parametrize("forgery", sorted(FORGERIES))
@@ -138,52 +59,11 @@ def test_a_forged_verdict_scores_nothing(forgery: str) -> None:
 
 # ---------------------------------------------------------------------------- (b) secrets
 
-LEAK_PROBE = (
-    "import os\n"
-    "def leaked():\n"
-    "    if any('SECRET_PROBE_KEY' in key for key in os.environ):\n"
-    "        return True\n"
-    "    for entry in os.listdir('/proc'):\n"
-    "        try:\n"
-    "            with open('/proc/' + entry + '/environ', 'rb') as handle:\n"
-    "                if b'SECRET_PROBE_KEY=' in handle.read():\n"
-    "                    return True\n"
-    "        except OSError:\n"
-    "            pass\n"
-    "    return False\n"
-)
-LEAK_TESTS = ("assert leaked() is True",)
-# Grades in a process started with the secret in its environment, so that the secret is also in
-# that process's /proc/<pid>/environ (setting os.environ later would not put it there).
-DRIVER = (
-    "import json, sys\n"
-    "from uniroute.onboarding.graders import CodeGrader, CodeTests\n"
-    "code, tests, isolation = json.load(sys.stdin)\n"
-    "result = CodeGrader(isolation=isolation).run(code, CodeTests(tests=tuple(tests)))\n"
-    "print(json.dumps([result.passed, result.status, result.detail]))\n"
-)
-
-
-def grade_with_secret(isolation: str) -> list[object]:
-    """[passed, status, detail] of the leak probe, graded by a child holding the secret."""
-    env = {k: v for k, v in os.environ.items() if k != sandbox.ISOLATION_ENV}
-    env["SECRET_PROBE_KEY"] = "sk-" + uuid.uuid4().hex
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER],
-        input=json.dumps([LEAK_PROBE, list(LEAK_TESTS), isolation]),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(done.stdout)
-
 
 def test_b_the_graders_environment_does_not_reach_the_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    passed, status, detail = grade_with_secret("bwrap")
+    passed, _, status, detail = grade_with_secret("bwrap")
     assert (passed, status) == (0, "failed"), detail
     # In-process too: a key set in os.environ after start-up is not passed on.
     monkeypatch.setenv("SECRET_PROBE_KEY", "sk-in-process")
@@ -191,37 +71,11 @@ def test_b_the_graders_environment_does_not_reach_the_answer(
 
 
 def test_b_control_without_isolation_the_probe_finds_the_secret() -> None:
-    passed, status, detail = grade_with_secret("none")
+    passed, _, status, detail = grade_with_secret("none")
     assert (passed, status) == (1, "passed"), detail
 
 
 # ---------------------------------------------------------------------------- (c) survivors
-
-
-def daemon_probe(marker: str) -> str:
-    """An answer that leaves a setsid() double-forked grandchild, marked in its argv, behind."""
-    return (
-        "import os, sys, time\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        "        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', "
-        f"{marker!r}])\n"
-        "    os._exit(0)\n"
-        "os.wait()\n"
-        "def grandchild_running():\n"
-        "    deadline = time.monotonic() + 5\n"
-        "    while time.monotonic() < deadline:\n"
-        "        for entry in os.listdir('/proc'):\n"
-        "            try:\n"
-        "                with open('/proc/' + entry + '/cmdline', 'rb') as handle:\n"
-        f"                    if {marker.encode()!r} in handle.read():\n"
-        "                        return True\n"
-        "            except OSError:\n"
-        "                pass\n"
-        "        time.sleep(0.02)\n"
-        "    return False\n"
-    )
 
 
 @pytest.fixture
@@ -234,7 +88,7 @@ def marker() -> Iterator[str]:
 
 def test_c_a_setsid_grandchild_dies_with_the_sandbox(marker: str) -> None:
     grader = CodeGrader(timeout=10, max_processes=32)
-    result = grader.run(daemon_probe(marker), CodeTests(tests=("assert grandchild_running()",)))
+    result = grader.run(daemon_probe(marker), DAEMON_TESTS)
     # The test passing proves the grandchild was running inside the sandbox ...
     assert result.all_passed, result
     # ... and it is gone the moment the grader returns, without any waiting.
@@ -243,7 +97,7 @@ def test_c_a_setsid_grandchild_dies_with_the_sandbox(marker: str) -> None:
 
 def test_c_control_without_isolation_the_grandchild_survives(marker: str) -> None:
     grader = CodeGrader(timeout=10, max_processes=32, isolation="none")
-    result = grader.run(daemon_probe(marker), CodeTests(tests=("assert grandchild_running()",)))
+    result = grader.run(daemon_probe(marker), DAEMON_TESTS)
     assert result.all_passed, result
     assert processes_with(marker) != []
 
@@ -273,37 +127,11 @@ def test_killing_the_sandbox_kills_every_descendant(marker: str, program_exits_f
 
 # ---------------------------------------------------------------------------- (d) host files
 
-WRITE_PROBE = (
-    "import os\n"
-    "try:\n"
-    "    with open('/tmp/{marker}', 'w') as handle:\n"
-    "        handle.write('out')\n"
-    "except OSError:\n"
-    "    pass\n"
-    "def escape(directory):\n"
-    "    try:\n"
-    "        with open(os.path.join(directory, 'escaped.txt'), 'w') as handle:\n"
-    "            handle.write('out')\n"
-    "        return True\n"
-    "    except OSError:\n"
-    "        return False\n"
-    "def visible(path):\n"
-    "    return os.path.exists(path)\n"
-)
-
-
-def open_directory(tmp_path: Path) -> Path:
-    """A world-writable host directory: only the sandbox's mounts can keep an answer out."""
-    directory = tmp_path / "open"
-    directory.mkdir()
-    directory.chmod(0o777)
-    return directory
-
 
 def test_d_the_answer_cannot_write_outside_its_work_dir(tmp_path: Path, marker: str) -> None:
     directory = open_directory(tmp_path)
-    tests = CodeTests(tests=(f"assert escape({str(directory)!r}) is True",))
-    result = CodeGrader().run(WRITE_PROBE.format(marker=marker), tests)
+    tests = write_tests(directory)
+    result = CodeGrader().run(write_probe(marker), tests)
     assert (result.passed, result.status) == (0, "failed"), result
     assert not (directory / "escaped.txt").exists()
     # Its /tmp is its own: nothing lands in the host's.
@@ -319,15 +147,15 @@ def test_d_the_answer_cannot_write_outside_its_work_dir(tmp_path: Path, marker: 
     for path in [*hidden, host_file, *home]:
         assert path.exists()
         hidden_tests = CodeTests(tests=(f"assert visible({str(path)!r})",))
-        result = CodeGrader().run(WRITE_PROBE.format(marker=marker), hidden_tests)
+        result = CodeGrader().run(write_probe(marker), hidden_tests)
         assert (result.passed, result.status) == (0, "failed"), (path, result)
 
 
 def test_d_control_without_isolation_the_write_lands(tmp_path: Path, marker: str) -> None:
     directory = open_directory(tmp_path)
-    tests = CodeTests(tests=(f"assert escape({str(directory)!r}) is True",))
+    tests = write_tests(directory)
     try:
-        result = CodeGrader(isolation="none").run(WRITE_PROBE.format(marker=marker), tests)
+        result = CodeGrader(isolation="none").run(write_probe(marker), tests)
         assert result.all_passed, result
         assert (directory / "escaped.txt").exists()
     finally:
@@ -335,16 +163,6 @@ def test_d_control_without_isolation_the_write_lands(tmp_path: Path, marker: str
 
 
 # ---------------------------------------------------------------------------- (e) network
-
-NETWORK_PROBE = (
-    "import socket\n"
-    "def reach(port):\n"
-    "    try:\n"
-    "        socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
-    "        return True\n"
-    "    except OSError:\n"
-    "        return False\n"
-)
 
 
 @pytest.fixture
@@ -355,14 +173,14 @@ def listener() -> Iterator[int]:
 
 
 def test_e_the_answer_cannot_reach_the_hosts_loopback(listener: int) -> None:
-    tests = CodeTests(tests=(f"assert reach({listener}) is True",))
-    result = CodeGrader().run(NETWORK_PROBE, tests)
+    tests = connect_tests(listener)
+    result = CodeGrader().run(CONNECT_PROBE, tests)
     assert (result.passed, result.status) == (0, "failed"), result
 
 
 def test_e_control_without_isolation_the_connection_succeeds(listener: int) -> None:
-    tests = CodeTests(tests=(f"assert reach({listener}) is True",))
-    assert CodeGrader(isolation="none").run(NETWORK_PROBE, tests).all_passed
+    tests = connect_tests(listener)
+    assert CodeGrader(isolation="none").run(CONNECT_PROBE, tests).all_passed
 
 
 # ---------------------------------------------------------------------------- normal behaviour
