@@ -9,6 +9,7 @@ encoded back to UTF-8. :func:`loads_bounded` turns each of these into one
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -44,6 +45,16 @@ def _bounded_number(max_chars: int, kind: type) -> Any:
         return value
 
     return parse
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(max_number_chars: int) -> json.JSONDecoder:
+    """One decoder per number limit, built once (json.loads with hooks builds one per call)."""
+    return json.JSONDecoder(
+        parse_int=_bounded_number(max_number_chars, int),
+        parse_float=_bounded_number(max_number_chars, float),
+        parse_constant=_reject_constant,
+    )
 
 
 def json_depth_exceeds(value: Any, max_depth: int) -> bool:
@@ -105,12 +116,7 @@ def loads_bounded(
         except UnicodeDecodeError:
             raise JsonLimitError("is not UTF-8 text") from None
     try:
-        value = json.loads(
-            text,
-            parse_int=_bounded_number(max_number_chars, int),
-            parse_float=_bounded_number(max_number_chars, float),
-            parse_constant=_reject_constant,
-        )
+        value = _decoder(max_number_chars).decode(text)
     except json.JSONDecodeError as exc:
         raise JsonLimitError(
             f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
