@@ -278,6 +278,31 @@ def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_read() -> 
     assert elapsed < 5.0
 
 
+def test_a_chunked_answer_over_the_cap_is_refused_once_the_cap_is_passed() -> None:
+    # No Content-Length: the client must count while it reads, and stop at the cap rather than
+    # buffer the whole answer (an upstream could send 100 MB, or never stop).
+    sent = []
+
+    async def handle(upstream, number, reader, writer) -> None:
+        await upstream.read_request(reader)
+        head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked"
+        writer.write(head.encode() + b"\r\n\r\n" + _chunk(b'{"pad": "'))
+        block = _chunk(b"x" * 65_536)
+        try:
+            for _ in range(1_600):  # 100 MB, unless the client hangs up first
+                writer.write(block)
+                await writer.drain()
+                sent.append(len(block))
+        except ConnectionError:
+            pass
+
+    with RawUpstream(handle) as upstream:
+        (failure,) = call(upstream.url(), max_upstream_body_bytes=1_000_000)
+    assert isinstance(failure, UpstreamError) and failure.kind == "too_large", failure
+    assert "more than the limit of 1000000 bytes" in failure.reason
+    assert sum(sent) < 20_000_000  # the upstream was cut off long before its 100 MB
+
+
 def _sse(n_events: int) -> list[bytes]:
     event = b'data: {"model": "pool-name", "choices": [{"delta": {"content": "x"}}]}\n\n'
     return [event] * n_events + [b"data: [DONE]\n\n"]
