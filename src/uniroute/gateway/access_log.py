@@ -6,14 +6,15 @@ no upstream keys (those are read from the environment at call time and never sto
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -35,11 +36,17 @@ _STANDARD_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None
 }
 
 
+# Fresh ids are a random per-process prefix and a counter: unique across processes and
+# restarts without drawing 16 random bytes (and building a UUID) for every request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
 def new_request_id(client_value: str | None = None) -> str:
-    """The client's x-request-id when it is short and plain, else a fresh random id."""
+    """The client's x-request-id when it is short and plain, else a fresh unique id."""
     if client_value and _CLIENT_REQUEST_ID.match(client_value):
         return client_value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,6 +78,59 @@ class _RecordQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _BatchingListener(logging.handlers.QueueListener):
+    """Writes records as they come, and flushes only when the queue has run dry: under load many
+    lines go out in one write instead of one system call each."""
+
+    def __init__(
+        self, records: queue.SimpleQueue[logging.LogRecord], *handlers: logging.Handler
+    ) -> None:
+        super().__init__(records, *handlers)
+        self.records = records
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        """The next record; flush the handlers first if none is waiting."""
+        try:
+            return self.records.get_nowait()
+        except queue.Empty:
+            for handler in self.handlers:
+                handler.flush()
+            return self.records.get(block)
+
+    def stop(self) -> None:
+        """Write out every queued record, flush, and stop the writer thread."""
+        super().stop()
+        for handler in self.handlers:
+            handler.flush()
+
+
+class _UnflushedStreamHandler(logging.StreamHandler):
+    """A StreamHandler that leaves flushing to the listener (see _BatchingListener)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the formatted record without flushing."""
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
+def _buffered(stream: Any) -> Any:
+    """``stream`` itself, or for a standard stream a block-buffered writer on its descriptor
+    (stderr is line-buffered, which would cost a system call per log line)."""
+    if stream not in (sys.stderr, sys.stdout):
+        return stream
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a capture without a descriptor
+        return stream
+    stream.flush()
+    return open(
+        descriptor, "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace",
+        closefd=False,
+    )  # fmt: skip
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -82,10 +142,10 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     """
     global _listener
     stop_logging()
-    writer = logging.StreamHandler(stream or sys.stderr)
+    writer = _UnflushedStreamHandler(_buffered(stream or sys.stderr))
     writer.setFormatter(JsonFormatter())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, writer)
+    _listener = _BatchingListener(records, writer)
     _listener.start()
     handler = _RecordQueueHandler(records)
     # uniroute.deployment warns about pool rows it cannot serve (a bad stored endpoint).
