@@ -13,7 +13,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real shared data folder; tests that need it skip (loudly) when it is absent."""
+    """The real shared data folder; tests that need it fail when it is absent."""
     folder = default_data_dir()
     if not (folder / "routerbench").is_dir():
         pytest.fail(f"shared data not found at {folder} (set UNIROUTE_DATA)")
