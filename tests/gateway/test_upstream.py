@@ -408,3 +408,22 @@ def test_a_stalled_stream_fails_after_the_idle_timeout_but_a_slow_reader_does_no
 def test_a_url_the_client_cannot_use_is_that_models_failure() -> None:
     (failure,) = call("http://127.0.0.1:99999/v1")
     assert isinstance(failure, UpstreamError) and failure.kind == "http_error", failure
+
+
+def test_a_body_that_cannot_be_encoded_is_the_requests_fault_not_the_models() -> None:
+    async def run() -> UpstreamError:
+        client = UpstreamClient(GatewayConfig(connect_retries=0), endpoint_policy=AllowAll())
+        target = UpstreamTarget("pool-name", Endpoint("http://127.0.0.1:9/v1", None, None))
+        try:
+            await client.complete(target, "/chat/completions", {"user": "\ud800"}, "r")
+        except UpstreamError as failure:
+            return failure
+        finally:
+            await client.aclose()
+        raise AssertionError("no UpstreamError")
+
+    failure = asyncio.run(run())
+    assert failure.status == 400 and not failure.counts_against_model
+    assert failure.body is not None
+    error = json.loads(failure.body)["error"]
+    assert error["code"] == "invalid_json" and "cannot be sent as JSON" in error["message"]

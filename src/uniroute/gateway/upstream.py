@@ -66,6 +66,7 @@ from aiohttp.client_proto import ResponseHandler
 from uniroute._json import JsonLimitError, dumps_compact, loads_bounded
 from uniroute._retry import retry
 from uniroute.gateway.config import GatewayConfig
+from uniroute.gateway.errors import error_body
 from uniroute.gateway.fallback import UpstreamError
 from uniroute.onboarding.upstream_hosts import EndpointPolicy
 from uniroute.pool import Endpoint
@@ -510,16 +511,13 @@ class UpstreamClient:
         try:
             payload = dumps_compact({**body, "model": upstream_name})
         except (TypeError, ValueError) as exc:
-            error = {
-                "message": f"the request body cannot be sent as JSON ({exc})",
-                "type": "invalid_request_error", "param": None, "code": "invalid_json",
-            }  # fmt: skip
+            message = f"the request body cannot be sent as JSON ({exc})"
             raise UpstreamError(
                 f"the request body cannot be sent as JSON ({type(exc).__name__})",
                 kind="bad_request",
                 status=400,
                 counts_against_model=False,
-                body=dumps_compact({"error": error}),
+                body=dumps_compact(error_body(message, status=400, code="invalid_json")),
             ) from None
         url = target.url(path)
         session = self._open()
