@@ -48,6 +48,7 @@ class Pool:
     revision: int = 0
     evidence: np.ndarray | None = None
     feature_std: np.ndarray | None = None
+    answers: np.ndarray | None = None
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,11 +77,22 @@ class Pool:
             raise RouterError(f"{len(endpoints)} endpoints for {m} models")
         evidence = self._per_feature(self.evidence, features.shape, "evidence")
         feature_std = self._per_feature(self.feature_std, features.shape, "feature_std")
-        for value in (costs, scores, features, evidence, feature_std):
+        answers = None
+        if self.answers is not None:
+            answers = np.array(self.answers, dtype=object)
+            if answers.shape != scores.shape:
+                raise RouterError(
+                    f"answers must have the scores' shape {scores.shape}, got {answers.shape}"
+                )
+            bad_keys = [a for a in answers.flat if a is not None and not isinstance(a, str)]
+            if bad_keys:
+                raise RouterError(f"answers must be strings or None, got {bad_keys[0]!r}")
+        for value in (costs, scores, features, evidence, feature_std, answers):
             if value is not None:
                 value.setflags(write=False)
         object.__setattr__(self, "evidence", evidence)
         object.__setattr__(self, "feature_std", feature_std)
+        object.__setattr__(self, "answers", answers)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "costs", costs)
         object.__setattr__(self, "scores", scores)
@@ -142,6 +154,7 @@ class Pool:
             revision=self.revision,
             evidence=None if self.evidence is None else self.evidence[columns],
             feature_std=None if self.feature_std is None else self.feature_std[columns],
+            answers=None if self.answers is None else self.answers[:, columns],
         )
 
     def pessimistic(self, z: float) -> Pool:
