@@ -9,6 +9,7 @@ must agree exactly, since the evaluation embeds through it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
 from uniroute.embeddings import CachedEncoder, EmbeddingCache, make_encoder
 from uniroute.embeddings.base import inline_char_limit
+from uniroute.embeddings.term_index import TOKEN, TermIndex
 from uniroute.embeddings.tfidf import _GATHER_MAX_TERMS, TfidfSvdEncoder
 
 TOLERANCE = 1e-6
@@ -140,3 +142,32 @@ def test_only_tfidf_declares_itself_cheap_enough_to_embed_inline(tmp_path: Path)
     # A wrapper is its own class: it is not cheap because what it wraps is.
     assert inline_char_limit(CachedEncoder(tfidf, EmbeddingCache(tmp_path))) == 0
     assert inline_char_limit(object()) == 0
+
+
+def test_the_token_pattern_finds_what_sklearns_finds() -> None:
+    sklearn_pattern = re.compile(r"(?u)\b\w\w+\b")
+    alphabet = "ab Z_-é\u0301Ü19東😀.\n\t'’ß"
+    rng = np.random.default_rng(0)
+    for _ in range(5000):
+        text = "".join(rng.choice(list(alphabet), size=int(rng.integers(0, 40))))
+        assert TOKEN.findall(text) == sklearn_pattern.findall(text), repr(text)
+
+
+def test_the_term_index_finds_every_term_the_analyzer_finds(
+    default_encoder: TfidfSvdEncoder, routerbench_prompts: list[str]
+) -> None:
+    index = default_encoder._term_index
+    assert index is not None
+    columns = default_encoder._columns
+    for text in routerbench_prompts[::7] + _odd_texts(routerbench_prompts):
+        expected = sorted(columns[t] for t in default_encoder._analyze(text) if t in columns)
+        assert sorted(index.term_columns(text).tolist()) == expected, text[:60]
+
+
+def test_a_vocabulary_beyond_bigrams_is_looked_up_term_by_term(
+    routerbench_prompts: list[str],
+) -> None:
+    encoder = TfidfSvdEncoder(n_components=8, ngram_range=(1, 3)).fit(routerbench_prompts[::8])
+    assert encoder._term_index is None
+    assert not TermIndex.supports(["a b c"], (1, 2))
+    assert TermIndex.supports(["a", "a b"], (1, 2))

@@ -1,11 +1,14 @@
 """TF-IDF + truncated SVD (LSA) embeddings: fast, dependency-light, fitted on training prompts.
 
 Embedding a prompt is sklearn's ``TfidfVectorizer.transform`` followed by the SVD projection and
-an L2 normalisation, but computed directly: the prompt's terms (sklearn's own analyzer) are
-looked up in the vocabulary, weighted ``(1 + log tf) * idf``, and the few rows of the projection
-they select are summed. Every step does the same floating-point operations in the same order as
-the sklearn path (``encode_with_sklearn``), so the vectors are the same; sklearn's per-call input
-checks and sparse-matrix set-up, which cost most of the time for one prompt, are skipped.
+an L2 normalisation, but computed directly: the prompt's terms (the ones sklearn's analyzer
+finds, located by token id: :mod:`uniroute.embeddings.term_index`) are weighted
+``(1 + log tf) * idf`` exactly as sklearn weights them, and the few rows of the projection they
+select are summed in one product. A batch goes through one sparse product, the same kernel on
+the same numbers as the sklearn path (``encode_with_sklearn``), so its vectors are identical; a
+lone prompt's vector is within 1e-6 of it (only the summation order differs). sklearn's
+per-call input checks and sparse-matrix set-up, which cost most of the time for one prompt, are
+skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from uniroute.embeddings._common import (
     staged_encoder_directory,
     write_encoder_manifest,
 )
+from uniroute.embeddings.term_index import TermIndex
 from uniroute.errors import StateError
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -166,10 +170,8 @@ class TfidfSvdEncoder:
         rows = [self._tfidf_row(text) for text in text_list]
         if len(rows) == 1 and len(rows[0][0]) <= _GATHER_MAX_TERMS:
             columns, weights = rows[0]
-            # Sums the selected rows one after the other, in column order: the same additions,
-            # in the same order, as the sparse product below.
-            projected = np.einsum("i,ij->j", weights, self._projection.take(columns, axis=0))
-            projected = projected[None, :]
+            # One BLAS product over the gathered rows: within 1e-15 of the sparse product.
+            projected = (weights @ self._projection.take(columns, axis=0))[None, :]
         else:
             from scipy.sparse import csr_matrix
 
@@ -208,9 +210,13 @@ class TfidfSvdEncoder:
 
     def _tfidf_row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The text's row of TfidfVectorizer.transform: its sorted term columns and weights."""
-        lookup = self._columns.get
-        found = [column for column in map(lookup, self._analyze(text)) if column is not None]
-        columns, counts = np.unique(np.array(found, dtype=np.intp), return_counts=True)
+        if self._term_index is not None:
+            found = self._term_index.term_columns(text)
+        else:
+            lookup = self._columns.get
+            terms = map(lookup, self._analyze(text))
+            found = np.array([column for column in terms if column is not None], dtype=np.intp)
+        columns, counts = np.unique(found, return_counts=True)
         weights = counts.astype(np.float64)
         if self.sublinear_tf:
             np.log(weights, out=weights)
@@ -300,6 +306,9 @@ class TfidfSvdEncoder:
         # finds; written out, so that loading an artifact needs no sklearn.
         self._analyze = word_analyzer(self.ngram_range)
         self._columns: dict[str, int] = columns
+        self._term_index = (
+            TermIndex(vocabulary) if TermIndex.supports(vocabulary, self.ngram_range) else None
+        )
         self.vocabulary_ = list(vocabulary)
         self.idf_ = idf
         # Sparse @ dense is ~100x faster with the dense side C-contiguous (terms x components);
