@@ -2,8 +2,10 @@
 
     python benchmarks/proxies/starlette_httpx.py UPSTREAM_V1_URL [PORT]
 
-Served by uvicorn on pure-Python HTTP (h11, what a plain `pip install uvicorn` gives); prints
-``listening on URL`` once the socket accepts connections.
+Served by uvicorn as a plain ``pip install uvicorn`` serves it: pure-Python HTTP (h11) on the
+standard asyncio event loop (uvicorn would pick uvloop and httptools only if they were installed,
+and in the benchmark's environment they are, for the gateway); prints ``listening on URL`` once
+the socket accepts connections.
 """
 
 import socket
@@ -42,5 +44,6 @@ if __name__ == "__main__":
     sock.bind(("127.0.0.1", int(sys.argv[2]) if len(sys.argv) > 2 else 0))
     sock.listen(2048)  # listening before the URL is printed: early connections wait in the backlog
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    # Pure-Python HTTP (h11): the stack such a proxy gets from a plain `pip install uvicorn`.
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11")).run(sockets=[sock])
+    # The stack such a proxy gets from a plain `pip install uvicorn`: h11 on asyncio's loop.
+    config = uvicorn.Config(app, log_level="warning", http="h11", loop="asyncio")
+    uvicorn.Server(config).run(sockets=[sock])

@@ -118,3 +118,25 @@ def test_exceptions_are_logged_with_their_type() -> None:
         record.exc_info = sys.exc_info()
     entry = json.loads(JsonFormatter().format(record))
     assert entry["exc_type"] == "KeyError" and "Traceback" in entry["exc"]
+
+
+def test_access_lines_read_as_the_formatter_writes_them_in_order(restore_loggers) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    logging.getLogger("uniroute.gateway").warning("before")
+    log_access(request_id="r2", path="/v1/chat/completions", status=200, model="m")
+    logging.getLogger("uniroute.gateway").warning("after")
+    stop_logging()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["msg"] for line in lines] == ["before", "request", "after"]
+    # The same line through the logging module and the JSON formatter (embedded use).
+    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, "request", None, None)
+    for key, value in {"request_id": "r2", "path": "/v1/chat/completions"}.items():
+        setattr(record, key, value)
+    record.status, record.model = 200, "m"
+    formatted = json.loads(JsonFormatter().format(record))
+    assert list(lines[1]) == list(formatted)
+    assert {k: v for k, v in lines[1].items() if k != "ts"} == {
+        k: v for k, v in formatted.items() if k != "ts"
+    }
+    assert len(lines[1]["ts"]) == len(formatted["ts"]) and lines[1]["ts"].endswith("Z")

@@ -49,14 +49,45 @@ def new_request_id(client_value: str | None = None) -> str:
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
+def _timestamp(created: float) -> str:
+    """``2026-12-02T03:04:05.678Z`` for a ``time.time()`` value."""
+    milliseconds = int((created - int(created)) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{milliseconds:03d}Z"
+
+
+class _AccessLine:
+    """An access-log line waiting in the writer's queue: its time and fields, not yet JSON.
+
+    Access lines skip the logging module's records and handler chain (a LogRecord costs more
+    to build than the line costs to write); they share the writer thread and its order with
+    every other record.
+    """
+
+    __slots__ = ("created", "fields")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.created = time.time()
+        self.fields = fields
+
+    def json(self) -> str:
+        """The line as the JSON formatter writes an access record."""
+        entry: dict[str, Any] = {
+            "ts": _timestamp(self.created),
+            "level": "INFO",
+            "logger": ACCESS_LOGGER,
+            "msg": "request",
+        }
+        entry.update(self.fields)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, message and any extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line for the record."""
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -78,15 +109,35 @@ class _RecordQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _UnflushedStreamHandler(logging.StreamHandler):
+    """A StreamHandler that leaves flushing to the listener (see _BatchingListener)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the formatted record without flushing."""
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
 class _BatchingListener(logging.handlers.QueueListener):
     """Writes records as they come, and flushes only when the queue has run dry: under load many
     lines go out in one write instead of one system call each."""
 
-    def __init__(
-        self, records: queue.SimpleQueue[logging.LogRecord], *handlers: logging.Handler
-    ) -> None:
-        super().__init__(records, *handlers)
+    def __init__(self, records: queue.SimpleQueue[Any], writer: _UnflushedStreamHandler) -> None:
+        super().__init__(records, writer)
         self.records = records
+        self.writer = writer
+
+    def handle(self, record: Any) -> None:
+        """Write one record; an access line straight to the writer's stream."""
+        if isinstance(record, _AccessLine):
+            try:
+                self.writer.stream.write(record.json() + self.writer.terminator)
+            except Exception:  # reported as the logging module reports a failed write
+                self.writer.handleError(logging.makeLogRecord({"msg": "access line"}))
+            return
+        super().handle(record)
 
     def dequeue(self, block: bool) -> logging.LogRecord:
         """The next record; flush the handlers first if none is waiting."""
@@ -102,17 +153,6 @@ class _BatchingListener(logging.handlers.QueueListener):
         super().stop()
         for handler in self.handlers:
             handler.flush()
-
-
-class _UnflushedStreamHandler(logging.StreamHandler):
-    """A StreamHandler that leaves flushing to the listener (see _BatchingListener)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write the formatted record without flushing."""
-        try:
-            self.stream.write(self.format(record) + self.terminator)
-        except Exception:
-            self.handleError(record)
 
 
 def _buffered(stream: Any) -> Any:
@@ -131,7 +171,9 @@ def _buffered(stream: Any) -> Any:
     )  # fmt: skip
 
 
-_listener: logging.handlers.QueueListener | None = None
+_listener: _BatchingListener | None = None
+#: The writer's queue while configure_logging's writer runs (access lines go straight to it).
+_access_queue: queue.SimpleQueue[Any] | None = None
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
@@ -140,13 +182,14 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     Records are handed to a writer thread through a queue, so a slow log consumer (a full
     pipe) never stalls the event loop, and formatting and I/O stay off it.
     """
-    global _listener
+    global _listener, _access_queue
     stop_logging()
     writer = _UnflushedStreamHandler(_buffered(stream or sys.stderr))
     writer.setFormatter(JsonFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
     _listener = _BatchingListener(records, writer)
     _listener.start()
+    _access_queue = records
     handler = _RecordQueueHandler(records)
     # uniroute.deployment warns about pool rows it cannot serve (a bad stored endpoint).
     for name in (GATEWAY_LOGGER, "uniroute.deployment", "uvicorn", "uvicorn.error"):
@@ -164,7 +207,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
 
 def stop_logging() -> None:
     """Write out every queued record and stop the writer thread (at shutdown)."""
-    global _listener
+    global _listener, _access_queue
+    _access_queue = None
     if _listener is not None:
         _listener.stop()
         _listener = None
@@ -182,4 +226,8 @@ def request_id_of(request: HTTPConnection) -> str:
 
 def log_access(**fields: Any) -> None:
     """Write one access-log line with the given fields (request id, path, status, model, ...)."""
-    logging.getLogger(ACCESS_LOGGER).info("request", extra=fields)
+    records = _access_queue
+    if records is not None:
+        records.put(_AccessLine(fields))
+    else:  # logging not configured by the gateway (embedded, tests): the standard path
+        logging.getLogger(ACCESS_LOGGER).info("request", extra=fields)

@@ -5,7 +5,8 @@ Gateway` service object, the route table (``/v1`` from :mod:`uniroute.gateway.op
 ``/admin`` from :mod:`uniroute.gateway.admin.routes`, ``/healthz``, ``/readyz`` and ``/metrics``
 from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gateway.openapi`),
 the request-context middleware, the exception handlers and the lifespan (upstream connection
-pools, routing workers, registry polling).
+pools, routing workers, registry polling). The completion endpoints skip Starlette's routing and
+middleware stack (:mod:`uniroute.gateway.dispatch`).
 
 A cheap encoder (TF-IDF) embeds and routes inline on the event loop (a fraction of a
 millisecond); an expensive one (MiniLM) runs in worker threads (``routing_threads`` of them),
@@ -21,15 +22,17 @@ from collections.abc import AsyncIterator
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from uniroute.deployment import Router
 from uniroute.gateway.admin.routes import admin_routes
 from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.dependencies import Gateway
+from uniroute.gateway.dispatch import GatewayApplication
 from uniroute.gateway.errors import EXCEPTION_HANDLERS
 from uniroute.gateway.health import health_routes
 from uniroute.gateway.middleware import RequestContextMiddleware
-from uniroute.gateway.openai.routes import openai_routes
+from uniroute.gateway.openai.routes import direct_endpoints, openai_routes
 from uniroute.gateway.openapi import openapi_routes
 
 
@@ -54,7 +57,12 @@ def create_app(router: Router, config: GatewayConfig | None = None) -> Starlette
         finally:
             await gateway.aclose()
 
-    app = Starlette(
+    def with_request_context(app: ASGIApp) -> ASGIApp:
+        return RequestContextMiddleware(app, metrics=gateway.metrics)
+
+    app = GatewayApplication(
+        direct=direct_endpoints(),
+        wrap_direct=with_request_context,
         routes=[*openai_routes(), *health_routes(), *admin_routes(), *openapi_routes()],
         middleware=[Middleware(RequestContextMiddleware, metrics=gateway.metrics)],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -167,8 +167,7 @@ class Gateway:
     def update_breaker_gauges(self, models: Iterable[str]) -> None:
         """Mirror the circuit state of these models in the metrics."""
         for model in models:
-            state = self.breakers.get(model).state
-            self.metrics.breaker_open.labels(model=model).set(0.0 if state == CLOSED else 1.0)
+            self.metrics.set_circuit_open(model, self.breakers.get(model).state != CLOSED)
 
 
 # ---------------------------------------------------------------------------- accessors

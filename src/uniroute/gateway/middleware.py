@@ -128,8 +128,6 @@ class RequestContextMiddleware:
             )
             endpoint = fields.get("endpoint")
             if endpoint:
-                self.metrics.requests.labels(
-                    endpoint=endpoint,
-                    model=fields.get("model", "none"),
-                    status=str(status["code"]),
-                ).inc()
+                self.metrics.count_request(
+                    endpoint, fields.get("model", "none"), str(status["code"])
+                )

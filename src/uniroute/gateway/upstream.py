@@ -42,7 +42,7 @@ like a refused connection: retried ``connect_retries`` times with backoff.
 **Streams** pass through as bytes: :class:`SseModelRewriter` parses JSON only in the events
 that name another model than the pool's. A stream's idleness is watched by one timer for the
 whole stream that is moved only when it comes due, not on every chunk: a chunk only records
-the time its read started (a moving anyio deadline would cancel and create a timer per chunk).
+the time its read started (a moving deadline would cancel and create a timer per chunk).
 The timer fails the upstream read itself, so time spent waiting for a slow client to take a
 chunk never counts as the upstream stalling.
 """
@@ -451,7 +451,7 @@ class UpstreamClient:
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
                 # Only connecting is timed by aiohttp (once per new connection); the call's
-                # deadline is one anyio scope, and a stream's idleness its own watch.
+                # deadline is one asyncio timeout, and a stream's idleness its own watch.
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=None, sock_connect=self.config.connect_timeout_s
                 ),
@@ -633,7 +633,7 @@ class UpstreamClient:
         started = time.perf_counter()
         response: aiohttp.ClientResponse | None = None
         try:
-            with anyio.fail_after(self.config.upstream_timeout_s):
+            async with asyncio.timeout(self.config.upstream_timeout_s):
                 response = await self._send(target, path, body, request_id)
                 await self._check_status(target, response)
                 content = await self._read_bounded(
@@ -665,7 +665,7 @@ class UpstreamClient:
         started = time.perf_counter()
         response: aiohttp.ClientResponse | None = None
         try:
-            with anyio.fail_after(self.config.upstream_timeout_s):
+            async with asyncio.timeout(self.config.upstream_timeout_s):
                 response = await self._send(target, path, body, request_id)
                 seconds_to_headers = time.perf_counter() - started
                 await self._check_status(target, response)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -99,7 +99,7 @@ async def _completion(
         except UpstreamError as failure:
             if failure.counts_against_model:
                 # The breaker is updated by the fallback loop right after this re-raise.
-                gateway.metrics.upstream_errors.labels(model=model, kind=failure.kind).inc()
+                gateway.metrics.count_upstream_error(model, failure.kind)
             raise
         except Exception as exc:
             # Whatever else went wrong with this model's answer is this model failing: the next
@@ -109,7 +109,7 @@ async def _completion(
                 "unexpected failure calling %s", model, exc_info=True,
                 extra={"request_id": request_id},
             )  # fmt: skip
-            gateway.metrics.upstream_errors.labels(model=model, kind="unexpected").inc()
+            gateway.metrics.count_upstream_error(model, "unexpected")
             raise UpstreamError(
                 f"{model!r} failed unexpectedly ({type(exc).__name__})", kind="unexpected"
             ) from exc
@@ -141,11 +141,11 @@ async def _completion(
     )
     answer = result.value
     if isinstance(answer, UpstreamAnswer):
-        gateway.metrics.upstream_latency.labels(model=model).observe(answer.seconds)
+        gateway.metrics.observe_upstream_latency(model, answer.seconds)
         return Response(
             answer.body, status_code=200, media_type=answer.content_type, headers=headers
         )
-    gateway.metrics.upstream_latency.labels(model=model).observe(answer.seconds_to_headers)
+    gateway.metrics.observe_upstream_latency(model, answer.seconds_to_headers)
     return StreamingResponse(
         _relay(gateway, request, answer),
         media_type="text/event-stream",
@@ -182,7 +182,7 @@ async def _relay(
             )
         breaker.record_failure()
         settled = True
-        gateway.metrics.upstream_errors.labels(model=stream.model, kind=failure.kind).inc()
+        gateway.metrics.count_upstream_error(stream.model, failure.kind)
         note(request, stream_error=failure.reason)
         error = ApiError(502, failure.reason, code="upstream_stream_broken")
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
@@ -251,6 +251,14 @@ async def list_models(request: Request) -> Response:
             }
         )
     return JSONResponse({"object": "list", "data": data})
+
+
+def direct_endpoints() -> dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]:
+    """The completion endpoints, dispatched without the route table (``gateway.dispatch``)."""
+    return {
+        ("POST", "/v1/chat/completions"): chat_completions,
+        ("POST", "/v1/completions"): completions,
+    }
 
 
 def openai_routes() -> list[Route]:
