@@ -171,3 +171,22 @@ def test_a_vocabulary_beyond_bigrams_is_looked_up_term_by_term(
     assert encoder._term_index is None
     assert not TermIndex.supports(["a b c"], (1, 2))
     assert TermIndex.supports(["a", "a b"], (1, 2))
+
+
+def test_ascii_and_unicode_texts_find_the_same_terms(default_encoder: TfidfSvdEncoder) -> None:
+    index = default_encoder._term_index
+    assert index is not None
+    columns = default_encoder._columns
+    words = [t for t in default_encoder.vocabulary_ if " " not in t][:300]
+    pieces = [*words, "a", "I", "_", "x_", "9", "42", " ", "\t", "\n", ".", "-", "\x00", "A1"]
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        text = " ".join(rng.choice(pieces, size=int(rng.integers(0, 30))))
+        if rng.random() < 0.5:  # glue some pieces together, change case
+            text = text.replace(" ", "", int(rng.integers(0, 3))).upper()
+        expected = sorted(columns[t] for t in default_encoder._analyze(text) if t in columns)
+        assert text.isascii()
+        assert sorted(index.term_columns(text).tolist()) == expected, repr(text)
+        # The same text with one non-ASCII character added takes the regex path.
+        unicode_text = text + " é"
+        assert sorted(index.term_columns(unicode_text).tolist()) == expected, repr(text)
