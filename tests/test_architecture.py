@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "uniroute"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"_checks", "_json"},
-    {"_io", "_retry"},
+    {"_io", "_retry", "answers"},
     {"tradeoff", "pool", "data"},
     {"embeddings"},
     {"routers"},

@@ -54,6 +54,9 @@ PROMPTS_FILE = "representative_prompts.jsonl"
 ENCODER_DIR = "encoder"
 ROUTER_DIR = "router"
 TRAINING_DIR = "training"
+#: The training models' canonical answer keys on the representative prompts (JSON), when the
+#: data recorded answers.
+TRAINING_ANSWERS_FILE = f"{TRAINING_DIR}/answers.json"
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Artifact:
     training_models: list[str]
     training_scores: np.ndarray
     training_costs: np.ndarray
+    #: (n_representative, n_training) canonical answer keys (str or None); None without answers.
+    training_answers: np.ndarray | None = None
     _encoder: Encoder | None = field(default=None, repr=False, compare=False)
     _encoder_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -160,6 +165,7 @@ class Artifact:
             training_models=models,
             training_scores=arrays.get("scores", np.zeros((0, 0))),
             training_costs=arrays.get("costs", np.zeros(0)),
+            training_answers=_read_training_answers(directory, training.get("answers")),
         )
         artifact._check_consistent()
         if not lazy_encoder:
@@ -194,6 +200,12 @@ class Artifact:
                 f"{where}: training scores are {self.training_scores.shape}, expected "
                 f"({n}, {len(self.training_models)})"
             )
+        answers = self.training_answers
+        if answers is not None and answers.shape != self.training_scores.shape:
+            raise StateError(
+                f"{where}: training answers are {answers.shape}, expected "
+                f"{self.training_scores.shape}"
+            )
         if self.training_costs.shape != (len(self.training_models),):
             raise StateError(f"{where}: {len(self.training_costs)} training costs")
         if self.manifest["encoder"].get("dim") != self.router.n_features_in_:
@@ -212,6 +224,30 @@ class Artifact:
             f"{self.manifest.get('n_training_prompts', '?')} training prompts, "
             f"{len(self.training_models)} training models, built {self.created_at}"
         )
+
+
+def _read_training_answers(directory: Path, relative: object) -> np.ndarray | None:
+    """The training answer keys named by the manifest (checksummed with the other files)."""
+    if relative is None:
+        return None
+    path = directory / str(relative)
+    if relative != TRAINING_ANSWERS_FILE or not path.is_file():
+        raise StateError(f"{directory / 'manifest.json'}: bad training answers file {relative!r}")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StateError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise StateError(f"{path}: expected a list of rows of answer keys")
+    widths = {len(row) for row in rows}
+    if len(widths) > 1 or any(
+        key is not None and not (isinstance(key, str) and key) for row in rows for key in row
+    ):
+        raise StateError(f"{path}: every row must hold the same number of text keys or nulls")
+    keys = np.full((len(rows), widths.pop() if widths else 0), None, dtype=object)
+    for i, row in enumerate(rows):
+        keys[i, :] = row
+    return keys
 
 
 def _check_manifest_fields(manifest: dict[str, Any], path: Path) -> None:
@@ -465,6 +501,12 @@ def build_artifact(
             staging / TRAINING_DIR,
             {"scores": dataset.scores[val_rows], "costs": np.asarray(costs, dtype=float)},
         )
+        training: dict[str, Any] = {"models": list(training_models), "arrays": entries}
+        if dataset.answers is not None:
+            # Keys are strings or None: JSON, since the arrays are stored without pickles.
+            keys = dataset.answers[val_rows].tolist()
+            (staging / TRAINING_ANSWERS_FILE).write_text(json.dumps(keys))
+            training["answers"] = TRAINING_ANSWERS_FILE
         files = _file_checksums(staging)
         manifest = {
             "kind": "artifact",
@@ -476,7 +518,7 @@ def build_artifact(
             "n_clusters": None if n_clusters is None else int(n_clusters),
             "n_representative_prompts": len(val_rows),
             "n_training_prompts": len(train_rows),
-            "training": {"models": list(training_models), "arrays": entries},
+            "training": training,
             "dataset": {"name": dataset.name, "source": dataset.source},
             "split": {
                 "val_fraction": float(val_fraction),

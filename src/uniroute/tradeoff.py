@@ -31,15 +31,16 @@ def _slack(values: np.ndarray | float) -> np.ndarray | float:
 def route_argmin(errors: np.ndarray, costs: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
     """Index of ``argmin_h errors[:, h] + lam * costs[h]`` per row; ties go to the cheaper model.
 
-    ``lam`` may be a scalar or one value per row.
+    ``lam`` may be a scalar or one value per row; ``costs`` is (m,) or one row per prompt
+    (n, m), for options whose expected cost depends on the prompt (verify plans).
     """
     errors = np.asarray(errors, dtype=float)
-    costs = np.asarray(costs, dtype=float)
+    costs = np.broadcast_to(np.asarray(costs, dtype=float), errors.shape)
     lam = np.asarray(lam, dtype=float)
-    objective = errors + (lam[:, None] if lam.ndim == 1 else lam) * costs[None, :]
+    objective = errors + (lam[:, None] if lam.ndim == 1 else lam) * costs
     best = objective.min(axis=1, keepdims=True)
     tied = objective <= best + _slack(best)
-    return np.where(tied, costs[None, :], np.inf).argmin(axis=1)
+    return np.where(tied, costs, np.inf).argmin(axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,23 +118,27 @@ def decision_path(errors: np.ndarray, costs: np.ndarray) -> DecisionPath:
     model g whose line crosses h's first, at lambda = (err_g - err_h) / (c_h - c_g); lines
     crossing at the same lambda (within the tolerance) are tied and the cheapest wins, as in
     :func:`route_argmin`. Each step costs O(m) per row that still has a cheaper model to move
-    to, so the walk does O(m) work per event.
+    to, so the walk does O(m) work per event. ``costs`` is (m,) or (n, m): with one cost row
+    per prompt each prompt walks its own lines, by the same rule.
     """
     errors, costs = _check_errors_and_costs(errors, costs)
     n, m = errors.shape
-    start = route_argmin(errors, costs, 0.0)
+    row_costs = np.broadcast_to(costs, (n, m))
+    start = route_argmin(errors, row_costs, 0.0)
     lambdas, rows_out, from_out, to_out = [], [], [], []
-    cheapest_cost = costs.min()
     block = max(1, _SWEEP_BLOCK_ELEMENTS // m)
     for first in range(0, n, block):
         block_errors = errors[first : first + block]
+        block_costs = row_costs[first : first + block]
+        cheapest_cost = block_costs.min(axis=1)
         current = start[first : first + block].copy()
         current_lambda = np.zeros(len(current))
-        active = np.flatnonzero(costs[current] > cheapest_cost)
+        active = np.flatnonzero(block_costs[np.arange(len(current)), current] > cheapest_cost)
         while active.size:
             model = current[active]
             model_error = block_errors[active, model]
-            cost_saving = costs[model][:, None] - costs[None, :]
+            active_costs = block_costs[active]
+            cost_saving = active_costs[np.arange(len(active)), model][:, None] - active_costs
             with np.errstate(divide="ignore", invalid="ignore"):
                 crossing = (block_errors[active] - model_error[:, None]) / cost_saving
             # Only cheaper models lie ahead; rounding must not move a crossing behind us.
@@ -142,14 +147,15 @@ def decision_path(errors: np.ndarray, costs: np.ndarray) -> DecisionPath:
             )
             next_lambda = crossing.min(axis=1)
             tied = crossing <= (next_lambda + _slack(next_lambda))[:, None]
-            next_model = np.where(tied, costs[None, :], np.inf).argmin(axis=1)
+            next_model = np.where(tied, active_costs, np.inf).argmin(axis=1)
             lambdas.append(next_lambda)
             rows_out.append(active + first)
             from_out.append(model)
             to_out.append(next_model)
             current[active] = next_model
             current_lambda[active] = next_lambda
-            active = active[costs[next_model] > cheapest_cost]
+            still = active_costs[np.arange(len(active)), next_model] > cheapest_cost[active]
+            active = active[still]
     if lambdas:
         event_lambdas = np.concatenate(lambdas)
         order = np.argsort(event_lambdas, kind="stable")
@@ -258,16 +264,21 @@ def deferral_curve(
 ) -> DeferralCurve:
     """Exact deferral curve of a router from its estimated errors, over every breakpoint of lambda.
 
-    ``errors_hat`` (n, m) are the router's estimates, ``costs`` (m,) the costs it decides with,
-    ``quality`` (n, m) the true scores in [0, 1] and ``call_costs`` (n, m) the realised cost of
-    each call (default: ``costs`` for every prompt).
+    ``errors_hat`` (n, m) are the router's estimates, ``costs`` (m,) or (n, m) the costs it
+    decides with, ``quality`` (n, m) the true scores in [0, 1] and ``call_costs`` (n, m) the
+    realised cost of each call (default: ``costs``). A column may be any routing option, not only
+    one model: for a verify plan, ``quality`` is that of the answer it returns and ``call_costs``
+    the sum of every call it makes on that prompt.
     """
     errors_hat, costs = _check_errors_and_costs(errors_hat, costs)
     n, m = errors_hat.shape
     quality = score_matrix(quality, "quality")
     if quality.shape != (n, m):
         raise ValueError(f"quality has shape {quality.shape}, errors_hat has {errors_hat.shape}")
-    call_costs = costs if call_costs is None else cost_matrix(call_costs, (n, m), "call_costs")
+    if call_costs is None:
+        call_costs = np.broadcast_to(costs, (n, m))
+    else:
+        call_costs = cost_matrix(call_costs, (n, m), "call_costs")
     path = decision_path(errors_hat, costs)
     return DeferralCurve(
         lambdas=path.breakpoints,
@@ -307,12 +318,18 @@ def _check_errors_and_costs(errors: np.ndarray, costs: np.ndarray) -> tuple[np.n
         raise ValueError(f"errors_hat has a non-finite value at prompt row {i}, model column {j}")
     m = errors.shape[1]
     costs = np.asarray(costs, dtype=float)
-    if costs.shape != (m,):
-        raise ValueError(f"costs has shape {costs.shape}, expected ({m},) for {m} models")
+    if costs.shape not in ((m,), errors.shape):
+        raise ValueError(
+            f"costs has shape {costs.shape}, expected ({m},) for {m} models or {errors.shape}"
+        )
     bad = ~np.isfinite(costs) | (costs < 0)
     if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"cost of model column {j} must be a finite number >= 0, got {costs[j]}")
+        where = np.argwhere(bad)[0]
+        j = int(where[-1])
+        at = f"prompt row {int(where[0])}, " if costs.ndim == 2 else ""
+        raise ValueError(
+            f"cost of {at}model column {j} must be a finite number >= 0, got {costs[tuple(where)]}"
+        )
     return errors, costs
 
 

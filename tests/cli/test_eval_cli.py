@@ -63,8 +63,20 @@ def test_eval_writes_results_table_and_plot(tmp_path: Path, capsys) -> None:
         assert f"| {name} |" in printed
         assert f"| {name} |" in (tmp_path / "run" / "results.md").read_text()
     assert (tmp_path / "run" / "deferral.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "deferral_mean.png").stat().st_size > 10_000
     oracle = results["routers"]["oracle"]["area"]["mean"]
     assert all(r["area"]["mean"] <= oracle for r in results["routers"].values())
+
+
+def test_eval_verify_on_arc_only(tmp_path: Path) -> None:
+    args = eval_args(tmp_path / "run", "--tasks", "arc-challenge", "--trials", "1")
+    args += ["--routers", "uniroute-kmeans,uniroute-verify"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    verify = results["routers"]["uniroute-verify"]
+    assert results["models"]["test_prompts_per_trial"] < 1484 * 0.31
+    assert verify["plans_per_trial"][0]["plans"] >= 1
+    assert "uniroute-kmeans" in verify["sign_tests"]
 
 
 def test_eval_with_a_cost_map_uses_those_costs(tmp_path: Path) -> None:

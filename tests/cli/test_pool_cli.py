@@ -207,6 +207,58 @@ def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
     assert code == 2 and "no model 'claude-v1' in the registry" in err
 
 
+def test_models_add_records_the_answer_column_and_show_counts_it(
+    paths, dataset, capsys, tmp_path
+) -> None:
+    from uniroute.data.routerbench import responses_by_prompt
+
+    model = "gpt-4-1106-preview"
+    responses = responses_by_prompt(dataset)[model]
+    column = dataset.scores[:, dataset.model_index(model)]
+    path = tmp_path / "gpt4.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt_id", "score", "answer"])
+        for prompt_id, score in zip(dataset.prompt_ids, column, strict=True):
+            answer = responses.get(str(prompt_id)) or ""
+            writer.writerow([prompt_id, "" if score != score else score, answer])
+    code, out, err = _run(capsys, "models", "add", model, "--cost", "0.006", "--scores", str(path))
+    assert code == 0, err
+    with Registry(paths[1]) as registry:
+        n_answers, n_keys = registry.answer_count(model)
+        stored = registry.get_answers(model)
+    n_rep = len(Path(paths[0], "representative_prompts.jsonl").read_text().splitlines())
+    assert 0 < n_keys <= n_answers == len(stored) <= n_rep
+    assert all(answer.raw == responses[p] for p, answer in stored.items())
+    line = f"{n_answers} of {n_rep} representative prompts have a recorded answer ({n_keys} "
+    assert line in out
+    code, out, _ = _run(capsys, "models", "show", model)
+    assert code == 0 and f"  answers     {line}" in out
+    shown = json.loads(_run(capsys, "models", "show", model, "--json")[1])
+    assert (shown["n_answers"], shown["n_answer_keys"]) == (n_answers, n_keys)
+    # A training model seeded from data with recorded answers has their keys.
+    shown = json.loads(_run(capsys, "models", "show", "claude-v1", "--json")[1])
+    assert shown["n_answer_keys"] > 0.9 * shown["representative_prompts"]
+
+
+def test_a_bad_answer_cell_is_one_line_naming_the_file_line_and_field(
+    paths, capsys, tmp_path
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        '{"prompt_id": "arc-challenge.test.1", "score": 1, "answer": "A"}\n'
+        '{"prompt_id": "arc-challenge.test.2", "score": 0, "answer": {"letter": "B"}}\n'
+    )
+    with Registry(paths[1]) as registry:
+        version = registry.pool_version()
+    code, out, err = _run(capsys, "models", "add", "m", "--cost", "0.1", "--scores", str(path))
+    assert code == 2 and out == ""
+    problem = "answer must be text (or a number, or null), got dict"
+    assert err == f"uniroute: error: {path}, line 2: {problem}\n"
+    with Registry(paths[1]) as registry:
+        assert registry.pool_version() == version and not registry.has_model("m")
+
+
 def _expected_token_cost(artifact: Path, per_1k_in: float, per_1k_out: float, out_tokens: float):
     texts = [
         json.loads(line)["text"]
@@ -437,6 +489,11 @@ def test_models_add_by_querying_a_replayed_endpoint(paths, dataset, capsys, tmp_
         record = registry.get_model("gpt-4-1106-preview")
         graded = registry.get_scores("gpt-4-1106-preview")
     assert record.endpoint == server.v1_url
+    # Every answer the endpoint gave is recorded, with its letter where one can be read.
+    with Registry(paths[1]) as registry:
+        n_answers, n_keys = registry.answer_count(record.name)
+    assert n_answers == len(graded) and n_keys > 0.9 * n_answers
+    assert f"{n_answers} of " in out and f"have a recorded answer ({n_keys} with" in out
     # The graded answers agree with RouterBench's recorded scores on nearly every prompt.
     recorded = dict(zip(dataset.prompt_ids, dataset.scores[:, dataset.model_index(record.name)],
                         strict=True))  # fmt: skip

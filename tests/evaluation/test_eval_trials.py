@@ -75,7 +75,7 @@ def test_results_schema_and_unseen_pool() -> None:
             assert len(entry["per_trial"][metric]) == 2
             assert set(entry[metric]) == {"mean", "std"}
         assert (entry["sign_test_vs_knn"] is None) == (name == "knn")
-        assert set(entry["sign_tests"]) == {"knn", "zero"} - {name}
+        assert set(entry["sign_tests"]) == {"knn", "zero", "uniroute-kmeans"} - {name}
         for test in entry["sign_tests"].values():
             assert test["wins"] + test["losses"] + test["ties"] == 2
     for outcome in evaluation.outcomes:

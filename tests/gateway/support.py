@@ -47,8 +47,10 @@ def make_registry(
     *,
     api_key_envs: Mapping[str, str] | None = None,
     calibrate: bool = True,
+    with_answers: bool = False,
 ) -> Router:
-    """A registry with the given models (recorded scores, COSTS, endpoints); returns its Router."""
+    """A registry with the given models (recorded scores, COSTS, endpoints; with their recorded
+    answers to the representative prompts if ``with_answers``); returns its Router."""
     router = Router.load(artifact_dir, registry_path)
     for model, url in endpoints.items():
         add_recorded_model(
@@ -58,6 +60,7 @@ def make_registry(
             COSTS[model],
             endpoint=url,
             api_key_env=(api_key_envs or {}).get(model),
+            with_answers=with_answers,
         )
     if calibrate:
         # Three times the cheapest price, below the middle one: the best quality within it (out

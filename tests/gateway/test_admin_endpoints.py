@@ -125,6 +125,30 @@ def test_an_address_the_allowlist_names_explicitly_is_accepted(setup) -> None:
     assert removed.status_code == 200 and not router.registry.has_model(HELD_OUT)
 
 
+def test_score_rows_may_carry_answers_that_reach_the_registry_and_the_pool(
+    setup, arc_dataset
+) -> None:
+    from uniroute.data.routerbench import responses_by_prompt
+
+    gateway_url, _, router, scores = setup
+    responses = responses_by_prompt(arc_dataset)[HELD_OUT]
+    rows = [{"prompt_id": p, "score": s, "answer": responses.get(p)} for p, s in scores.items()]
+    response = _add(gateway_url, scores=rows)
+    assert response.status_code == 201, response.text
+    stored = router.registry.get_answers(HELD_OUT)
+    given = {p: responses[p] for p in scores if responses.get(p) is not None}
+    assert {p: a.raw for p, a in stored.items()} == given
+    assert response.json()["answers"] == len(given) > 0
+    assert response.json()["answer_keys"] == sum(a.key is not None for a in stored.values())
+    router.refresh()
+    pool = router.snapshot.pool
+    assert pool.answers is not None
+    column = pool.answers[:, pool.index(HELD_OUT)].tolist()
+    assert column.count(None) == len(column) - response.json()["answer_keys"]
+    removed = httpx.delete(f"{gateway_url}/admin/models/{HELD_OUT}", headers=AUTH, timeout=10)
+    assert removed.status_code == 200 and not router.registry.has_model(HELD_OUT)
+
+
 def test_a_bad_allowlist_entry_stops_the_gateway_from_being_built(setup) -> None:
     _, _, router, _ = setup
     with pytest.raises(ConfigError, match="upstream_allowlist entry '10.0.0.1/8'"):

@@ -30,6 +30,42 @@ def test_a_valid_body_gives_the_record_price_and_scores() -> None:
     assert tokens == ModelCost(per_1k_input=1.0, per_1k_output=2.0)
 
 
+def test_answers_come_in_the_score_rows_or_as_an_object() -> None:
+    rows = [
+        {"prompt_id": "p1", "score": 1, "answer": "The answer is B."},
+        {"prompt_id": "p2", "score": None, "answer": "C"},
+        {"prompt_id": "p3", "score": 0},
+        {"prompt_id": "p4", "score": 0, "answer": None},
+    ]
+    body = validate(AddModelRequest, {**BASE, "scores": rows})
+    assert body.scores == {"p1": 1.0, "p3": 0.0, "p4": 0.0}
+    assert body.answers == {"p1": "The answer is B.", "p2": "C"}
+    body = validate(AddModelRequest, {**BASE, "answers": {"p1": "A", "p2": None}})
+    assert body.answers == {"p1": "A"} and body.scores == {"p1": 1.0, "p2": 0.5}
+    assert validate(AddModelRequest, BASE).answers is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scores": [{"prompt_id": "p1", "score": 1, "answer": 7}]},
+         "answer to prompt 'p1' must be text without NUL, got int"),
+        ({"answers": {"p1": "A\x00"}}, "answer to prompt 'p1' must be text without NUL"),
+        ({"answers": {"p1": "x" * 100_001}}, "is 100001 characters, over 100000"),
+        ({"answers": ["A"]}, "'answers' must be an object"),
+        ({"scores": [{"prompt_id": "p1", "score": 1, "answer": "A"}], "answers": {"p1": "A"}},
+         "either in the score rows or as 'answers'"),
+        ({"scores": None, "onboard": True, "endpoint": "http://h:1/v1", "answers": {"p1": "A"}},
+         "onboarding records the endpoint's own answers"),
+    ],
+)  # fmt: skip
+def test_bad_answers_are_a_400_naming_the_field(change, message) -> None:
+    body = {**BASE, **change}
+    error = _refusal(AddModelRequest, {k: v for k, v in body.items() if v is not None})
+    assert (error.code, error.param) == ("invalid_answers", "answers")
+    assert message in error.message
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "param"),
     [

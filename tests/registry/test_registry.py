@@ -414,6 +414,11 @@ def _model_columns(path: Path) -> list[str]:
         return [row[1] for row in raw.execute("PRAGMA table_info(models)")]
 
 
+def _tables(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        return [row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+
+
 def _user_version(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as raw:
         return raw.execute("PRAGMA user_version").fetchone()[0]
@@ -421,11 +426,12 @@ def _user_version(path: Path) -> int:
 
 def test_new_file_is_at_the_current_schema_version(tmp_path: Path) -> None:
     with Registry(tmp_path / "pool.db") as registry:
-        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 2
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 3
         mode = registry._connection.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     assert _user_version(tmp_path / "pool.db") == REGISTRY_SCHEMA_VERSION
     assert "upstream_model" in _model_columns(tmp_path / "pool.db")
+    assert "answers" in _tables(tmp_path / "pool.db")
 
 
 def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
@@ -435,7 +441,7 @@ def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
     _write_v1_registry(path)
     assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
     with Registry(path) as registry:
-        assert registry.schema_version == 2
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION
         alpha, beta = registry.list_models()
         assert alpha == ModelRecord(
             name="alpha", cost=ModelCost(per_query=0.002), endpoint="http://127.0.0.1:9/v1",
@@ -464,7 +470,7 @@ def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
             {"p0": 1.0},
         )
         assert registry.get_model("gamma").upstream_model == "org/gamma-7b"
-    assert _user_version(path) == 2
+    assert _user_version(path) == REGISTRY_SCHEMA_VERSION
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("pool.db")] == []
 
 
@@ -480,7 +486,7 @@ def test_the_v2_migration_is_one_transaction(tmp_path: Path) -> None:
         Registry(path, migrations=(MIGRATIONS[0], v2_then_crash))
     assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
     with Registry(path) as registry:
-        assert registry.schema_version == 2
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION
         assert [r.name for r in registry.list_models()] == ["alpha", "beta"]
 
 
@@ -623,7 +629,7 @@ WRITER = textwrap.dedent(
     import sys
     import time
     import numpy as np
-    from uniroute.registry import ModelCost, ModelRecord, Registry
+    from uniroute.registry import ModelAnswer, ModelCost, ModelRecord, Registry
 
     path = sys.argv[1]
     start, count, n_prompts = (int(value) for value in sys.argv[2:5])
@@ -633,10 +639,12 @@ WRITER = textwrap.dedent(
         print("ready", flush=True)
         for i in range(start, start + count):
             scores = {f"p{k}": float(v) for k, v in enumerate(rng.random(n_prompts))}
+            answers = {p: ModelAnswer.of("ABCD"[k % 4], f"says {k}") for k, p in enumerate(scores)}
             registry.add_model(
                 ModelRecord(name=f"m{i:05d}", cost=ModelCost(per_query=0.001 * (i + 1))),
                 scores,
                 {"art": rng.random(50)},
+                answers,
             )
             print(i, flush=True)
             time.sleep(pause)
@@ -670,10 +678,14 @@ def _assert_every_model_complete(registry: Registry) -> list[str]:
     names = [r.name for r in registry.list_models()]
     counts = registry.score_counts()
     features = registry.get_features("art")
+    answered = dict(
+        registry._connection.execute("SELECT model, COUNT(*) FROM answers GROUP BY model")
+    )
     for name in names:
         assert counts.get(name) == N_PROMPTS, f"{name} has {counts.get(name)} scores"
         assert features[name].shape == (50,), f"{name} has no complete Psi"
-    assert set(counts) == set(features) == set(names)  # no orphan rows either
+        assert answered.get(name) == N_PROMPTS, f"{name} has {answered.get(name)} answers"
+    assert set(counts) == set(features) == set(answered) == set(names)  # no orphan rows either
     return names
 
 

@@ -28,6 +28,7 @@ _FAST_PARAMS: dict[str, dict] = {
     "mlp": {"hidden_layer_sizes": [8], "max_iter": 200},
     "oracle": {},
     "random": {},
+    "uniroute-verify": {"k_grid": [2, 3, 4]},
 }
 
 

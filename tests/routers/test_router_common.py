@@ -20,8 +20,17 @@ from uniroute.routers import (
 )
 from uniroute.routers.base import ROUTER_SCHEMA_VERSION, read_estimator_manifest
 
-ALL_ROUTERS = ["uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "oracle", "random"]
-PROMPT_AWARE = ["uniroute-kmeans", "uniroute-learned", "knn", "mlp"]
+ALL_ROUTERS = [
+    "uniroute-kmeans",
+    "uniroute-learned",
+    "knn",
+    "zero",
+    "mlp",
+    "oracle",
+    "random",
+    "uniroute-verify",
+]
+PROMPT_AWARE = ["uniroute-kmeans", "uniroute-learned", "knn", "mlp", "uniroute-verify"]
 
 
 def fitted(name, two_groups, fast_params):

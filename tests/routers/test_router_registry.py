@@ -28,7 +28,7 @@ def test_importing_every_estimator_and_the_evaluation_curve_imports_no_fitting_l
         "import sys\n"
         "import uniroute.tradeoff\n"
         "from uniroute.routers import ESTIMATORS, RouterEstimator, load_estimator\n"
-        "assert 'knn' in ESTIMATORS and 'kmeans' not in ESTIMATORS and len(ESTIMATORS) == 7\n"
+        "assert 'knn' in ESTIMATORS and 'kmeans' not in ESTIMATORS and len(ESTIMATORS) == 8\n"
         "assert list(ESTIMATORS)[:2] == ['uniroute-kmeans', 'uniroute-learned']\n"
         f"loaded = sorted(m for m in sys.modules if m.startswith({HEAVY}))\n"
         "assert loaded == [], loaded\n"

@@ -14,12 +14,15 @@ from uniroute.cli.arg_types import check_output_path, int_at_least, json_object
 if TYPE_CHECKING:
     import numpy as np
 
+    from uniroute.data.dataset import RoutingDataset
     from uniroute.evaluation.promises import Promise
     from uniroute.evaluation.trials import TrialOutcome
     from uniroute.pool import Pool
     from uniroute.routers.base import RouterEstimator
 
-ALL_ROUTERS = ("uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "oracle", "random")
+#: The routers evaluated by default; ``uniroute-verify`` needs recorded answers, so it is asked for.
+DEFAULT_ROUTERS = ("uniroute-kmeans", "uniroute-learned", "knn", "zero", "mlp", "oracle", "random")
+ALL_ROUTERS = (*DEFAULT_ROUTERS, "uniroute-verify")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,12 +47,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--routers",
-        default=",".join(ALL_ROUTERS),
+        default=",".join(DEFAULT_ROUTERS),
         help=(
-            f"comma-separated, from {','.join(ALL_ROUTERS)}; a UniRoute router may carry its Psi "
+            f"comma-separated, from {','.join(ALL_ROUTERS)} (uniroute-verify needs data with "
+            "recorded answers); a UniRoute router may carry its Psi "
             "prior, NAME:population or NAME:own-mean (e.g. uniroute-kmeans,uniroute-kmeans:own-mean"
             " evaluates both on the same splits; results are keyed by that label)"
         ),
+    )
+    parser.add_argument(
+        "--tasks",
+        metavar="LIST",
+        help="evaluate on these tasks' prompts only, comma-separated (e.g. arc-challenge)",
     )
     parser.add_argument("--encoder", default="minilm", help="prompt encoder: minilm or tfidf")
     parser.add_argument(
@@ -134,6 +143,22 @@ def _parse_split(text: str) -> tuple[float, float, float]:
             f"--split {text!r}: the fractions must sum to 1, not {sum(parts):g}"
         )
     return parts[0], parts[1], parts[2]
+
+
+def _only_tasks(dataset: RoutingDataset, text: str) -> RoutingDataset:
+    """The dataset restricted to the prompts of the tasks named in ``--tasks``."""
+    import numpy as np
+
+    from uniroute.errors import DataError
+
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    present = sorted(set(dataset.tasks.tolist()))
+    unknown = [t for t in wanted if t not in present]
+    if not wanted or unknown:
+        raise DataError(
+            f"--tasks {text!r}: unknown task(s) {unknown or '(none given)'}; the data has {present}"
+        )
+    return dataset.subset(np.flatnonzero(np.isin(dataset.tasks, wanted)))
 
 
 def product_calibrator(
@@ -233,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     progress = ProgressPrinter(clock=time.perf_counter, started=started)
     dataset = load_dataset(args.data, args.format, costs=args.costs)
+    if args.tasks is not None:
+        dataset = _only_tasks(dataset, args.tasks)
     print(dataset.summary(), file=sys.stderr)
     if args.test_models >= dataset.n_models - 1:
         raise DataError(
@@ -284,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     # Imported once there are results to write: the plots load matplotlib, which takes seconds
     # that a refused option or a failed run should not wait for.
+    from uniroute.evaluation.plots import average_curves, plot_deferral_curves
     from uniroute.evaluation.report import (
         calibration_table_markdown,
         evidence_tables_markdown,
@@ -308,12 +336,33 @@ def run(args: argparse.Namespace) -> int:
         ),
         max_cost=first.max_cost,
     )
+    # Trial 1 alone can be unrepresentative: the mean envelope over every trial, on the
+    # normalised cost axis, shows how the routers compare across the LLM splits.
+    labels = list(first.curves)
+    mean_curves = {
+        label: average_curves(
+            [o.curves[label] for o in run_result.outcomes],
+            [o.max_cost for o in run_result.outcomes],
+        )
+        for label in labels
+    }
+    plot_deferral_curves(
+        mean_curves,
+        {},
+        args.out / "deferral_mean.png",
+        title=(
+            f"{results['dataset']} ({results['encoder']}): mean envelope over "
+            f"{results['trials']} trials (± 1 std)"
+        ),
+        max_cost=1.0,
+    )
     print(results_table_markdown(results))
     for extra in (evidence_tables_markdown(results), calibration_table_markdown(results)):
         if extra:
             print(extra)
     print(
-        f"wrote {args.out}/results.json, results.md, deferral.png in {results['seconds']}s",
+        f"wrote {args.out}/results.json, results.md, deferral.png, deferral_mean.png in "
+        f"{results['seconds']}s",
         file=sys.stderr,
     )
     return 0

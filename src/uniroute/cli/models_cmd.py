@@ -39,14 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add a model from its scores on the representative prompts, or from its endpoint",
         description=(
             "Add a model to the pool. With --scores, its scores on the representative prompts "
-            "(CSV or JSONL with prompt_id and score) are read; with --endpoint alone, every "
-            "representative prompt is sent to the endpoint and the answers are graded. The model "
-            "is routable as soon as the command returns."
+            "(CSV or JSONL with prompt_id and score, and optionally answer: the model's raw "
+            "answer) are read; with --endpoint alone, every representative prompt is sent to the "
+            "endpoint, the answers are graded and recorded. The model is routable as soon as the "
+            "command returns."
         ),
     )
     add.add_argument("name", help="name of the model in the pool")
     add_cost_arguments(add)
-    add.add_argument("--scores", type=Path, help="CSV/JSONL file of prompt_id, score")
+    add.add_argument(
+        "--scores", type=Path, help="CSV/JSONL file of prompt_id, score (and optionally answer)"
+    )
     add.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. https://host/v1")
     add.add_argument(
         "--api-key-env", help="NAME of the environment variable holding the endpoint's API key"
@@ -115,7 +118,7 @@ def run_add(args: argparse.Namespace) -> int:
     from uniroute.artifact import Artifact
     from uniroute.deployment import Router
     from uniroute.deployment.pool_changes import add_scored_model, check_can_add, onboard_model
-    from uniroute.registry import ModelRecord, read_scores_file
+    from uniroute.registry import ModelRecord, read_model_file
 
     if args.scores is None and args.endpoint is None:
         raise RegistryError("give --scores FILE, or --endpoint URL to query the model")
@@ -140,10 +143,12 @@ def run_add(args: argparse.Namespace) -> int:
             f"model {args.name!r} is already in {router.registry.path}; use --replace or remove it"
         ) from None
     if args.scores is not None:
+        scores_file = read_model_file(args.scores)
         added = add_scored_model(
             router,
             record,
-            read_scores_file(args.scores),
+            scores_file.scores,
+            answers=scores_file.answers,
             replace=args.replace,
             source=str(args.scores),
         )
@@ -170,6 +175,8 @@ def run_add(args: argparse.Namespace) -> int:
         f"representative prompts, price {cost.describe()} "
         f"(~{cost.per_query_cost(router.mean_input_tokens):.6g} per query)"
     )
+    if added.n_answers:
+        print(f"  {describe_answers(added.n_answers, added.n_answer_keys, added.n_representative)}")
     if record.upstream_model is not None:
         print(f"  requests to {record.endpoint} name the model {record.upstream_model!r}")
     if added.unknown_ids:
@@ -190,6 +197,15 @@ def run_add(args: argparse.Namespace) -> int:
     if snapshot.policy_stale_reason is not None:
         print(f"warning: default policy is stale: {snapshot.policy_stale_reason}")
     return 0
+
+
+def describe_answers(n_answers: int, n_keys: int, n_representative: int | None) -> str:
+    """One line: how many representative prompts have a recorded answer, and with a key."""
+    of = "" if n_representative is None else f" of {n_representative}"
+    return (
+        f"{n_answers}{of} representative prompts have a recorded answer "
+        f"({n_keys} with a canonical key)"
+    )
 
 
 def describe_skipped(prompts: Sequence[RepresentativePrompt], skipped: Mapping[str, str]) -> str:
@@ -243,7 +259,13 @@ def run_show(args: argparse.Namespace) -> int:
     with Registry(registry_path(args)) as registry:
         record = registry.get_model(args.name)
         scores = registry.get_scores(args.name)
-    info = {**record.to_dict(), "n_scores": len(scores)}
+        n_answers, n_answer_keys = registry.answer_count(args.name)
+    info = {
+        **record.to_dict(),
+        "n_scores": len(scores),
+        "n_answers": n_answers,
+        "n_answer_keys": n_answer_keys,
+    }
     info["mean_score"] = sum(scores.values()) / len(scores) if scores else None
     if artifact_given(args):
         from uniroute.artifact import Artifact
@@ -277,6 +299,8 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"  scores      {len(scores)} (mean {mean})")
     for task, entry in info.get("accuracy_per_task", {}).items():
         print(f"    {task:<28} {entry['accuracy']:6.1%}  ({entry['n']} prompts)")
+    n_rep = info.get("representative_prompts")
+    print(f"  answers     {describe_answers(n_answers, n_answer_keys, n_rep)}")
     if info.get("clusters"):
         print("  estimated error per cluster (evidence: scored / representative prompts)")
         for row in info["clusters"]:

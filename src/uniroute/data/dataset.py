@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,11 @@ class RoutingDataset:
     ``scores[i, j]`` is the quality of model ``models[j]`` on prompt ``prompt_ids[i]`` in [0, 1];
     NaN means the pair was never recorded (it is never read as 0). ``model_costs[j]`` is the
     cost of one query to model ``j``; ``call_costs[i, j]``, when known, is the real cost of that
-    call.
+    call. ``answers[i, j]``, when the data records answers, is the canonical key of model ``j``'s
+    answer to prompt ``i`` (``uniroute.answers.answer_key``: a letter, a number's key, normalised
+    text) or None where it has none or none comparable; two models agree on a prompt when their
+    keys are equal (``answers_agree``). It is aligned to ``scores`` and kept through ``subset``,
+    ``concat`` and ``with_costs``.
     """
 
     prompt_ids: np.ndarray
@@ -28,6 +33,7 @@ class RoutingDataset:
     scores: np.ndarray
     call_costs: np.ndarray | None = None
     references: np.ndarray | None = None
+    answers: np.ndarray | None = None
     name: str = "dataset"
     source: str = ""
     meta: dict = field(default_factory=dict)
@@ -43,6 +49,8 @@ class RoutingDataset:
             self.call_costs = np.asarray(self.call_costs, dtype=float)
         if self.references is not None:
             self.references = np.asarray(self.references, dtype=object)
+        if self.answers is not None:
+            self.answers = _object_matrix(self.answers)
         self.validate()
 
     @property
@@ -72,6 +80,18 @@ class RoutingDataset:
             raise DataError(
                 f"{where}: call-cost matrix is {self.call_costs.shape}, expected ({n}, {m})"
             )
+        if self.answers is not None:
+            if self.answers.shape != (n, m):
+                raise DataError(
+                    f"{where}: answer matrix is {self.answers.shape}, expected ({n}, {m})"
+                )
+            bad = [(i, j) for (i, j), a in np.ndenumerate(self.answers) if not _is_key(a)]
+            if bad:
+                i, j = bad[0]
+                raise DataError(
+                    f"{where}: answer {self.answers[i, j]!r} for prompt {self.prompt_ids[i]!r}, "
+                    f"model {self.models[j]!r} is not a text key or None"
+                )
         duplicates = _duplicates(self.models)
         if duplicates:
             raise DataError(f"{where}: duplicate model names {duplicates}")
@@ -124,6 +144,7 @@ class RoutingDataset:
             scores=self.scores[np.ix_(rows, cols)],
             call_costs=None if self.call_costs is None else self.call_costs[np.ix_(rows, cols)],
             references=None if self.references is None else self.references[rows],
+            answers=None if self.answers is None else self.answers[np.ix_(rows, cols)],
             name=self.name,
             source=self.source,
             meta=_subset_meta(self.meta, rows, self.n_prompts),
@@ -193,6 +214,8 @@ class RoutingDataset:
         call_costs = np.full((n, len(models)), np.nan) if has_calls else None
         has_refs = any(p.references is not None for p in parts)
         references = np.full(n, None, dtype=object) if has_refs else None
+        has_answers = any(p.answers is not None for p in parts)
+        answers = np.full((n, len(models)), None, dtype=object) if has_answers else None
         row = 0
         for part in parts:
             cols = [models.index(m) for m in part.models]
@@ -202,6 +225,8 @@ class RoutingDataset:
                 call_costs[rows, cols] = part.call_costs
             if references is not None and part.references is not None:
                 references[rows] = part.references
+            if answers is not None and part.answers is not None:
+                answers[rows, cols] = part.answers
             row += part.n_prompts
         return RoutingDataset(
             prompt_ids=np.concatenate([p.prompt_ids for p in parts]),
@@ -212,6 +237,7 @@ class RoutingDataset:
             scores=scores,
             call_costs=call_costs,
             references=references,
+            answers=answers,
             name=name or parts[0].name,
             source=", ".join(p.source for p in parts if p.source),
         )
@@ -240,6 +266,17 @@ def _subset_meta(meta: dict, rows: np.ndarray, n_prompts: int) -> dict:
         else:
             out[key] = value
     return out
+
+
+def _object_matrix(values: Any) -> np.ndarray:
+    """Values as an object array, keeping None (not turned into NaN or "None")."""
+    array = np.empty(np.shape(values), dtype=object)
+    array[...] = values
+    return array
+
+
+def _is_key(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value != "")
 
 
 def _duplicates(values: Sequence[str]) -> list[str]:

@@ -1,7 +1,9 @@
 """The long format for users' own logs: one row per (prompt, model) call, as CSV, JSONL or Parquet.
 
 Required columns: ``prompt_id, prompt, model, score``; optional ``cost`` (the cost of that call),
-``task`` (default ``"default"``) and ``reference`` (a reference answer). See docs/DATA.md.
+``task`` (default ``"default"``), ``reference`` (a reference answer) and ``answer`` (the model's
+answer, kept as its canonical key by the task's answer kind, ``uniroute.answers``). See
+docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from uniroute._io import atomic_write_bytes
+from uniroute.answers import answer_keys
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.jsonl import iter_jsonl_objects
 from uniroute.errors import DataError
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "model", "score")
-OPTIONAL_COLUMNS = ("cost", "task", "reference")
+OPTIONAL_COLUMNS = ("cost", "task", "reference", "answer")
 DEFAULT_TASK = "default"
 LONG_FORMAT_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -236,6 +239,7 @@ def _build(
             )
 
     _check_prompt_rows(table, prompt_ids, models, prompts, tasks, references)
+    answer_cells = text_cells(frame["answer"]) if "answer" in frame.columns else None
 
     row_of, unique_prompt_ids = pd.factorize(pd.Series(prompt_ids, dtype=object), sort=False)
     col_of, model_names = pd.factorize(pd.Series(models, dtype=object), sort=False)
@@ -244,6 +248,10 @@ def _build(
     score_matrix = np.full((n, m), np.nan)
     score_matrix[row_of, col_of] = scores
 
+    answers = None
+    if answer_cells is not None:
+        answers = np.full((n, m), None, dtype=object)
+        answers[row_of, col_of] = answer_keys(answer_cells, tasks, prompts)
     call_costs = None
     # Placeholder costs for models without any; a cost map (checked below) replaces them all.
     model_costs = np.zeros(m)
@@ -270,6 +278,7 @@ def _build(
         scores=score_matrix,
         call_costs=call_costs,
         references=None if references is None else _first_present(references, row_of, n),
+        answers=answers,
         name=name,
         source=source,
     )
@@ -323,6 +332,9 @@ def _long_rows(dataset: RoutingDataset) -> pd.DataFrame:
     }
     if dataset.references is not None:
         columns["reference"] = dataset.references[rows]
+    if dataset.answers is not None:
+        # Keys read back as themselves, so a written dataset keeps its answers.
+        columns["answer"] = dataset.answers[rows, cols]
     return pd.DataFrame(columns)
 
 

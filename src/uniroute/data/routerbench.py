@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uniroute.answers import answer_keys
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.long_format import parse_numbers, text_cells
 from uniroute.errors import DataError
@@ -59,6 +60,7 @@ class _Rows:
     scores: np.ndarray
     call_costs: np.ndarray
     responses: dict[str, np.ndarray]
+    response_columns: frozenset[str]
 
 
 def _read_frame(path: Path) -> tuple[pd.DataFrame, list[str] | None]:
@@ -166,6 +168,7 @@ def _read_rows(path: Path) -> _Rows:
         scores=scores,
         call_costs=call_costs,
         responses=responses,
+        response_columns=frozenset(c for c in columns if c.endswith(RESPONSE_SUFFIX)),
     )
 
 
@@ -209,7 +212,10 @@ def load_routerbench(
 
     Scores are the model columns, ``call_costs`` the ``M|total_cost`` columns (empty = NaN) and
     ``model_costs`` their per-model mean. Responses are kept in ``meta["responses"]``
-    ({model: array of str or None, aligned to the prompts}); see ``responses_by_prompt``.
+    ({model: array of str or None, aligned to the prompts}); see ``responses_by_prompt``. When
+    the files have ``M|model_response`` columns, ``answers`` holds each response's canonical key
+    by its task's answer kind (``uniroute.answers.answer_kind_for_task``: ARC's letters; MBPP's
+    code is not comparable, so None).
     Several files are merged row by row. ``costs``, when given, replaces the recorded costs.
     Only read pickles from a trusted source: unpickling can run arbitrary code.
     """
@@ -255,14 +261,19 @@ def load_routerbench(
         [label for part in parts for label in part.labels],
         [row_name for part in parts for row_name in part.row_names],
     )
+    tasks = np.concatenate([part.tasks for part in parts])
+    answers = None
+    if any(f"{m}{RESPONSE_SUFFIX}" in part.response_columns for part in parts for m in models):
+        answers = np.column_stack([answer_keys(responses[m], tasks, prompts) for m in models])
     dataset = RoutingDataset(
         prompt_ids=prompt_ids,
         prompts=prompts,
-        tasks=np.concatenate([part.tasks for part in parts]),
+        tasks=tasks,
         models=models,
         model_costs=model_costs,
         scores=scores,
         call_costs=call_costs,
+        answers=answers,
         name=name or ("routerbench" if len(paths) > 1 else paths[0].stem),
         source=source,
         meta={"responses": responses, "response_prompt_ids": prompt_ids.copy()},

@@ -1,7 +1,8 @@
 """RouterDC evaluation logs (and the mmlupro27 set in the same layout).
 
-Each file is a JSON list of ``{"question": str, "scores": {model: score in [0, 1]}}``; other keys
-(such as ``cluster_id``) are ignored. A model absent from ``scores`` was not recorded: NaN.
+Each file is a JSON list of ``{"question": str, "scores": {model: score in [0, 1]}}``, optionally
+with ``"answers": {model: answer text or null}`` (mmlupro27: the parsed letter); other keys (such
+as ``cluster_id``) are ignored. A model absent from ``scores`` was not recorded: NaN.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uniroute.answers import answer_keys
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.jsonl import read_json_file
 from uniroute.errors import DataError
@@ -48,7 +50,8 @@ def load_routerdc(
 
     ``task`` is the file stem without its split marker and ``prompt_id`` is
     ``"<file stem>/<list index>"``. No costs are recorded: ``costs`` ({model: cost per query})
-    defaults to 1.0 for every model; when given it must cover every model.
+    defaults to 1.0 for every model; when given it must cover every model. Recorded
+    ``answers`` become ``RoutingDataset.answers``, keyed by the task's answer kind.
     """
     path = Path(path)
     if not path.is_file():
@@ -62,6 +65,8 @@ def load_routerdc(
     models: list[str] = []
     column: dict[str, int] = {}
     rows: list[dict[int, float]] = []
+    answer_rows: list[dict[int, str]] = []
+    has_answers = False
     questions = []
     for index, record in enumerate(records):
         where = f"{path}, record {index + 1} (list index {index})"
@@ -87,6 +92,21 @@ def load_routerdc(
             row[column[model]] = _score_value(value, f"{where}, model {model!r}")
         rows.append(row)
         questions.append(question)
+        given = record.get("answers")
+        answer_rows.append({})
+        if given is None:
+            continue
+        if not isinstance(given, dict):
+            raise DataError(f"{where}: 'answers' is of type {type(given).__name__}, not an object")
+        has_answers = True
+        for model, answer in given.items():
+            if answer is None:
+                continue
+            if not isinstance(answer, str):
+                raise DataError(f"{where}, model {model!r}: answer {answer!r} is not text or null")
+            if model not in column:
+                raise DataError(f"{where}: answer of model {model!r}, which has no score")
+            answer_rows[-1][column[model]] = answer
     if not models:
         raise DataError(f"{path}: no record has any model score")
 
@@ -94,13 +114,25 @@ def load_routerdc(
     for i, row in enumerate(rows):
         for j, score in row.items():
             score_matrix[i, j] = score
+    task = task_from_stem(path.stem)
+    answers = None
+    if has_answers:
+        raw = np.full((len(rows), len(models)), None, dtype=object)
+        for i, answer_row in enumerate(answer_rows):
+            for j, answer in answer_row.items():
+                raw[i, j] = answer
+        tasks = [task] * len(rows)
+        answers = np.column_stack(
+            [answer_keys(raw[:, j], tasks, questions) for j in range(len(models))]
+        )
     dataset = RoutingDataset(
         prompt_ids=np.array([f"{path.stem}/{i}" for i in range(len(rows))], dtype=object),
         prompts=np.array(questions, dtype=object),
-        tasks=np.full(len(rows), task_from_stem(path.stem), dtype=object),
+        tasks=np.full(len(rows), task, dtype=object),
         models=models,
         model_costs=np.ones(len(models)),
         scores=score_matrix,
+        answers=answers,
         name=name or path.stem,
         source=str(path),
     )

@@ -3,5 +3,6 @@
 from uniroute.deployment.decision import Decision
 from uniroute.deployment.router import Router
 from uniroute.deployment.snapshot import Snapshot
+from uniroute.deployment.verify import VerifyPlan
 
-__all__ = ["Decision", "Router", "Snapshot"]
+__all__ = ["Decision", "Router", "Snapshot", "VerifyPlan"]

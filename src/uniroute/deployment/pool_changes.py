@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +31,21 @@ from uniroute.deployment.router import Router
 from uniroute.deployment.snapshot import calibrate_pool
 from uniroute.errors import CalibrationError, DataError, ModelExistsError, RegistryError
 from uniroute.onboarding.upstream_hosts import EndpointPolicy
-from uniroute.registry import ModelCost, ModelRecord, NewModel, Registry, align_scores
+from uniroute.registry import (
+    MAX_ANSWER_KEY_CHARS,
+    ModelAnswer,
+    ModelCost,
+    ModelRecord,
+    NewModel,
+    Registry,
+    align_scores,
+)
 from uniroute.registry.calibration import Policy, Target
 
 if TYPE_CHECKING:  # the onboarding client (and its HTTP stack) loads only to onboard
+    from uniroute.data.representative import RepresentativePrompt
     from uniroute.onboarding.client import OnboardingResult
+    from uniroute.onboarding.graders import Grader
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,9 @@ class AddedModel:
     seconds: float = 0.0
     #: Tasks on which the model has no or thin evidence, each with what to do about it.
     evidence_warnings: list[str] = field(default_factory=list)
+    #: Representative prompts with a recorded answer, and how many of those have a canonical key.
+    n_answers: int = 0
+    n_answer_keys: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,20 +97,79 @@ def check_endpoint_allowed(record: ModelRecord, policy: EndpointPolicy | None = 
             raise RegistryError(f"model {record.name!r}: {exc}") from None
 
 
+def answer_kind(grader: Grader) -> str | None:
+    """The kind of canonical answer key a grader's answers get (None: answers get no key).
+
+    Multiple choice compares option letters, numeric graders numbers, exact match normalised
+    text; code and other graders' answers are not compared.
+    """
+    from uniroute.onboarding.graders import ExactMatchGrader, MultipleChoiceGrader, NumericGrader
+
+    if isinstance(grader, MultipleChoiceGrader):
+        return "choice"
+    if isinstance(grader, NumericGrader):
+        return "number"
+    if isinstance(grader, ExactMatchGrader):
+        return "exact"
+    return None
+
+
+def canonical_answers(
+    prompts: Sequence[RepresentativePrompt],
+    answers: Mapping[str, str | None],
+    graders: Mapping[str, Grader] | None = None,
+) -> dict[str, ModelAnswer]:
+    """Raw answers to representative prompts as stored answers: canonical key and raw text.
+
+    The key's kind comes from the prompt's grader (``graders`` overrides first, as onboarding
+    resolves them); a key longer than ``MAX_ANSWER_KEY_CHARS`` is not kept (free text that long
+    is not compared). Ids that are not representative prompts and None answers are left out.
+    """
+    from uniroute.answers import answer_key
+    from uniroute.onboarding.graders import grader_for
+
+    def kind_of(prompt: RepresentativePrompt) -> str | None:
+        if graders:  # the client (and its HTTP stack) loads only when onboarding used it
+            from uniroute.onboarding.client import grader_of
+
+            return answer_kind(grader_of(prompt, graders))
+        if prompt.task not in kinds:
+            kinds[prompt.task] = answer_kind(grader_for(prompt.task))
+        return kinds[prompt.task]
+
+    kinds: dict[str, str | None] = {}
+    stored: dict[str, ModelAnswer] = {}
+    for prompt in prompts:
+        raw = answers.get(prompt.prompt_id)
+        if raw is None:
+            continue
+        kind = kind_of(prompt)
+        key = None if kind is None else answer_key(raw, kind, prompt.text)
+        if key is not None and (not key or len(key) > MAX_ANSWER_KEY_CHARS):
+            key = None
+        stored[prompt.prompt_id] = ModelAnswer.of(key, raw)
+    return stored
+
+
 def add_scored_model(
     router: Router,
     record: ModelRecord,
     scores: Mapping[str, float],
     *,
+    answers: Mapping[str, str | None] | None = None,
     replace: bool = False,
     source: str = "scores",
     endpoint_policy: EndpointPolicy | None = None,
+    graders: Mapping[str, Grader] | None = None,
 ) -> AddedModel:
-    """Store a model record with its representative-prompt scores and Psi; routable on return.
+    """Store a model record with its representative-prompt scores, Psi and answers; routable on
+    return.
 
     Prompt ids that are not representative prompts are ignored (and reported); scores that
-    match none is an error naming ``source``. The endpoint is checked against
-    ``endpoint_policy`` first (see :func:`check_endpoint_allowed`).
+    match none is an error naming ``source``. ``answers`` are the model's raw answers by prompt
+    id: each is stored with its canonical key (see :func:`canonical_answers`) in the same
+    transaction. The endpoint is checked against ``endpoint_policy`` first (see
+    :func:`check_endpoint_allowed`).
     """
     started = time.perf_counter()
     check_endpoint_allowed(record, endpoint_policy)
@@ -111,17 +183,26 @@ def add_scored_model(
         for prompt_id, value in zip(artifact.prompt_ids, aligned.values.tolist(), strict=True)
         if math.isfinite(value)
     }
+    stored_answers = (
+        canonical_answers(artifact.representative_prompts, answers, graders) if answers else {}
+    )
+    unknown = list(aligned.unknown_ids)
+    if answers:
+        known = set(artifact.prompt_ids) | set(unknown) | set(map(str, scores))
+        unknown += [str(p) for p in answers if str(p) not in known]
     stored = router.registry.add_models(
-        [NewModel(record, matched, {artifact.artifact_id: psi})], replace=replace
+        [NewModel(record, matched, {artifact.artifact_id: psi}, stored_answers)], replace=replace
     )[0]
     router.refresh()
     return AddedModel(
         stored,
         aligned.n_matched,
         len(artifact.prompt_ids),
-        aligned.unknown_ids,
+        unknown,
         time.perf_counter() - started,
         task_warnings(artifact, matched),
+        n_answers=len(stored_answers),
+        n_answer_keys=sum(a.key is not None for a in stored_answers.values()),
     )
 
 
@@ -136,7 +217,8 @@ def onboard_model(
     endpoint_policy: EndpointPolicy | None = None,
     **settings: Any,
 ) -> OnboardedModel:
-    """Ask the model's endpoint the representative prompts, grade the answers, add the model.
+    """Ask the model's endpoint the representative prompts, grade the answers, add the model
+    with its scores and its answers (raw text and canonical key).
 
     ``settings`` are the onboarding options (api_style, concurrency, timeout, retries,
     max_tokens, skip_ungradeable_tasks, max_failure_rate). The endpoint is checked against
@@ -162,13 +244,16 @@ def onboard_model(
         endpoint_policy=endpoint_policy,
         **settings,
     )
+    # Every answer the endpoint gave (cached ones included) is kept with the scores.
     added = add_scored_model(
         router,
         record,
         result.scores,
+        answers=result.answers,
         replace=replace,
         source=f"onboarding of {record.name!r}",
         endpoint_policy=endpoint_policy,
+        graders=settings.get("graders"),
     )
     return OnboardedModel(result, added)
 
@@ -218,7 +303,8 @@ def calibrate(router: Router, target: Target, *, store: bool = True) -> Policy:
 def seed_registry(
     artifact: Artifact, registry: Registry, *, replace: bool = True
 ) -> list[ModelRecord]:
-    """Bind a registry to an artifact and add the artifact's training models (scores, cost, Psi)."""
+    """Bind a registry to an artifact and add its training models (scores, cost, Psi and, when
+    the artifact has them, their answer keys)."""
     registry.bind(artifact.artifact_id, artifact.prompt_ids)
     models = []
     for j, name in enumerate(artifact.training_models):
@@ -234,5 +320,15 @@ def seed_registry(
             tags=("training",),
         )
         psi = artifact.router.model_features(values, name)
-        models.append(NewModel(record, scores, {artifact.artifact_id: psi}))
+        answers = {}
+        if artifact.training_answers is not None:
+            # The data records keys only (no raw text): a prompt without a key gets no row.
+            answers = {
+                prompt_id: ModelAnswer(key)
+                for prompt_id, key in zip(
+                    artifact.prompt_ids, artifact.training_answers[:, j], strict=True
+                )
+                if key is not None
+            }
+        models.append(NewModel(record, scores, {artifact.artifact_id: psi}, answers))
     return registry.add_models(models, replace=replace)

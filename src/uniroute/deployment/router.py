@@ -32,6 +32,7 @@ from uniroute._checks import non_negative_number
 from uniroute.artifact import Artifact
 from uniroute.deployment.decision import Decision, DecisionBatch
 from uniroute.deployment.snapshot import Snapshot, SnapshotReader
+from uniroute.deployment.verify import VerifyPlan, verify_plans
 from uniroute.embeddings.base import inline_char_limit
 from uniroute.errors import RouterError, StateError
 from uniroute.pool import Pool
@@ -245,6 +246,20 @@ class Router:
             )
             return [table[k] for k in estimator.error_rows(X, pool).tolist()]
         return self._compute_decisions(X, snapshot, policy)
+
+    def verify_plans(
+        self, X: np.ndarray, *, lam: float | None = None, snapshot: Snapshot | None = None
+    ) -> list[VerifyPlan]:
+        """Each embedded prompt's verify-and-escalate plan (``deployment.verify``) at ``lam``
+        (default: the calibrated policy's), over one snapshot's servable models."""
+        snapshot = snapshot or self._snapshot
+        lam_value, _, _ = _resolve_lambda(snapshot, lam, None)
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X[None, :]
+        return verify_plans(
+            self.artifact.router, self.artifact.representative_prompts, snapshot, X, lam_value
+        )
 
     def _allowed(self, pool: Pool, max_cost: float | None) -> np.ndarray:
         """Which models a decision may pick: the servable ones (all if none is), within budget."""

@@ -173,6 +173,8 @@ class SnapshotReader:
         self._prompt_ids = artifact.prompt_ids
         self.mean_input_tokens = mean_input_tokens(p.text for p in artifact.representative_prompts)
         self._scores_cache: dict[str, tuple[int, np.ndarray]] = {}
+        # name -> (revision, answer keys column, number of recorded answers)
+        self._answers_cache: dict[str, tuple[int, np.ndarray, int]] = {}
         self._warned: set[tuple[str, int, str]] = set()
 
     def _scores_of(self, records: Sequence[ModelRecord]) -> np.ndarray:
@@ -188,6 +190,25 @@ class SnapshotReader:
         if not records:
             return np.zeros((len(self._prompt_ids), 0))
         return np.column_stack([self._scores_cache[r.name][1] for r in records])
+
+    def _answers_of(self, records: Sequence[ModelRecord]) -> np.ndarray | None:
+        """Canonical answer keys of these models (None when none of them has a recorded answer).
+
+        Answers change only with a model's revision (they are written with its scores), so
+        only models changed since the last read are read again, in one query.
+        """
+        cache = self._answers_cache
+        stale = [r for r in records if cache.get(r.name, (None,))[0] != r.revision]
+        if stale:
+            keys, recorded = self.registry.answers_matrix([r.name for r in stale], self._prompt_ids)
+            for j, record in enumerate(stale):
+                cache[record.name] = (record.revision, keys[:, j], int(recorded[j]))
+        live = {r.name for r in records}
+        for name in [n for n in cache if n not in live]:
+            del cache[name]
+        if not any(cache[r.name][2] for r in records):
+            return None
+        return np.column_stack([cache[r.name][1] for r in records])
 
     def _features_of(self, records: Sequence[ModelRecord], scores: np.ndarray) -> np.ndarray:
         """Psi rows of these models for this artifact, computing (and storing) missing ones."""
@@ -226,6 +247,7 @@ class SnapshotReader:
                 revision=revision,
                 evidence=evidence,
                 feature_std=feature_std,
+                answers=self._answers_of(records),
             )
         else:
             pool = Pool.empty(len(self._prompt_ids), revision)

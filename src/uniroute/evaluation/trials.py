@@ -25,6 +25,7 @@ from uniroute.evaluation.evidence import (
     trial_missing_task,
 )
 from uniroute.evaluation.metrics import evaluate_curve, single_model_points
+from uniroute.evaluation.plans import plan_metrics
 from uniroute.evaluation.promises import (
     CALIBRATION_KINDS,
     Calibrator,
@@ -34,14 +35,14 @@ from uniroute.evaluation.promises import (
 from uniroute.evaluation.specs import RouterSpec, prior_partners, router_specs
 from uniroute.evaluation.stats import mean_std, sign_test
 from uniroute.pool import Pool
-from uniroute.routers import ClusterProfileRouter, make_estimator
+from uniroute.routers import ESTIMATORS, ClusterProfileRouter, UniRouteVerify, make_estimator
 from uniroute.routers.base import RouterEstimator
 from uniroute.tradeoff import DeferralCurve, deferral_curve
 
 log = logging.getLogger(__name__)
 
 METRICS = ("area", "area_50", "qnc", "peak_accuracy")
-SIGN_TEST_BASELINES = ("knn", "zero")
+SIGN_TEST_BASELINES = ("knn", "zero", "uniroute-kmeans")
 
 
 @dataclass
@@ -107,6 +108,8 @@ class TrialOutcome:
     #: Target kind -> router label -> promised and realised quality and cost.
     calibration: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     n_representative: int = 0
+    #: Router label -> what a plan router chose in this trial (shrinkage, plans kept, K).
+    plan_details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,6 +159,15 @@ def run_trial(
     test_call_costs = call_costs[np.ix_(test_idx, test_cols)]
     test_costs = dataset.model_costs[test_cols]
     val_scores_test = scores[np.ix_(val_idx, test_cols)]
+    answers = dataset.answers
+    uses_answers = any(
+        getattr(ESTIMATORS[spec.name], "uses_answers", False) for spec in config.specs()
+    )
+    if uses_answers and answers is None:
+        raise RouterError(
+            f"dataset {dataset.name!r} records no answers, which uniroute-verify needs "
+            "(RouterBench M|model_response, mmlupro27 'answers', a long-format 'answer' column)"
+        )
 
     # Evidence settings: one seeded subset order and one removed task per trial, shared by all.
     val_tasks = dataset.tasks[val_idx]
@@ -192,6 +204,25 @@ def run_trial(
             costs,
         )
 
+    def plans_scored(
+        estimator: UniRouteVerify, val_scores: np.ndarray, rows: np.ndarray | None = None
+    ) -> dict[str, float]:
+        assert answers is not None
+        outcome = plan_metrics(
+            estimator,
+            list(test_models),
+            val_scores,
+            answers[np.ix_(val_idx, test_cols)],
+            test_costs,
+            embeddings[test_idx],
+            test_quality,
+            test_call_costs,
+            answers[np.ix_(test_idx, test_cols)],
+            subset=rows,
+        )
+        return _nan_metrics() if outcome is None else outcome[0]
+
+    plan_details: dict[str, dict[str, Any]] = {}
     chosen_k: dict[str | None, int] = {}
     # K-means first: its K selection is exactly what the learned map's n_clusters="auto" would
     # repeat on the same data with the same seed (and Psi prior), so the learned map reuses it.
@@ -199,23 +230,42 @@ def run_trial(
     for spec in specs:
         started = time.perf_counter()
         params = spec.params
-        learned_default = spec.name == "uniroute-learned" and spec.uses_defaults
-        if learned_default and spec.psi_prior in chosen_k:
+        # The learned map's and the verify router's "auto" K would repeat the K-means selection
+        # (same procedure, data and seed), so they reuse it.
+        sharing_k = spec.name in ("uniroute-learned", "uniroute-verify") and spec.uses_defaults
+        if sharing_k and spec.psi_prior in chosen_k:
             params.setdefault("n_clusters", chosen_k[spec.psi_prior])
         estimator = make_estimator(spec.name, **params)
-        estimator.fit(
+        fit_args = (
             embeddings[train_idx],
             scores[np.ix_(train_idx, train_cols)],
             embeddings[val_idx],
             scores[np.ix_(val_idx, train_cols)],
             dataset.model_costs[train_cols],
         )
+        plans = isinstance(estimator, UniRouteVerify)
+        if isinstance(estimator, UniRouteVerify):
+            assert answers is not None
+            # Training LLMs' answers only: they choose how much agreement is worth.
+            estimator.fit(
+                *fit_args,
+                answers_train=answers[np.ix_(train_idx, train_cols)],
+                answers_val=answers[np.ix_(val_idx, train_cols)],
+            )
+        else:
+            estimator.fit(*fit_args)
         pool: Pool | None = None
         if estimator.clairvoyant:
             errors_hat = estimator.oracle_error(test_quality)
         else:
-            # The evaluation pool is the unseen LLMs only, each described by its validation scores.
-            pool = estimator.make_pool(test_models, val_scores_test, test_costs)
+            # The evaluation pool is the unseen LLMs only, each described by its validation scores
+            # (and, for plans, its validation answers).
+            pool = estimator.make_pool(
+                test_models,
+                val_scores_test,
+                test_costs,
+                answers=None if answers is None else answers[np.ix_(val_idx, test_cols)],
+            )
             errors_hat = estimator.predict_error(embeddings[test_idx], pool)
         fit_seconds[spec.label] = time.perf_counter() - started
         if spec.name == "uniroute-kmeans" and spec.uses_defaults:
@@ -224,15 +274,45 @@ def run_trial(
                     f"{spec.name!r} is a {type(estimator).__name__}, not a cluster router"
                 )
             chosen_k.setdefault(spec.psi_prior, int(estimator.n_clusters_))
-        curve = deferral_curve(errors_hat, test_costs, test_quality, call_costs=test_call_costs)
-        curves[spec.label] = curve
-        metrics[spec.label] = evaluate_curve(curve, test_quality, test_call_costs)
+        if isinstance(estimator, UniRouteVerify):
+            assert answers is not None
+            scored = plan_metrics(
+                estimator,
+                list(test_models),
+                val_scores_test,
+                answers[np.ix_(val_idx, test_cols)],
+                test_costs,
+                embeddings[test_idx],
+                test_quality,
+                test_call_costs,
+                answers[np.ix_(test_idx, test_cols)],
+            )
+            if scored is None:
+                raise RouterError("a test LLM has no validation score; it cannot be described")
+            metrics[spec.label], curves[spec.label], table = scored
+            plan_details[spec.label] = {
+                "shrinkage": float(estimator.shrinkage_),
+                "candidates": estimator.candidates_,
+                "n_clusters": int(estimator.n_clusters_),
+                "plans": len(table),
+                "verify_plans": int((~table.is_single()).sum()),
+            }
+        else:
+            curve = deferral_curve(errors_hat, test_costs, test_quality, call_costs=test_call_costs)
+            curves[spec.label] = curve
+            metrics[spec.label] = evaluate_curve(curve, test_quality, test_call_costs)
 
         partial_errors: dict[str, np.ndarray | None] = {}
         for setting in config.evidence:
             if setting.is_full or estimator.clairvoyant:
                 evidence[setting.label][spec.label] = metrics[spec.label]
                 partial_errors[setting.label] = errors_hat
+                continue
+            if isinstance(estimator, UniRouteVerify):
+                evidence[setting.label][spec.label] = plans_scored(
+                    estimator, partial_scores(val_scores_test, kept[setting.label])
+                )
+                partial_errors[setting.label] = None
                 continue
             errors = _errors_with_evidence(
                 estimator,
@@ -245,7 +325,24 @@ def run_trial(
             evidence[setting.label][spec.label] = (
                 _nan_metrics() if errors is None else score(errors)
             )
-        if on_removed_task is not None:
+        if on_removed_task is not None and isinstance(estimator, UniRouteVerify):
+            removed_scores = (
+                partial_scores(val_scores_test, kept[MISSING_TASK])
+                if MISSING_TASK in kept
+                else val_scores_test
+            )
+            empty = not on_removed_task.any()
+            removed_metrics["all"][spec.label] = (
+                _nan_metrics()
+                if empty
+                else plans_scored(estimator, val_scores_test, on_removed_task)
+            )
+            removed_metrics[MISSING_TASK][spec.label] = (
+                _nan_metrics()
+                if empty
+                else plans_scored(estimator, removed_scores, on_removed_task)
+            )
+        elif on_removed_task is not None:
             removed = partial_errors.get(MISSING_TASK)
             if on_removed_task.any():
                 removed_metrics["all"][spec.label] = score(errors_hat, on_removed_task)
@@ -256,7 +353,8 @@ def run_trial(
                 removed_metrics["all"][spec.label] = _nan_metrics()
                 removed_metrics[MISSING_TASK][spec.label] = _nan_metrics()
 
-        if pool is not None and config.calibrator is not None:
+        # Calibration promises solve lambda for single-model routing; plans are not calibrated.
+        if pool is not None and config.calibrator is not None and not plans:
             for kind, value in config.calibration_targets.items():
                 calibration[kind][spec.label] = check_promise(
                     config.calibrator,
@@ -296,6 +394,7 @@ def run_trial(
         removed_task_metrics=removed_metrics,
         calibration=calibration,
         n_representative=n_val,
+        plan_details=plan_details,
     )
 
 
@@ -402,6 +501,9 @@ def aggregate(
         entry["sign_test_vs_knn"] = entry["sign_tests"].get("knn")
         if name in partners:
             entry["without_prior"] = partners[name]
+        details = [o.plan_details[name] for o in outcomes if name in o.plan_details]
+        if details:
+            entry["plans_per_trial"] = details
         routers[name] = entry
     results: dict[str, Any] = {
         "dataset": dataset,

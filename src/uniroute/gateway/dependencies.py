@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 from starlette.requests import HTTPConnection
 
-from uniroute.deployment import Decision, Router, Snapshot
+from uniroute.deployment import Decision, Router, Snapshot, VerifyPlan
 from uniroute.errors import RouterError
 from uniroute.gateway.access_log import GATEWAY_LOGGER
 from uniroute.gateway.admin.jobs import JobTracker
@@ -149,6 +149,21 @@ class Gateway:
             raise ApiError(503, f"cannot route: {exc}", code="routing_unavailable") from None
         self.metrics.routing_latency.observe(time.perf_counter() - started)
         return decision
+
+    async def plan_verified(
+        self, text: str, policy: RoutingPolicy, snapshot: Snapshot
+    ) -> VerifyPlan:
+        """The verify-and-escalate plan for one prompt (inline for a cheap encoder, else in a
+        routing thread); raises RouterError when the pool cannot be planned over."""
+
+        def plan() -> VerifyPlan:
+            X = self.router.embed([text])
+            return self.router.verify_plans(X, lam=policy.lam, snapshot=snapshot)[0]
+
+        limit = self.batcher.inline_max_chars
+        if limit and len(text) <= limit:
+            return plan()
+        return await anyio.to_thread.run_sync(plan, limiter=self.routing_limiter)
 
     @staticmethod
     def check_direct_model(name: str, snapshot: Snapshot) -> None:

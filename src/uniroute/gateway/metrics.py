@@ -100,6 +100,26 @@ class GatewayMetrics:
             "Servable models in the pool (enabled, with an endpoint)",
             registry=self.registry,
         )
+        self.verify_requests = Counter(
+            "uniroute_verify_requests",
+            "Verified requests by outcome: agreed (the candidates' answers agreed), escalated "
+            "(the target was asked), single (the plan asked one model), unavailable (no plan: "
+            "routed as usual)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.verify_extra_calls = Counter(
+            "uniroute_verify_extra_calls",
+            "Upstream calls a verified request made besides the one whose answer it returned",
+            ["model"],
+            registry=self.registry,
+        )
+        self.verify_latency = Histogram(
+            "uniroute_verify_latency_seconds",
+            "Time from the plan to the answer of a verified request (every call it made)",
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
         # Labelled children by (metric, label values): prometheus_client's labels() checks and
         # locks on every call, which every request would otherwise pay four or five times.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -138,6 +158,30 @@ class GatewayMetrics:
         if reference_cost is None:
             return
         saving = reference_cost - cost
+        if saving >= 0:
+            self.estimated_saving.inc(saving)
+        else:
+            self.estimated_overspend.inc(-saving)
+
+    def record_verified(
+        self,
+        outcome: str,
+        answered_by: str | None,
+        call_costs: dict[str, float],
+        reference_cost: float | None,
+        seconds: float,
+    ) -> None:
+        """Count a verified request: its outcome, every call's estimated cost, its extra calls
+        and its saving against the reference (all its calls together)."""
+        self._child(self.verify_requests, outcome).inc()
+        self.verify_latency.observe(seconds)
+        for model, cost in call_costs.items():
+            self._child(self.estimated_cost, model).inc(cost)
+            if model != answered_by:
+                self._child(self.verify_extra_calls, model).inc()
+        if reference_cost is None or not call_costs:
+            return
+        saving = reference_cost - sum(call_costs.values())
         if saving >= 0:
             self.estimated_saving.inc(saving)
         else:

@@ -129,7 +129,8 @@ def completion_url(base_url: str, api_style: str) -> str:
     return f"{base}/chat/completions" if api_style == "chat" else f"{base}/completions"
 
 
-def _grader_of(prompt: RepresentativePrompt, overrides: Mapping[str, Grader] | None) -> Grader:
+def grader_of(prompt: RepresentativePrompt, overrides: Mapping[str, Grader] | None) -> Grader:
+    """The grader onboarding uses for a prompt: the first matching override, else the default."""
     for pattern, grader in (overrides or {}).items():
         if fnmatch.fnmatchcase(prompt.task.lower(), pattern.lower()):
             return grader
@@ -146,7 +147,7 @@ def _plan(
     unusable: dict[str, list[tuple[str, str]]] = {}
     per_task: dict[str, int] = {}
     for prompt in prompts:
-        grader = _grader_of(prompt, overrides)
+        grader = grader_of(prompt, overrides)
         per_task[prompt.task] = per_task.get(prompt.task, 0) + 1
         if isinstance(grader, BaseGrader) and grader.requires_reference:
             try:

@@ -50,11 +50,15 @@ import re
 import signal
 import subprocess
 import tempfile
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Protocol, runtime_checkable
 
+from uniroute.answers import MMLU_PRO_CATEGORIES, extract_choice, extract_number
+
+# Re-exported: graders have always offered these to onboarding and to projects' own graders.
+from uniroute.answers import normalise_text as normalise_text
+from uniroute.answers import parse_options as parse_options
 from uniroute.data.representative import RepresentativePrompt
 from uniroute.errors import GradingError
 from uniroute.onboarding.sandbox import (
@@ -122,63 +126,8 @@ class BaseGrader:
 
 
 # ---------------------------------------------------------------------------- multiple choice
-
-_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-J])[).:][ \t]+(\S.*?)[ \t]*$", re.MULTILINE)
-_MARKDOWN = re.compile(r"[*_`]+")
-# A letter standing alone: not part of a word, e.g. "D", "(D)", "D)", "D.", "[D]".
-_LETTER_TOKEN = r"[\(\[]?([A-Ja-j])(?![A-Za-z0-9])[\)\]]?"
-_EXPLICIT_PATTERNS = [
-    re.compile(
-        r"\banswer\s*(?:is|would\s+be|should\s+be|will\s+be|=|:)?\s*(?:option|choice|letter)?"
-        r"\s*[:\-]?\s*" + _LETTER_TOKEN,
-        re.IGNORECASE,
-    ),
-    re.compile(
-        r"\b(?:correct|right|best)\s+(?:option|choice)\s*(?:is|would\s+be|=|:)?\s*" + _LETTER_TOKEN,
-        re.IGNORECASE,
-    ),
-    re.compile(
-        r"\b(?:option|choice)\s+" + _LETTER_TOKEN + r"\s+is\s+(?:the\s+)?(?:correct|right|best)",
-        re.IGNORECASE,
-    ),
-    re.compile(
-        r"\bI\s+(?:would\s+)?(?:choose|pick|select|go\s+with)\s+(?:option|choice)?\s*"
-        + _LETTER_TOKEN,
-        re.IGNORECASE,
-    ),
-]
-_LEADING_LETTER = re.compile(r"^" + _LETTER_TOKEN)
-# Words after a bare letter that show the letter is the choice: "A is correct", "A because ...".
-_CHOICE_CONTINUATIONS = {"is", "because", "since"}
-_MARKED_LETTER = re.compile(
-    r"(?:^|(?<=\s))(?:\(([A-J])\)|([A-J])[).:](?=\s|$))|\b(?i:option|choice)\s+([A-J])\b"
-)
-
-
-def parse_options(prompt_text: str) -> dict[str, str]:
-    """The lettered options ("A) text") of the last question in a prompt; {} when there are none.
-
-    Few-shot prompts repeat the option block for every example; the question to answer is the
-    last block, which starts at the last line lettered "A".
-    """
-    matches = list(_OPTION_LINE.finditer(prompt_text or ""))
-    starts = [i for i, m in enumerate(matches) if m.group(1) == "A"]
-    if not starts:
-        return {}
-    options: dict[str, str] = {}
-    expected = "A"
-    for match in matches[starts[-1] :]:
-        if match.group(1) != expected:
-            break
-        options[expected] = match.group(2)
-        expected = chr(ord(expected) + 1)
-    return options
-
-
-def _normalise_option_text(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"[^\w\s]", " ", text)
-    return " ".join(text.split())
+# The extraction itself lives in ``uniroute.answers``, which also compares answers (agreement)
+# and must not depend on onboarding; the graders score with exactly that extraction.
 
 
 class MultipleChoiceGrader(BaseGrader):
@@ -197,113 +146,11 @@ class MultipleChoiceGrader(BaseGrader):
 
     def extract(self, answer: str, prompt: RepresentativePrompt | None = None) -> str | None:
         """The chosen letter (upper case), or None when the answer names no option."""
-        text = _MARKDOWN.sub("", unicodedata.normalize("NFKC", answer or "")).strip()
-        if not text:
-            return None
         options = parse_options(prompt.text) if prompt is not None else {}
-        letter = (
-            self._explicit_letter(text, options)
-            or self._leading_letter(text, options)
-            or self._option_text_letter(text, options)
-            or self._marked_letter(text)
-        )
-        return letter if letter is not None and letter in self.letters else None
-
-    @staticmethod
-    def _accept(text: str, match: re.Match, options: dict[str, str]) -> str | None:
-        """Accept a letter token unless it is really a word: "a bit", "A chart", "I do"."""
-        raw = match.group(1)
-        letter = raw.upper()
-        token = match.group(0)
-        rest = text[match.end() :]
-        if token.startswith(("(", "[")) or token.endswith((")", "]")):
-            return letter
-        if not rest.strip() or rest[0] in ".:,;-\n":
-            return letter
-        # "D palms covered with lotion": a letter followed by its own option text.
-        option = _normalise_option_text(options.get(letter, ""))
-        if option and _normalise_option_text(rest).startswith(option):
-            return letter
-        next_word = rest.split(maxsplit=1)[0].lower() if rest.split() else ""
-        if next_word in _CHOICE_CONTINUATIONS or not next_word[:1].isalpha():
-            return letter
-        # A lower-case letter followed by words is prose ("the answer is a bit..."), and so are
-        # the words "A" and "I" ("A chart shows...", "I do not know", "Answer: I think B").
-        return None if raw.islower() or raw in "AI" else letter
-
-    def _explicit_letter(self, text: str, options: dict[str, str]) -> str | None:
-        found: list[tuple[int, str]] = []
-        for pattern in _EXPLICIT_PATTERNS:
-            for match in pattern.finditer(text):
-                letter = self._accept(text, match, options)
-                if letter is not None:
-                    found.append((match.start(), letter))
-        # Reasoning comes first and the conclusion last: the last explicit statement wins.
-        return max(found)[1] if found else None
-
-    def _leading_letter(self, text: str, options: dict[str, str]) -> str | None:
-        match = _LEADING_LETTER.match(text)
-        return self._accept(text, match, options) if match else None
-
-    @staticmethod
-    def _option_text_letter(text: str, options: dict[str, str]) -> str | None:
-        if not options:
-            return None
-        answer = f" {_normalise_option_text(text)} "
-        normalised = {letter: _normalise_option_text(body) for letter, body in options.items()}
-        hits = {
-            letter
-            for letter, body in normalised.items()
-            if len(body) >= 2 and f" {body} " in answer
-        }
-        # "iron" is inside "iron and nickel": keep only the longest of nested option texts.
-        hits = {a for a in hits if not any(a != b and normalised[a] in normalised[b] for b in hits)}
-        return hits.pop() if len(hits) == 1 else None
-
-    @staticmethod
-    def _marked_letter(text: str) -> str | None:
-        letters = {next(g for g in m.groups() if g) for m in _MARKED_LETTER.finditer(text)}
-        return letters.pop() if len(letters) == 1 else None
+        return extract_choice(answer, options, self.letters)
 
 
 # ---------------------------------------------------------------------------- numeric
-
-_NUMBER = re.compile(
-    r"(?<![\w.])[-+\u2212]?\s?\$?\s?"
-    r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+|\.\d+)(?:[eE][-+]?\d+)?"
-    r"(?:\s?/\s?\d+(?![\d.]))?"
-)
-_ANSWER_IS = re.compile(r"\banswer\s*(?:is|:|=)\s*:?", re.IGNORECASE)
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def _to_number(token: str) -> float | None:
-    token = token.replace("\u2212", "-").replace("$", "").replace(",", "").replace(" ", "")
-    try:
-        if "/" in token:
-            numerator, denominator = token.split("/")
-            value = float(numerator) / float(denominator)
-        else:
-            value = float(token)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _first_number(text: str) -> float | None:
-    for match in _NUMBER.finditer(text):
-        value = _to_number(match.group(0))
-        if value is not None:
-            return value
-    return None
-
-
-def _last_number(text: str) -> float | None:
-    for match in reversed(list(_NUMBER.finditer(text))):
-        value = _to_number(match.group(0))
-        if value is not None:
-            return value
-    return None
 
 
 class NumericGrader(BaseGrader):
@@ -324,24 +171,7 @@ class NumericGrader(BaseGrader):
 
     def extract(self, answer: str, prompt: RepresentativePrompt | None = None) -> float | None:
         """The final number of an answer, or None when it holds no number."""
-        text = _MARKDOWN.sub("", answer or "")
-        if "####" in text:
-            value = _first_number(text.rsplit("####", 1)[1])
-            if value is not None:
-                return value
-        boxed = _BOXED.findall(text)
-        if boxed:
-            value = _first_number(boxed[-1])
-            if value is not None:
-                return value
-        statements = list(_ANSWER_IS.finditer(text))
-        if statements:
-            tail = text[statements[-1].end() :].lstrip()
-            match = _NUMBER.match(tail)
-            value = _to_number(match.group(0)) if match else None
-            if value is not None:
-                return value
-        return _last_number(text)
+        return extract_number(answer)
 
     def _matches(self, got: object, expected: object) -> bool:
         # Both come from ``extract``, which returns a float (``grade`` skips a None).
@@ -351,16 +181,6 @@ class NumericGrader(BaseGrader):
 
 
 # ---------------------------------------------------------------------------- exact match
-
-_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-
-
-def normalise_text(text: str) -> str:
-    """Lower case, no punctuation, no articles (a/an/the), single spaces (SQuAD style)."""
-    text = unicodedata.normalize("NFKC", text or "").lower()
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 class ExactMatchGrader(BaseGrader):
@@ -1080,11 +900,7 @@ _MULTIPLE_CHOICE = MultipleChoiceGrader()
 _NUMERIC = NumericGrader()
 _CODE = CodeGrader()
 DEFAULT_GRADER: Grader = ExactMatchGrader()
-# The fourteen MMLU-Pro categories (ten lettered options, A-J), as the mmlupro27 data names them.
-_MMLU_PRO_CATEGORIES = (
-    "biology", "business", "chemistry", "computer_science", "economics", "engineering", "health",
-    "history", "law", "math", "other", "philosophy", "physics", "psychology",
-)  # fmt: skip
+
 
 #: Task glob pattern (matched case-insensitively) -> grader; the first matching pattern wins.
 GRADERS: dict[str, Grader] = {
@@ -1092,7 +908,7 @@ GRADERS: dict[str, Grader] = {
     "mmlu*": _MULTIPLE_CHOICE,
     "hellaswag*": _MULTIPLE_CHOICE,
     "winogrande*": _MULTIPLE_CHOICE,
-    **dict.fromkeys(_MMLU_PRO_CATEGORIES, _MULTIPLE_CHOICE),
+    **dict.fromkeys(MMLU_PRO_CATEGORIES, _MULTIPLE_CHOICE),
     "gsm8k*": _NUMERIC,
     "grade-school-math*": _NUMERIC,
     "math_*": _NUMERIC,

@@ -14,7 +14,10 @@ from uniroute.registry.costs import (
     mean_input_tokens,
 )
 from uniroute.registry.records import (
+    MAX_ANSWER_KEY_CHARS,
+    MAX_RAW_ANSWER_CHARS,
     Binding,
+    ModelAnswer,
     ModelRecord,
     NewModel,
     check_api_key_env,
@@ -25,21 +28,31 @@ from uniroute.registry.records import (
     prompts_fingerprint,
 )
 from uniroute.registry.schema import MIGRATIONS, REGISTRY_SCHEMA_VERSION, Migration, migrate
-from uniroute.registry.score_files import AlignedScores, align_scores, read_scores_file
+from uniroute.registry.score_files import (
+    AlignedScores,
+    ScoresFile,
+    align_scores,
+    read_model_file,
+    read_scores_file,
+)
 from uniroute.registry.store import Registry
 
 __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_OUTPUT_TOKENS",
+    "MAX_ANSWER_KEY_CHARS",
+    "MAX_RAW_ANSWER_CHARS",
     "MIGRATIONS",
     "REGISTRY_SCHEMA_VERSION",
     "AlignedScores",
     "Binding",
     "Migration",
+    "ModelAnswer",
     "ModelCost",
     "ModelRecord",
     "NewModel",
     "Registry",
+    "ScoresFile",
     "align_scores",
     "check_api_key_env",
     "check_model_name",
@@ -50,5 +63,6 @@ __all__ = [
     "migrate",
     "pool_fingerprint",
     "prompts_fingerprint",
+    "read_model_file",
     "read_scores_file",
 ]

@@ -1,7 +1,8 @@
 """What the registry stores about a model, and the checks every stored field passes.
 
 A ``ModelRecord`` validates itself when built (so a record read back from the file is checked
-like one given by a caller); ``NewModel`` adds the scores and Psi to store with it. Endpoints are
+like one given by a caller); ``NewModel`` adds the scores, Psi and answers to store with it
+(``ModelAnswer``: a canonical answer key and the raw answer text, bounded). Endpoints are
 checked by the one rule in ``uniroute.onboarding.endpoints``. A record read back whose endpoint
 or ``api_key_env`` today's rules refuse (an older version stored it) still loads, marked with its
 ``problem`` and never served, so that one such row cannot stop the whole pool from loading.
@@ -160,6 +161,78 @@ def check_scores(name: str, scores: Mapping[str, float]) -> list[tuple[str, str,
     return rows
 
 
+#: Longest raw answer text kept per (model, prompt): longer answers are stored cut to this
+#: length, with their full length, so an audit sees what the model said and that it was cut.
+MAX_RAW_ANSWER_CHARS = 4000
+#: Longest canonical answer key stored (a letter, a number, a normalised short text).
+MAX_ANSWER_KEY_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """A model's answer to one representative prompt: its canonical key and its raw text.
+
+    ``key`` is what agreement is decided on (an option letter, a number, normalised text; None
+    when the answer held nothing comparable), ``raw`` the answer as given, cut to
+    ``MAX_RAW_ANSWER_CHARS`` (None when not kept) and ``raw_chars`` its length before cutting.
+    """
+
+    key: str | None
+    raw: str | None = None
+    raw_chars: int | None = None
+
+    @classmethod
+    def of(cls, key: str | None, raw: str | None) -> ModelAnswer:
+        """An answer from its key and its full raw text (cut to the stored length here)."""
+        if raw is None:
+            return cls(key)
+        return cls(key, raw[:MAX_RAW_ANSWER_CHARS], len(raw))
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the stored raw text is shorter than the answer was."""
+        raw, chars = self.raw, self.raw_chars
+        return raw is not None and chars is not None and chars > len(raw)
+
+
+def check_answers(
+    name: str, answers: Mapping[str, ModelAnswer]
+) -> list[tuple[str, str, str | None, str | None, int | None]]:
+    """A model's answers as (model, prompt_id, key, raw, raw_chars) rows, each field checked."""
+    rows = []
+    for prompt_id, answer in answers.items():
+        where = f"model {name!r}: answer to prompt {prompt_id!r}"
+        if not isinstance(answer, ModelAnswer):
+            raise RegistryError(f"{where} is a {type(answer).__name__}, not a ModelAnswer")
+        key, raw, raw_chars = answer.key, answer.raw, answer.raw_chars
+        if key is None and raw is None:
+            raise RegistryError(f"{where} has neither a key nor a raw text")
+        if key is not None:
+            if not isinstance(key, str) or not key or "\x00" in key:
+                raise RegistryError(f"{where}: the key must be a non-empty string without NUL")
+            if len(key) > MAX_ANSWER_KEY_CHARS:
+                raise RegistryError(
+                    f"{where}: the key is {len(key)} characters, over {MAX_ANSWER_KEY_CHARS}"
+                )
+        if raw is not None:
+            if not isinstance(raw, str):
+                raise RegistryError(f"{where}: the raw text is a {type(raw).__name__}, not text")
+            if len(raw) > MAX_RAW_ANSWER_CHARS:
+                raise RegistryError(
+                    f"{where}: the raw text is {len(raw)} characters, over "
+                    f"{MAX_RAW_ANSWER_CHARS} (cut it with ModelAnswer.of)"
+                )
+            if raw_chars is None:
+                raw_chars = len(raw)
+            whole = isinstance(raw_chars, int) and not isinstance(raw_chars, bool)
+            if not whole or raw_chars < len(raw):
+                raise RegistryError(f"{where}: raw_chars {raw_chars!r} is below the text's length")
+        elif raw_chars is not None:
+            raise RegistryError(f"{where}: raw_chars given without a raw text")
+        rows.append((name, str(prompt_id), key, raw, raw_chars))
+    return rows
+
+
 def psi_bytes(psi: np.ndarray, label: str) -> bytes:
     """Psi as stored: little-endian float64 bytes of a non-empty vector of finite numbers."""
     array = np.asarray(psi, dtype="<f8").reshape(-1)
@@ -260,11 +333,12 @@ class Binding:
 
 @dataclass
 class NewModel:
-    """A model to add: its record, scores by prompt id, and Psi per artifact id."""
+    """A model to add: its record, scores and answers by prompt id, and Psi per artifact id."""
 
     record: ModelRecord
     scores: Mapping[str, float]
     features: Mapping[str, np.ndarray] = field(default_factory=dict)
+    answers: Mapping[str, ModelAnswer] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- fingerprints

@@ -69,10 +69,27 @@ def _add_upstream_model(connection: sqlite3.Connection) -> None:
     connection.execute("ALTER TABLE models ADD COLUMN upstream_model TEXT")
 
 
+def _add_answers(connection: sqlite3.Connection) -> None:
+    # Existing models simply have no answers (no rows): nothing routable changes.
+    # A row is an answer the model gave: its canonical key (NULL: nothing comparable in it) and
+    # its raw text, kept cut to records.MAX_RAW_ANSWER_CHARS, with raw_chars its full length.
+    connection.execute(
+        """CREATE TABLE answers (
+            model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+            prompt_id TEXT NOT NULL,
+            answer_key TEXT,
+            raw TEXT,
+            raw_chars INTEGER,
+            PRIMARY KEY (model, prompt_id),
+            CHECK (answer_key IS NOT NULL OR raw IS NOT NULL)
+        ) WITHOUT ROWID"""
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 #: ``MIGRATIONS[v]`` upgrades a file from schema version v to v + 1 (version 0 = an empty file).
-MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1, _add_upstream_model)
+MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1, _add_upstream_model, _add_answers)
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
 

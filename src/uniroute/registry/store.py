@@ -1,6 +1,6 @@
 """The model-pool registry: one SQLite file holding every routable model, its scores and Psi.
 
-Layout (schema version 2, kept in ``PRAGMA user_version``):
+Layout (schema version 3, kept in ``PRAGMA user_version``):
 
 * ``models``: name, price (per query or per 1k input/output tokens), optional endpoint, the
   model name the endpoint expects (``upstream_model``; NULL = the pool name) and the *name* of
@@ -8,6 +8,10 @@ Layout (schema version 2, kept in ``PRAGMA user_version``):
   version at which its scores or price last changed), creation and update times;
 * ``scores``: (model, prompt_id, score) for the representative prompts; a missing score has no
   row and reads back as NaN;
+* ``answers``: (model, prompt_id, answer_key, raw, raw_chars) for the representative prompts
+  the model answered: the canonical key agreement is decided on (NULL when the answer held
+  nothing comparable) and the raw text, cut to ``MAX_RAW_ANSWER_CHARS`` (``raw_chars``: its
+  full length); a prompt the model did not answer has no row;
 * ``features``: (model, artifact_id, psi) — Psi(h) as little-endian float64 bytes, per artifact,
   because Psi depends on the router that computed it;
 * ``policy``: the calibrated default policy (one row, JSON);
@@ -40,8 +44,10 @@ from uniroute.registry.calibration import Policy
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.records import (
     Binding,
+    ModelAnswer,
     ModelRecord,
     NewModel,
+    check_answers,
     check_scores,
     pool_fingerprint,
     prompts_fingerprint,
@@ -247,11 +253,14 @@ class Registry:
         record: ModelRecord,
         scores: Mapping[str, float],
         features: Mapping[str, np.ndarray] | None = None,
+        answers: Mapping[str, ModelAnswer] | None = None,
         *,
         replace: bool = False,
     ) -> ModelRecord:
-        """Add a model with its scores and Psi in one transaction; returns the stored record."""
-        return self.add_models([NewModel(record, scores, features or {})], replace=replace)[0]
+        """Add a model with its scores, Psi and answers in one transaction; returns the record."""
+        return self.add_models(
+            [NewModel(record, scores, features or {}, answers or {})], replace=replace
+        )[0]
 
     def add_models(self, models: Sequence[NewModel], *, replace: bool = False) -> list[ModelRecord]:
         """Add several models atomically (all or none); ``replace`` overwrites existing ones."""
@@ -268,12 +277,13 @@ class Registry:
                 (name, artifact_id, psi_bytes(psi, f"model {name!r}, artifact {artifact_id}"))
                 for artifact_id, psi in model.features.items()
             ]
-            prepared.append((model.record, score_rows, feature_rows))
+            answer_rows = check_answers(name, model.answers)
+            prepared.append((model.record, score_rows, feature_rows, answer_rows))
         stored = []
         with self._write() as connection:
             version = self._next_version(connection)
             stamp = now()
-            for record, score_rows, feature_rows in prepared:
+            for record, score_rows, feature_rows, answer_rows in prepared:
                 existing = connection.execute(
                     "SELECT created_at FROM models WHERE name = ?", (record.name,)
                 ).fetchone()
@@ -298,11 +308,16 @@ class Registry:
                 connection.executemany(
                     "INSERT INTO features (model, artifact_id, psi) VALUES (?, ?, ?)", feature_rows
                 )
+                connection.executemany(
+                    "INSERT INTO answers (model, prompt_id, answer_key, raw, raw_chars)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    answer_rows,
+                )
                 stored.append(new)
         return stored
 
     def remove_model(self, name: str) -> None:
-        """Delete a model with its scores and Psi."""
+        """Delete a model with its scores, Psi and answers."""
         with self._write() as connection:
             cursor = connection.execute("DELETE FROM models WHERE name = ?", (name,))
             if cursor.rowcount == 0:
@@ -384,6 +399,62 @@ class Registry:
                 "SELECT prompt_id, score FROM scores WHERE model = ?", (name,)
             ).fetchall()
         return dict(rows)
+
+    def get_answers(self, name: str) -> dict[str, ModelAnswer]:
+        """A model's recorded answers by prompt id (prompts it did not answer are absent)."""
+        with self._read() as connection:
+            if (
+                connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
+                is None
+            ):
+                raise self._unknown(connection, name)
+            rows = connection.execute(
+                "SELECT prompt_id, answer_key, raw, raw_chars FROM answers WHERE model = ?",
+                (name,),
+            ).fetchall()
+        return {prompt_id: ModelAnswer(key, raw, chars) for prompt_id, key, raw, chars in rows}
+
+    def answer_count(self, name: str) -> tuple[int, int]:
+        """(answers recorded, of which with a canonical key) for one model."""
+        with self._read() as connection:
+            if (
+                connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
+                is None
+            ):
+                raise self._unknown(connection, name)
+            row = connection.execute(
+                "SELECT COUNT(*), COUNT(answer_key) FROM answers WHERE model = ?", (name,)
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def answers_matrix(
+        self, names: Sequence[str], prompt_ids: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Answer keys as a (len(prompt_ids), len(names)) object array, and answers per model.
+
+        An entry is the canonical key (str) or None (no answer, or nothing comparable in it);
+        the second array counts each model's recorded answers on these prompts. One query.
+        """
+        row_of = {str(p): i for i, p in enumerate(prompt_ids)}
+        column_of = {name: j for j, name in enumerate(names)}
+        keys = np.full((len(prompt_ids), len(names)), None, dtype=object)
+        recorded = np.zeros(len(names), dtype=int)
+        if not names:
+            return keys, recorded
+        with self._read() as connection:
+            # One bound JSON list, not one variable per model: no limit on the pool's size.
+            rows = connection.execute(
+                "SELECT model, prompt_id, answer_key FROM answers"
+                " WHERE model IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(column_of)),),
+            ).fetchall()
+        for model, prompt_id, key in rows:
+            i = row_of.get(prompt_id)
+            if i is not None:
+                j = column_of[model]
+                keys[i, j] = key
+                recorded[j] += 1
+        return keys, recorded
 
     def scores_matrix(self, names: Sequence[str], prompt_ids: Sequence[str]) -> np.ndarray:
         """Scores as a (len(prompt_ids), len(names)) array; NaN where a score is missing."""

@@ -1,4 +1,5 @@
-"""Router estimators by name: UniRoute (K-means and learned cluster maps) and the baselines.
+"""Router estimators by name: UniRoute (K-means, learned cluster maps, verify plans) and the
+baselines.
 
 Every estimator class is imported here. Their fitting dependencies (scikit-learn, SciPy) are
 imported only inside the code that fits, so loading a saved estimator to route needs numpy only.
@@ -17,9 +18,10 @@ from uniroute.routers.oracle import OracleRouter
 from uniroute.routers.random import RandomRouter
 from uniroute.routers.uniroute_kmeans import ClusterProfileRouter, UniRouteKMeans
 from uniroute.routers.uniroute_learned import UniRouteLearnedMap
+from uniroute.routers.verify import UniRouteVerify
 from uniroute.routers.zero import ZeroRouter
 
-#: Every estimator class by its ``name``, UniRoute first.
+#: Every estimator class by its ``name``: UniRoute first, the verify-plan router last.
 ESTIMATORS: dict[str, type[RouterEstimator]] = {
     cls.name: cls
     for cls in (
@@ -30,6 +32,7 @@ ESTIMATORS: dict[str, type[RouterEstimator]] = {
         RetrainedMLP,
         OracleRouter,
         RandomRouter,
+        UniRouteVerify,
     )
 }
 
@@ -66,6 +69,7 @@ __all__ = [
     "RouterEstimator",
     "UniRouteKMeans",
     "UniRouteLearnedMap",
+    "UniRouteVerify",
     "ZeroRouter",
     "load_estimator",
     "make_estimator",

@@ -163,11 +163,13 @@ class RouterEstimator(ABC):
         features: np.ndarray | None = None,
         endpoints: Sequence[Endpoint | None] = (),
         revision: int = 0,
+        answers: np.ndarray | None = None,
     ) -> Pool:
         """A pool of these models, each described by its representative-prompt scores.
 
         ``scores`` is (n_representative, len(names)); ``features`` may pass Psi rows computed
-        before (as a registry stores them) instead of computing them here.
+        before (as a registry stores them) instead of computing them here. ``answers``, when
+        known, are the models' canonical answer keys on the same prompts (``Pool.answers``).
         """
         self._check_fitted()
         names = [str(name) for name in names]
@@ -189,6 +191,7 @@ class RouterEstimator(ABC):
             revision=revision,
             evidence=evidence,
             feature_std=feature_std,
+            answers=answers,
         )
 
     def describe_pool(

@@ -62,9 +62,11 @@ def add_recorded_model(
     endpoint: str | None = None,
     api_key_env: str | None = None,
     upstream_model: str | None = None,
+    with_answers: bool = False,
 ) -> AddedModel:
     """Add ``model`` to the router's registry with its recorded scores on the representative
-    prompts and a per-query ``cost``; routable on return."""
+    prompts and a per-query ``cost``; routable on return. ``with_answers`` also stores its
+    recorded answers to them (RouterBench data), as onboarding would."""
     record = ModelRecord(
         name=model,
         cost=ModelCost(per_query=cost),
@@ -73,7 +75,15 @@ def add_recorded_model(
         upstream_model=upstream_model,
     )
     scores = recorded_scores(dataset, model, router.artifact.prompt_ids)
-    return add_scored_model(router, record, scores, source=f"recorded scores of {model!r}")
+    answers = None
+    if with_answers:
+        from uniroute.data.routerbench import responses_by_prompt
+
+        recorded = responses_by_prompt(dataset)[model]
+        answers = {pid: recorded.get(pid) for pid in router.artifact.prompt_ids}
+    return add_scored_model(
+        router, record, scores, answers=answers, source=f"recorded scores of {model!r}"
+    )
 
 
 def write_config(path: str | Path, **settings: Any) -> Path:

@@ -27,6 +27,7 @@ from uniroute.gateway.errors import invalid
 from uniroute.onboarding.endpoints import check_endpoint
 from uniroute.registry import ModelCost, ModelRecord
 from uniroute.registry.calibration import Target, make_target
+from uniroute.registry.score_files import MAX_FILE_ANSWER_CHARS
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 _PRICE_FIELDS = ("cost", "cost_per_1k_input", "cost_per_1k_output", "expected_output_tokens")
@@ -92,6 +93,34 @@ def _scores(value: Any) -> dict[str, float]:
         checked[str(prompt_id)] = float(score)
     if not checked:
         raise invalid("invalid_scores", "every score given is missing (null)", "scores")
+    return checked
+
+
+def _answers(value: Any) -> dict[str, str]:
+    """Raw answers as ``{prompt_id: answer text}``; a null answer is none given and left out."""
+    if not isinstance(value, dict):
+        raise invalid(
+            "invalid_answers", "'answers' must be an object {prompt_id: answer text}", "answers"
+        )
+    checked: dict[str, str] = {}
+    for prompt_id, answer in value.items():
+        if answer is None:
+            continue
+        if not isinstance(answer, str) or "\x00" in answer:
+            raise invalid(
+                "invalid_answers",
+                f"answer to prompt {prompt_id!r} must be text without NUL, got "
+                f"{type(answer).__name__}",
+                "answers",
+            )
+        if len(answer) > MAX_FILE_ANSWER_CHARS:
+            raise invalid(
+                "invalid_answers",
+                f"answer to prompt {prompt_id!r} is {len(answer)} characters, over "
+                f"{MAX_FILE_ANSWER_CHARS}",
+                "answers",
+            )
+        checked[str(prompt_id)] = answer
     return checked
 
 
@@ -168,7 +197,9 @@ class OnboardingOptions(BaseModel):
 
 class AddModelRequest(PriceRequest):
     """``POST /admin/models``: a model's record and price, and **either** its ``scores`` on the
-    representative prompts **or** ``onboard: true`` (its endpoint is asked them)."""
+    representative prompts (optionally with its raw ``answers``: an ``answer`` in each score
+    row, or an object ``{prompt_id: text}``) **or** ``onboard: true`` (its endpoint is asked
+    them)."""
 
     name: str = Field(default=None, validate_default=True)
     endpoint: str | None = None
@@ -178,9 +209,36 @@ class AddModelRequest(PriceRequest):
     enabled: bool = True
     replace: bool = False
     scores: dict[str, float] | None = None
+    answers: dict[str, str] | None = None
     onboard: bool = False
     onboarding: OnboardingOptions = Field(default_factory=OnboardingOptions)
     _record: ModelRecord = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _row_answers(cls, value: Any) -> Any:
+        # Score rows may carry the model's answer: moved to 'answers' before fields are checked.
+        if not isinstance(value, dict) or not isinstance(value.get("scores"), list):
+            return value
+        rows = value["scores"]
+        given = {
+            str(row["prompt_id"]): row["answer"]
+            for row in rows
+            if isinstance(row, dict) and "answer" in row and "prompt_id" in row
+        }
+        if not given:
+            return value
+        if value.get("answers") is not None:
+            raise invalid(
+                "invalid_answers",
+                "give answers either in the score rows or as 'answers', not both",
+                "answers",
+            )
+        stripped = [
+            {k: v for k, v in row.items() if k != "answer"} if isinstance(row, dict) else row
+            for row in rows
+        ]
+        return {**value, "scores": stripped, "answers": given}
 
     @field_validator("name", mode="before")
     @classmethod
@@ -226,6 +284,11 @@ class AddModelRequest(PriceRequest):
     def _scores(cls, value: Any) -> dict[str, float] | None:
         return None if value is None else _scores(value)
 
+    @field_validator("answers", mode="before")
+    @classmethod
+    def _answers(cls, value: Any) -> dict[str, str] | None:
+        return None if value is None else _answers(value)
+
     @model_validator(mode="after")
     def _build_record(self) -> AddModelRequest:
         if (self.scores is not None) == self.onboard:
@@ -233,6 +296,12 @@ class AddModelRequest(PriceRequest):
                 "missing_field",
                 "give either 'scores' or 'onboard': true (with an 'endpoint')",
                 "scores",
+            )
+        if self.onboard and self.answers is not None:
+            raise invalid(
+                "invalid_answers",
+                "'answers' go with 'scores'; onboarding records the endpoint's own answers",
+                "answers",
             )
         if self.onboard and self.endpoint is None:
             raise invalid(

@@ -101,6 +101,7 @@ async def add_model(request: Request) -> Response:
         router,
         record,
         body.scores,
+        answers=body.answers,
         replace=body.replace,
         source=f"scores of model {record.name!r}",
         endpoint_policy=gateway.endpoint_policy,
@@ -113,6 +114,8 @@ async def add_model(request: Request) -> Response:
             "unknown_prompt_ids": added.unknown_ids[:20],
             "n_unknown_prompt_ids": len(added.unknown_ids),
             "evidence_warnings": added.evidence_warnings,
+            "answers": added.n_answers,
+            "answer_keys": added.n_answer_keys,
             "seconds_to_routable": round(time.perf_counter() - started, 4),
             "servable": record.name in router.snapshot.pool.servable,
         },
@@ -169,6 +172,8 @@ def _start_onboarding(gateway: Gateway, body: AddModelRequest) -> Response:
             "answers_fetched": result.answers_fetched,
             "answers_from_cache": result.answers_from_cache,
             "failures": len(result.failures),
+            "answers": onboarded.added.n_answers,
+            "answer_keys": onboarded.added.n_answer_keys,
             "evidence_warnings": onboarded.added.evidence_warnings,
         }
 

@@ -6,10 +6,15 @@
 * ``risk=Z`` added to either (``uniroute:risk=1.64``, ``uniroute:lambda=L,risk=Z``): decide on
   each estimated error plus ``Z`` standard deviations, so thin evidence is not taken for a low
   error (risk-averse routing);
+* ``verify`` added to the default or a lambda (``uniroute:verify``, ``uniroute:verify,lambda=L``):
+  verify and escalate: the router's plan for the prompt may ask two cheap models, answer with
+  the first when their answers agree and ask a stronger model only when they do not
+  (:mod:`uniroute.gateway.openai.verify`);
 * the name of a pool model: sent straight to that model (no routing, no fallback).
 
-The headers ``x-uniroute-lambda``, ``x-uniroute-max-cost`` and ``x-uniroute-risk`` set the same
-parameters for clients that cannot change the model name; a header and the model string may not
+The headers ``x-uniroute-lambda``, ``x-uniroute-max-cost``, ``x-uniroute-risk`` and
+``x-uniroute-verify`` (``true`` / ``false``) set the same parameters for clients that cannot
+change the model name; a header and the model string may not
 disagree, and lambda and max-cost may not be combined. They are ignored when the model is named
 directly.
 """
@@ -26,6 +31,9 @@ ROUTED_ALIAS = "uniroute"
 LAMBDA_HEADER = "x-uniroute-lambda"
 MAX_COST_HEADER = "x-uniroute-max-cost"
 RISK_HEADER = "x-uniroute-risk"
+VERIFY_HEADER = "x-uniroute-verify"
+VERIFY_OPTION = "verify"
+_TRUE, _FALSE = frozenset({"true", "1", "on", "yes"}), frozenset({"false", "0", "off", "no"})
 _PARAM_NAMES = {"lambda": "lam", "max-cost": "max_cost", "risk": "risk"}
 
 
@@ -36,16 +44,20 @@ class RoutingPolicy:
     lam: float | None = None
     max_cost: float | None = None
     risk: float = 0.0
+    verify: bool = False
 
     def describe(self) -> str:
-        """A short label for logs: ``default``, ``lambda=0.3``, ``max-cost=0.001,risk=1.64``."""
+        """A short label for logs: ``default``, ``lambda=0.3``, ``max-cost=0.001,risk=1.64``,
+        ``verify,lambda=0.3``."""
         if self.lam is not None:
             label = f"lambda={self.lam:g}"
         elif self.max_cost is not None:
             label = f"max-cost={self.max_cost:g}"
         else:
             label = "default"
-        return f"{label},risk={self.risk:g}" if self.risk else label
+        if self.risk:
+            label += f",risk={self.risk:g}"
+        return f"{VERIFY_OPTION},{label}" if self.verify else label
 
 
 @dataclass(frozen=True)
@@ -92,15 +104,26 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
     if not is_routed(model):
         return ModelChoice(direct_model=model)
     values: dict[str, float] = {}
+    verify: bool | None = None
     if model != ROUTED_ALIAS:
         for part in model[len(ROUTED_ALIAS) + 1 :].split(","):
             key, sep, raw = part.partition("=")
             key = key.strip()
+            if key == VERIFY_OPTION and not sep:
+                if verify:
+                    raise ApiError(
+                        400,
+                        f"verify is given twice in model {model!r}",
+                        param="model",
+                        code="invalid_routing_policy",
+                    )
+                verify = True
+                continue
             if not sep or key not in _PARAM_NAMES:
                 raise ApiError(
                     400,
                     f"unknown routing option {part!r} in model {model!r}; use "
-                    "'uniroute:lambda=L', 'uniroute:max-cost=C' and/or 'risk=Z'",
+                    "'uniroute:lambda=L', 'uniroute:max-cost=C', 'risk=Z' and/or 'verify'",
                     param="model",
                     code="invalid_routing_policy",
                 )
@@ -129,6 +152,24 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
                 code="invalid_routing_policy",
             )
         values[key] = value
+    header_verify = headers.get(VERIFY_HEADER)
+    if header_verify is not None:
+        flag = header_verify.strip().lower()
+        if flag not in _TRUE | _FALSE:
+            raise ApiError(
+                400,
+                f"header {VERIFY_HEADER} must be true or false, got {header_verify!r}",
+                param=VERIFY_HEADER,
+                code="invalid_routing_policy",
+            )
+        if verify and flag in _FALSE:
+            raise ApiError(
+                400,
+                f"header {VERIFY_HEADER}: {header_verify} contradicts the model field {model!r}",
+                param=VERIFY_HEADER,
+                code="invalid_routing_policy",
+            )
+        verify = flag in _TRUE
     if "lam" in values and "max_cost" in values:
         raise ApiError(
             400,
@@ -136,4 +177,12 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
             param="model",
             code="invalid_routing_policy",
         )
-    return ModelChoice(policy=RoutingPolicy(**values))
+    if verify and ("max_cost" in values or values.get("risk")):
+        raise ApiError(
+            400,
+            "verify trades error against cost with a lambda only; drop max-cost and risk, or "
+            "drop verify",
+            param="model",
+            code="invalid_routing_policy",
+        )
+    return ModelChoice(policy=RoutingPolicy(**values, verify=bool(verify)))

@@ -18,42 +18,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from uniroute.errors import RouterError
 from uniroute.gateway.access_log import GATEWAY_LOGGER, note, request_id_of
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, check_client_key
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.fallback import AllModelsFailedError, UpstreamError, call_with_fallback
-from uniroute.gateway.openai.policy import ROUTED_ALIAS, parse_model_choice
+from uniroute.gateway.openai.calls import all_failed_error, answer_headers, model_caller
+from uniroute.gateway.openai.policy import ROUTED_ALIAS, RoutingPolicy, parse_model_choice
 from uniroute.gateway.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     RouteRequest,
 )
-from uniroute.gateway.upstream import UpstreamAnswer, UpstreamStream, UpstreamTarget
+from uniroute.gateway.openai.verify import answer_verified, refuse_stream
+from uniroute.gateway.upstream import UpstreamAnswer, UpstreamStream
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 
 logger = logging.getLogger(GATEWAY_LOGGER)
-
-
-def _answer_headers(model: str, request: Request, attempts: int) -> dict[str, str]:
-    return {
-        "x-uniroute-model": model,
-        "x-uniroute-attempts": str(attempts),
-        "x-request-id": request_id_of(request),
-    }
-
-
-def _all_failed_error(exc: AllModelsFailedError) -> ApiError:
-    if exc.attempts and all(a.outcome == "skipped" for a in exc.attempts):
-        return ApiError(
-            503,
-            f"every candidate model is out of rotation after repeated failures ({exc}); "
-            "retry later",
-            code="models_unavailable",
-        )
-    return ApiError(502, str(exc), code="upstream_failed")
 
 
 async def _completion(
@@ -65,8 +49,12 @@ async def _completion(
     parsed = validate(kind, body)
     choice = parse_model_choice(parsed.model, request.headers)
     note(request, stream=parsed.stream)
+    verify = choice.policy is not None and choice.policy.verify
+    if verify and parsed.stream:
+        raise refuse_stream()
     # One snapshot for the whole request: decision, candidates, endpoints and costs agree.
     snapshot = gateway.router.snapshot
+    decision = None
     if choice.policy is not None:
         decision = await gateway.decide(parsed.routing_text(), choice.policy, snapshot)
         candidates = decision.servable_ranking
@@ -86,34 +74,17 @@ async def _completion(
         candidates, max_models = [choice.direct_model], 1
         note(request, policy="direct")
 
-    request_id = request_id_of(request)
-
-    async def call(model: str) -> UpstreamAnswer | UpstreamStream:
-        endpoint = snapshot.pool.endpoint(model)
-        assert endpoint is not None  # candidates are servable models of this snapshot
-        target = UpstreamTarget(model, endpoint)
+    call = model_caller(gateway, snapshot, path, body, parsed.stream, request_id_of(request))
+    if verify and decision is not None:
         try:
-            if parsed.stream:
-                return await gateway.upstream.open_stream(target, path, body, request_id)
-            return await gateway.upstream.complete(target, path, body, request_id)
-        except UpstreamError as failure:
-            if failure.counts_against_model:
-                # The breaker is updated by the fallback loop right after this re-raise.
-                gateway.metrics.count_upstream_error(model, failure.kind)
-            raise
-        except Exception as exc:
-            # Whatever else went wrong with this model's answer is this model failing: the next
-            # model is tried and the breaker counts it, instead of one upstream failing the
-            # request. Logged with its traceback, since it may also be a bug here.
-            logger.warning(
-                "unexpected failure calling %s", model, exc_info=True,
-                extra={"request_id": request_id},
-            )  # fmt: skip
-            gateway.metrics.count_upstream_error(model, "unexpected")
-            raise UpstreamError(
-                f"{model!r} failed unexpectedly ({type(exc).__name__})", kind="unexpected"
-            ) from exc
-
+            return await answer_verified(
+                gateway, request, parsed.routing_text(), decision, snapshot, call
+            )
+        except UpstreamError as failure:  # the upstream rejected the request itself
+            note(request, upstream_status=failure.status)
+            return Response(
+                failure.body or b"", failure.status or 502, media_type="application/json"
+            )
     try:
         result = await call_with_fallback(
             candidates, call, gateway.breakers, max_models, success_on_return=not parsed.stream
@@ -121,7 +92,7 @@ async def _completion(
     except AllModelsFailedError as exc:
         gateway.update_breaker_gauges(a.model for a in exc.attempts)
         note(request, attempts=[a.__dict__ for a in exc.attempts])
-        raise _all_failed_error(exc) from None
+        raise all_failed_error(exc) from None
     except UpstreamError as failure:
         note(request, upstream_status=failure.status)
         return Response(
@@ -136,7 +107,7 @@ async def _completion(
     gateway.metrics.record_answer(
         model, snapshot.pool.cost(model), gateway.reference_cost(snapshot)
     )
-    headers = _answer_headers(
+    headers = answer_headers(
         model, request, len([a for a in result.attempts if a.outcome != "skipped"])
     )
     answer = result.value
@@ -223,6 +194,15 @@ async def route(request: Request) -> Response:
     servable = decision.servable_ranking
     payload["policy"] = policy.describe()
     payload["servable_model"] = servable[0] if servable else None
+    if policy.verify:
+        try:
+            plan = await gateway.plan_verified(
+                parsed.routing_text(), RoutingPolicy(lam=decision.lam), gateway.router.snapshot
+            )
+            payload["verify_plan"] = plan.to_dict()
+        except RouterError as exc:
+            payload["verify_plan"] = None
+            payload["verify_unavailable"] = str(exc)
     note(request, policy=policy.describe(), routed_to=decision.model)
     return JSONResponse(payload, headers={"x-uniroute-model": decision.model})
 
