@@ -50,6 +50,7 @@ class Pool:
     feature_std: np.ndarray | None = None
     answers: np.ndarray | None = None
     _index: dict[str, int] = field(init=False, repr=False)
+    _servable: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = tuple(str(name) for name in self.names)
@@ -99,6 +100,8 @@ class Pool:
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "endpoints", endpoints)
         object.__setattr__(self, "_index", {name: j for j, name in enumerate(names)})
+        servable = tuple(n for n, e in zip(names, endpoints, strict=True) if e is not None)
+        object.__setattr__(self, "_servable", servable)
 
     @staticmethod
     def _per_feature(
@@ -140,7 +143,7 @@ class Pool:
     @property
     def servable(self) -> tuple[str, ...]:
         """Models the gateway can call (those with an endpoint), in pool order."""
-        return tuple(n for n, e in zip(self.names, self.endpoints, strict=True) if e is not None)
+        return self._servable
 
     def select(self, names: Sequence[str]) -> Pool:
         """The pool restricted to ``names``, in that order."""

@@ -26,7 +26,7 @@ from uniroute.data.representative import RepresentativePrompt
 from uniroute.deployment.snapshot import Snapshot
 from uniroute.errors import RouterError
 from uniroute.routers.uniroute_kmeans import UniRouteKMeans
-from uniroute.routers.verify import PlanTable, cluster_plan_table
+from uniroute.routers.verify import PlanTable, UniRouteVerify, cluster_plan_table
 from uniroute.tradeoff import route_argmin
 
 
@@ -106,7 +106,11 @@ def _plan_set(estimator: UniRouteKMeans, prompts: Sequence[RepresentativePrompt]
             "model has any recorded (onboard them, or add them with an 'answer' column)"
         )
     kinds = cluster_answer_kinds(prompts, estimator.val_clusters_, estimator.n_clusters_)
-    table = cluster_plan_table(estimator, pool)
+    # A verify artifact uses the shrinkage and candidate rule it chose on its training LLMs.
+    if isinstance(estimator, UniRouteVerify):
+        table = estimator.plan_table(pool)
+    else:
+        table = cluster_plan_table(estimator, pool)
     # A cluster whose answers cannot be compared keeps only its single-model plans.
     uncomparable = np.array([k for k, kind in enumerate(kinds) if kind is None], dtype=np.intp)
     if len(uncomparable):

@@ -7,6 +7,7 @@ written in the file itself: the file names the environment variables that hold t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -137,8 +138,7 @@ class GatewayConfig:
 
     def client_keys(self) -> frozenset[str]:
         """The accepted client API keys, read from the environment now (empty: no key needed)."""
-        raw = os.environ.get(self.client_keys_env, "")
-        return frozenset(key.strip() for key in raw.split(",") if key.strip())
+        return _parse_keys(os.environ.get(self.client_keys_env, ""))
 
     def admin_token(self) -> str | None:
         """The admin bearer token from the environment, or None when the admin API is off."""
@@ -147,6 +147,12 @@ class GatewayConfig:
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (holds variable names only, never secrets)."""
         return asdict(self)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_keys(raw: str) -> frozenset[str]:
+    """The keys of a comma-separated list (parsed once per value: it is read on every request)."""
+    return frozenset(key.strip() for key in raw.split(",") if key.strip())
 
 
 #: Integer settings must fit a signed 64-bit integer: beyond that no count or size means

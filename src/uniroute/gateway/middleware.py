@@ -60,9 +60,10 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-        request_id = new_request_id(headers.get("x-request-id"))
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = new_request_id(None if given is None else given.decode("latin-1"))
         scope[REQUEST_ID_KEY] = request_id
+        request_id_bytes = request_id.encode()
         fields: dict = {}
         scope[LOG_FIELDS_KEY] = fields
         started = time.perf_counter()
@@ -80,9 +81,12 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 status["sent"] = True
-                raw = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                raw.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": raw}
+                headers = message.get("headers", [])
+                # Handlers of answers already send it; only other responses need it added.
+                if (b"x-request-id", request_id_bytes) not in headers:
+                    raw = [(k, v) for k, v in headers if k != b"x-request-id"]
+                    raw.append((b"x-request-id", request_id_bytes))
+                    message = {**message, "headers": raw}
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 status["complete"] = True
             try:

@@ -40,6 +40,7 @@ from uniroute import __version__
 from uniroute.gateway.admin.protocol import AddModelRequest, PriceRequest, RecalibrateRequest
 from uniroute.gateway.openai.policy import LAMBDA_HEADER, MAX_COST_HEADER, RISK_HEADER
 from uniroute.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, RouteRequest
+from uniroute.registry.score_files import MAX_FILE_ANSWER_CHARS
 
 OPENAPI_PATH = "/openapi.json"
 _REF_TEMPLATE = "#/components/schemas/{model}"
@@ -71,7 +72,13 @@ _ROUTED_MODEL: Schema = {
             "pattern": rf"^uniroute:(lambda|max-cost)={_NUMBER}(,risk={_NUMBER})?$",
         },
         {"type": "string", "pattern": rf"^uniroute:risk={_NUMBER}$"},
+        {"type": "string", "pattern": rf"^uniroute:verify(,lambda={_NUMBER})?$"},
     ]
+}
+#: A verified request compares complete answers: it may not stream.
+_VERIFY_DOES_NOT_STREAM: Schema = {
+    "if": {"required": ["model"], "properties": {"model": {"pattern": "^uniroute:verify"}}},
+    "then": {"properties": {"stream": {"not": {"const": True}}}},
 }
 
 _HAND_WRITTEN: dict[str, Schema] = {
@@ -96,9 +103,15 @@ _HAND_WRITTEN: dict[str, Schema] = {
         **copy.deepcopy(_ROUTED_MODEL),
         "description": (
             "'uniroute' (the calibrated default trade-off), 'uniroute:lambda=L', "
-            "'uniroute:max-cost=C', optionally with ',risk=Z'."
+            "'uniroute:max-cost=C', optionally with ',risk=Z'; 'uniroute:verify' or "
+            "'uniroute:verify,lambda=L' (verify and escalate; not streamed)."
         ),
-        "examples": ["uniroute", "uniroute:lambda=50", "uniroute:max-cost=0.001"],
+        "examples": [
+            "uniroute",
+            "uniroute:lambda=50",
+            "uniroute:max-cost=0.001",
+            "uniroute:verify",
+        ],
     },
     "ModelChoice": {
         "description": "A routing policy (see RoutingPolicy), or a pool model's name (no routing).",
@@ -473,6 +486,13 @@ _ENDPOINT: Schema = {
     "examples": ["http://127.0.0.1:8001/v1"],
 }
 _SCORE: Schema = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+#: One raw answer: text without NUL, within the admin API's limit, or null (none given).
+_ANSWER: Schema = {
+    "anyOf": [
+        {"type": "string", "maxLength": MAX_FILE_ANSWER_CHARS, "pattern": "^[^\\u0000]*$"},
+        {"type": "null"},
+    ]
+}
 
 #: Per request model: the properties that replace pydantic's, and keywords added to the schema.
 _REFINEMENTS: dict[type[BaseModel], Schema] = {
@@ -483,6 +503,7 @@ _REFINEMENTS: dict[type[BaseModel], Schema] = {
             "stream": {"type": "boolean", "default": False},
         },
         "required": ["model", "messages"],
+        **_VERIFY_DOES_NOT_STREAM,
     },
     CompletionRequest: {
         "properties": {
@@ -491,6 +512,7 @@ _REFINEMENTS: dict[type[BaseModel], Schema] = {
             "stream": {"type": "boolean", "default": False},
         },
         "required": ["model", "prompt"],
+        **_VERIFY_DOES_NOT_STREAM,
     },
     RouteRequest: {
         "properties": {
@@ -531,18 +553,41 @@ _REFINEMENTS: dict[type[BaseModel], Schema] = {
                         "items": {
                             "type": "object",
                             "required": ["prompt_id", "score"],
-                            "properties": {"prompt_id": {"type": "string"}, "score": _SCORE},
+                            "properties": {
+                                "prompt_id": {"type": "string"},
+                                "score": _SCORE,
+                                "answer": _ANSWER,
+                            },
                         },
                         "contains": {"properties": {"score": {"type": "number"}}},
                     },
                     {"type": "null"},
                 ],
             },
+            "answers": {
+                "description": "The model's raw answers to the representative prompts, by "
+                "prompt id (null: none given); stored with their canonical keys.",
+                "anyOf": [{"type": "object", "additionalProperties": _ANSWER}, {"type": "null"}],
+            },
         },
         "required": ["name"],
         "dependentRequired": {"upstream_model": ["endpoint"]},
         "allOf": [
             _PRICE_RULE,
+            # Answers come in the score rows or as 'answers', not both.
+            {
+                "if": {"required": ["answers"], "properties": {"answers": {"type": "object"}}},
+                "then": {
+                    "properties": {
+                        "scores": {
+                            "anyOf": [
+                                {"type": ["object", "null"]},
+                                {"type": "array", "items": {"not": {"required": ["answer"]}}},
+                            ]
+                        }
+                    }
+                },
+            },
             {
                 "anyOf": [
                     {
@@ -554,7 +599,11 @@ _REFINEMENTS: dict[type[BaseModel], Schema] = {
                     },
                     {
                         "required": ["onboard", "endpoint"],
-                        "properties": {"onboard": {"const": True}, "scores": {"type": "null"}},
+                        "properties": {
+                            "onboard": {"const": True},
+                            "scores": {"type": "null"},
+                            "answers": {"type": "null"},
+                        },
                     },
                 ]
             },
@@ -635,6 +684,10 @@ _ANSWER_HEADERS = {
     "x-uniroute-model": "The pool model that answered.",
     "x-uniroute-attempts": "How many models were called.",
     "x-request-id": "The request's id (the client's own when short and plain).",
+    "x-uniroute-verify": "Verified requests: agreed, escalated, single or unavailable.",
+    "x-uniroute-verify-plan": "Verified requests: the plan, 'a' or 'a+b->e'.",
+    "x-uniroute-called": "Verified requests: every model called, in order.",
+    "x-uniroute-verify-reason": "Verified requests: why the answer came from that model.",
 }
 
 
