@@ -37,6 +37,7 @@ from uniroute.evaluation.stats import mean_std, sign_test
 from uniroute.pool import Pool
 from uniroute.routers import ESTIMATORS, ClusterProfileRouter, UniRouteVerify, make_estimator
 from uniroute.routers.base import RouterEstimator
+from uniroute.routers.verify import PlanTable
 from uniroute.tradeoff import DeferralCurve, deferral_curve
 
 log = logging.getLogger(__name__)
@@ -204,11 +205,11 @@ def run_trial(
             costs,
         )
 
-    def plans_scored(
+    def plan_outcome(
         estimator: UniRouteVerify, val_scores: np.ndarray, rows: np.ndarray | None = None
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], DeferralCurve, PlanTable] | None:
         assert answers is not None
-        outcome = plan_metrics(
+        return plan_metrics(
             estimator,
             list(test_models),
             val_scores,
@@ -220,6 +221,11 @@ def run_trial(
             answers[np.ix_(test_idx, test_cols)],
             subset=rows,
         )
+
+    def plans_scored(
+        estimator: UniRouteVerify, val_scores: np.ndarray, rows: np.ndarray | None = None
+    ) -> dict[str, float]:
+        outcome = plan_outcome(estimator, val_scores, rows)
         return _nan_metrics() if outcome is None else outcome[0]
 
     plan_details: dict[str, dict[str, Any]] = {}
@@ -275,18 +281,7 @@ def run_trial(
                 )
             chosen_k.setdefault(spec.psi_prior, int(estimator.n_clusters_))
         if isinstance(estimator, UniRouteVerify):
-            assert answers is not None
-            scored = plan_metrics(
-                estimator,
-                list(test_models),
-                val_scores_test,
-                answers[np.ix_(val_idx, test_cols)],
-                test_costs,
-                embeddings[test_idx],
-                test_quality,
-                test_call_costs,
-                answers[np.ix_(test_idx, test_cols)],
-            )
+            scored = plan_outcome(estimator, val_scores_test)
             if scored is None:
                 raise RouterError("a test LLM has no validation score; it cannot be described")
             metrics[spec.label], curves[spec.label], table = scored
