@@ -6,6 +6,8 @@ same run,
 * one decision (embed + route) for a real prompt cut to ~200 MiniLM tokens, over the artifact's
   training models: the previous path (sklearn's ``TfidfVectorizer.transform``, every decision
   computed) against today's (direct TF-IDF, decisions looked up per (cluster, policy));
+* one decision for each of RouterBench's own prompts in turn (full length: 1,600 characters on
+  average), the previous path against today's, the embedding alone too;
 * the same decision asked through the gateway's batcher on an event loop: the previous serving
   path (a hop to a routing thread and back) against today's (inline on the loop);
 * batched decisions per second over a synthetic pool of 1,000 models (real representative-
@@ -205,6 +207,24 @@ def main(argv: list[str] | None = None) -> int:
         print(row("  embed, today (direct)", embed_now, embed_before))
         print(row("  route, previous (computed)", lookup_before))
         print(row("  route, today (table lookup)", lookup_now, lookup_before))
+
+        cycle = iter(np.random.default_rng(0).permutation(len(texts)).tolist() * 1000)
+        lengths = np.array([len(t) for t in texts])
+        print(
+            f"\none decision per prompt, RouterBench's prompts in turn (full length: median "
+            f"{int(np.median(lengths))}, mean {lengths.mean():.0f} characters):"
+        )
+        full_before = time_calls(
+            lambda: previous.route_embeddings(
+                encoder.encode_with_sklearn([texts[next(cycle)]]), lam=LAMBDA
+            ),
+            args.repeats,
+        )
+        full_now = time_calls(lambda: router.route(texts[next(cycle)], lam=LAMBDA), args.repeats)
+        full_embed = time_calls(lambda: encoder.encode([texts[next(cycle)]]), args.repeats)
+        print(row("previous: sklearn transform + computed", full_before))
+        print(row("today: direct tf-idf + (cluster, policy) table", full_now, full_before))
+        print(row("  of which embedding, today", full_embed))
 
         print("\nthe same decision through the gateway's batcher, on an event loop (c=1):")
         item = RouteItem(probe, LAMBDA, None, router.snapshot)
