@@ -8,7 +8,8 @@ RouterBench prompts and the same pinning: the gateway or proxy under test alone 
 * direct: the load generator calls the replay upstream itself (the baseline);
 * C-parser proxy: ``benchmarks/proxies/uvloop_aiohttp.py``, a bare ASGI app on uvicorn with
   uvloop + httptools, forwarding with aiohttp;
-* Starlette + httpx proxy: ``benchmarks/proxies/starlette_httpx.py``, on uvicorn's defaults;
+* Starlette + httpx proxy: ``benchmarks/proxies/starlette_httpx.py``, on what a plain ``pip
+  install uvicorn`` serves with (h11 on the asyncio event loop);
 * LiteLLM proxy: ``pip install 'litellm[proxy]'`` in its own virtualenv (made once, cached under
   ``.cache/litellm-venv`` or ``--litellm-venv``), one worker, no database, one model_list entry;
 * UniRoute named model: ``uniroute serve``, ``model: <pool model>`` (proxying only);
