@@ -91,6 +91,13 @@ class GatewayConfig:
     onboarding_cache_dir: str | None = None
     #: Level of the gateway's own logs (access logs are always written at INFO).
     log_level: str = "INFO"
+    #: Seconds after SIGTERM during which the gateway still accepts and serves requests but
+    #: answers /readyz with 503 ``draining``, so a load balancer's health checks take it out of
+    #: rotation before it stops accepting (0: stop accepting at once).
+    shutdown_drain_s: float = 0.0
+    #: Seconds requests still open when the gateway stops accepting get to finish (streams
+    #: included); what is still open then is cut off.
+    shutdown_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -125,8 +132,10 @@ class GatewayConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.connect_retries < 0:
             raise ConfigError(f"connect_retries must be >= 0, got {self.connect_retries!r}")
-        if self.retry_backoff_s < 0:
-            raise ConfigError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s!r}")
+        for name in ("retry_backoff_s", "shutdown_drain_s", "shutdown_grace_s"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {value!r}")
         for name in ("client_keys_env", "admin_token_env"):
             value = getattr(self, name)
             if not value or not value.replace("_", "").isalnum():

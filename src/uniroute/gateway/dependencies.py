@@ -63,6 +63,8 @@ class Gateway:
         #: added or onboarded, and before each upstream call (``refusal``, cached, no DNS).
         self.endpoint_policy = EndpointPolicy(config.upstream_allowlist)
         self._upstream: UpstreamClient | None = None
+        #: True from a shutdown signal on: /readyz answers 503 so that no new traffic comes.
+        self.draining = False
         self._observed: Snapshot | None = None
         self._reference: tuple[Snapshot, float | None] | None = None
         self.observe(router.snapshot)
@@ -78,6 +80,10 @@ class Gateway:
     def open_upstream(self) -> None:
         """Open the upstream connection pools (at application start)."""
         self._upstream = UpstreamClient(self.config, self.endpoint_policy)
+
+    def start_draining(self) -> None:
+        """Report not ready from now on (the server is about to stop accepting)."""
+        self.draining = True
 
     async def aclose(self) -> None:
         """Close the upstream connections, then give running admin jobs a moment to finish."""

@@ -22,12 +22,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """GET /readyz: the registry is readable now and at least one model is servable.
+    """GET /readyz: the registry is readable now, at least one model is servable, and the
+    gateway is not shutting down.
 
     Reports the registry revision the served pool was read at (``pool_version``) and how many
-    of its models are servable; 503 with the failing check when not ready.
+    of its models are servable; 503 with the failing check when not ready (``draining``: a
+    shutdown has started and the gateway will soon stop accepting).
     """
     gateway = gateway_of(request)
+    if gateway.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     checks: dict[str, Any] = {}
     try:
         with anyio.fail_after(REGISTRY_CHECK_S):

@@ -10,13 +10,17 @@ server down or leak a traceback to the client.
 A client that goes away before its answer is complete (closing mid-body or mid-stream) is not an
 error of the server: nothing more is sent, nothing is logged at ERROR, and the access-log line
 says ``"client_disconnected": true`` (with status 499 when no status had been sent, as nginx
-logs it). A request the HTTP protocol answered itself while the handler was reading it (a body
+logs it). A request still open when the server's shutdown grace period ends is answered 503
+``shutting_down`` (with ``retry-after``) if nothing was sent yet. A request the HTTP protocol
+answered itself while the handler was reading it (a body
 deadline, a malformed body; see :mod:`uniroute.gateway.http_protocol`) is logged with that
 answer's status and code instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
@@ -99,6 +103,20 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
+        except asyncio.CancelledError:
+            # The server cancels what is still open when its shutdown grace period is over:
+            # tell the client to retry elsewhere rather than leave it a bare 500.
+            fields["error"] = "cut off at shutdown"
+            if not status["sent"]:
+                body = error_body(
+                    "the gateway is shutting down; retry the request", status=503,
+                    code="shutting_down",
+                )  # fmt: skip
+                with contextlib.suppress(Exception):
+                    await JSONResponse(body, 503, {"retry-after": "1"})(
+                        scope, receive, send_wrapper
+                    )
+            raise
         except Exception as exc:
             if is_client_disconnect(exc):
                 status["disconnected"] = True

@@ -83,7 +83,8 @@ def _scores(value: Any) -> dict[str, float]:
         if (
             isinstance(score, bool)
             or not isinstance(score, int | float)
-            or not (0.0 <= float(score) <= 1.0)
+            # Compared as it is: float() of a huge integer would overflow.
+            or not (0 <= score <= 1)
         ):
             raise invalid(
                 "invalid_scores",
