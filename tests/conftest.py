@@ -19,6 +19,25 @@ from uniroute.data.paths import default_data_dir
 
 
 @pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL 15 server for the whole run (``uniroute.testing.postgres``).
+
+    Started on first use; a missing server binary fails the test that needs it, saying what is
+    missing, rather than skipping it.
+    """
+    from uniroute.testing.postgres import ClusterUnavailableError, PostgresCluster
+
+    try:
+        cluster = PostgresCluster().start()
+    except ClusterUnavailableError as exc:
+        pytest.fail(f"no PostgreSQL server for the registry tests: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def arc_file() -> Path:
     """RouterBench ARC-Challenge test split: 445 real prompts, 11 LLMs, recorded answers."""
     path = default_data_dir() / "routerbench" / "arc_challenge_test.csv"

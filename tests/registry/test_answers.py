@@ -1,5 +1,6 @@
-"""Models' answers to the representative prompts in the registry: storage, limits, migration,
-atomicity, and the optional answer column of scores files."""
+"""Models' answers to the representative prompts in the registry (both backends, see
+conftest.py): storage, limits, migration, atomicity, and the optional answer column of scores
+files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.registry.postgres import RegistryBackend
 from uniroute.errors import DataError, RegistryError, StateError
 from uniroute.registry import (
     MAX_ANSWER_KEY_CHARS,
@@ -34,14 +36,9 @@ def _record(name: str, cost: float = 1.0) -> ModelRecord:
     return ModelRecord(name=name, cost=ModelCost(per_query=cost))
 
 
-@pytest.fixture
-def registry(tmp_path: Path):
-    with Registry(tmp_path / "pool.db") as opened:
-        yield opened
-
-
 def _rows(registry: Registry, table: str) -> int:
-    return registry._connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    with registry._read() as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 # ----------------------------------------------------------------------------- round trip
@@ -116,14 +113,29 @@ def test_bad_answers_are_refused_before_anything_is_written(
     assert registry.pool_version() == version and not registry.has_model("a")
 
 
-def test_a_failing_answer_write_leaves_no_half_added_model(registry: Registry) -> None:
-    registry.add_model(_record("old"), {"p0": 1.0})
-    version = registry.pool_version()
-    # The disk "fails" in the middle of the second model's answers, inside the transaction.
-    registry._connection.execute(
+# The disk "fails" in the middle of the second model's answers, inside the transaction.
+FAILING_ANSWER_WRITE = {
+    "sqlite": [
         "CREATE TRIGGER fail_answers BEFORE INSERT ON answers WHEN NEW.prompt_id = 'p3' "
         "BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END"
-    )
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_answers() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.prompt_id = 'p3' THEN RAISE EXCEPTION 'disk I/O error (simulated)'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER fail_answers BEFORE INSERT ON answers FOR EACH ROW "
+        "EXECUTE FUNCTION fail_answers()",
+    ],
+}
+
+
+def test_a_failing_answer_write_leaves_no_half_added_model(
+    backend: RegistryBackend, registry: Registry
+) -> None:
+    registry.add_model(_record("old"), {"p0": 1.0})
+    version = registry.pool_version()
+    for statement in FAILING_ANSWER_WRITE[backend.name]:
+        backend.execute(registry.path, statement)
     models = [
         NewModel(_record("a"), {"p0": 1.0}, {"art": np.array([0.1])}, {"p0": ModelAnswer("A")}),
         NewModel(
@@ -143,16 +155,21 @@ def test_a_failing_answer_write_leaves_no_half_added_model(registry: Registry) -
 
 
 # ------------------------------------------------------------------------------ migration
-def _write_v2_registry(path: Path) -> None:
-    """A schema-version-2 file as the version-2 code wrote it: models, scores, Psi, a policy."""
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode = WAL")
-    assert migrate(connection, MIGRATIONS[:2]) == 2
+def _write_v2_registry(backend: RegistryBackend, path: str | Path) -> None:
+    """A schema-version-2 registry as the version-2 code wrote it: models, scores, Psi."""
+    if backend.name == "sqlite":  # the file as the version-2 code opened it
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+            connection.execute("PRAGMA journal_mode = WAL")
+            assert migrate(connection, MIGRATIONS[:2]) == 2
+    else:
+        with Registry(path, migrations=MIGRATIONS[:2]) as v2:
+            assert v2.schema_version == 2
     columns = (
         "name, cost_per_query, cost_per_1k_input, cost_per_1k_output, expected_output_tokens,"
         " endpoint, upstream_model, api_key_env, tags, enabled, revision, created_at, updated_at"
     )
-    connection.executemany(
+    backend.executemany(
+        path,
         f"INSERT INTO models ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             ("alpha", 0.002, None, None, 256.0, "http://127.0.0.1:9/v1", "org/alpha", None,
@@ -161,33 +178,23 @@ def _write_v2_registry(path: Path) -> None:
              "2025-01-03T00:00:00+00:00", "2025-01-04T00:00:00+00:00"),
         ],
     )  # fmt: skip
-    connection.executemany(
+    backend.executemany(
+        path,
         "INSERT INTO scores (model, prompt_id, score) VALUES (?, ?, ?)",
         [("alpha", "p0", 1.0), ("alpha", "p1", 0.0), ("beta", "p2", 0.5)],
     )
-    connection.execute(
+    backend.execute(
+        path,
         "INSERT INTO features (model, artifact_id, psi) VALUES ('alpha', 'art', ?)",
         (np.array([0.25], dtype="<f8").tobytes(),),
     )
-    connection.execute("UPDATE meta SET value = '2' WHERE key = 'pool_version'")
-    connection.close()
+    backend.execute(path, "UPDATE meta SET value = '2' WHERE key = 'pool_version'")
 
 
-def _tables(path: Path) -> set[str]:
-    with contextlib.closing(sqlite3.connect(path)) as raw:
-        rows = raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {row[0] for row in rows}
-
-
-def _user_version(path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(path)) as raw:
-        return raw.execute("PRAGMA user_version").fetchone()[0]
-
-
-def test_a_v2_file_is_migrated_and_its_models_have_no_answers(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
-    _write_v2_registry(path)
-    assert _user_version(path) == 2 and "answers" not in _tables(path)
+def test_a_v2_file_is_migrated_and_its_models_have_no_answers(backend: RegistryBackend) -> None:
+    path = backend.new_location()
+    _write_v2_registry(backend, path)
+    assert backend.schema_version(path) == 2 and "answers" not in backend.tables(path)
     with Registry(path) as registry:
         assert registry.schema_version == REGISTRY_SCHEMA_VERSION == 3
         alpha, beta = registry.list_models()
@@ -204,20 +211,20 @@ def test_a_v2_file_is_migrated_and_its_models_have_no_answers(tmp_path: Path) ->
         assert registry.pool_version() == 2
         registry.add_model(_record("gamma"), {"p0": 1.0}, None, {"p0": ModelAnswer.of("D", "D")})
         assert registry.answer_count("gamma") == (1, 1)
-    assert _user_version(path) == 3
+    assert backend.schema_version(path) == 3
 
 
-def test_the_v3_migration_is_one_transaction(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
-    _write_v2_registry(path)
+def test_the_v3_migration_is_one_transaction(backend: RegistryBackend) -> None:
+    path = backend.new_location()
+    _write_v2_registry(backend, path)
 
-    def v3_then_crash(connection: sqlite3.Connection) -> None:
+    def v3_then_crash(connection: object) -> None:
         MIGRATIONS[2](connection)
         raise RuntimeError("killed after the v3 step")
 
     with pytest.raises(RuntimeError, match="killed after the v3 step"):
         Registry(path, migrations=(*MIGRATIONS[:2], v3_then_crash))
-    assert _user_version(path) == 2 and "answers" not in _tables(path)
+    assert backend.schema_version(path) == 2 and "answers" not in backend.tables(path)
     with Registry(path) as registry:
         assert registry.schema_version == 3
         assert [r.name for r in registry.list_models()] == ["alpha", "beta"]

@@ -8,12 +8,11 @@ scanners have nothing to flag in this file.
 from __future__ import annotations
 
 import random
-import sqlite3
 import string
-from pathlib import Path
 
 import pytest
 
+from tests.registry.postgres import RegistryBackend
 from uniroute.errors import RegistryError
 from uniroute.registry import ModelCost, ModelRecord, Registry, looks_like_secret
 
@@ -103,9 +102,9 @@ def test_variable_names_are_accepted(name: str) -> None:
 
 
 def test_a_key_stored_by_an_older_version_loads_but_is_never_used_or_shown(
-    tmp_path: Path,
+    backend: RegistryBackend,
 ) -> None:
-    path = tmp_path / "pool.db"
+    path = backend.new_location()
     key = KEY_SHAPES["Mistral"][0]
     with Registry(path) as registry:
         registry.add_model(
@@ -113,8 +112,7 @@ def test_a_key_stored_by_an_older_version_loads_but_is_never_used_or_shown(
         )
         registry.add_model(ModelRecord(name="other", cost=ModelCost(per_query=0.002)), {"p0": 0.5})
     # What an older, laxer version could have written.
-    with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE models SET api_key_env = ? WHERE name = 'm'", (key,))
+    backend.execute(path, "UPDATE models SET api_key_env = ? WHERE name = 'm'", (key,))
     with Registry(path) as registry:
         records = {r.name: r for r in registry.list_models()}
     stored = records["m"]

@@ -1,4 +1,5 @@
-"""The SQLite model registry: CRUD, field checks, migrations, WAL concurrency, kill safety."""
+"""The model registry on both backends (SQLite and PostgreSQL, see conftest.py): CRUD, field
+checks, migrations, concurrency, kill safety; and each backend's own failure modes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.registry.postgres import RegistryBackend
 from uniroute.errors import (
     DataError,
     ModelExistsError,
@@ -44,12 +47,6 @@ PROMPTS = [f"p{i}" for i in range(5)]
 
 def _record(name: str, cost: float = 1.0, **fields: object) -> ModelRecord:
     return ModelRecord(name=name, cost=ModelCost(per_query=cost), **fields)
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    with Registry(tmp_path / "pool.db") as opened:
-        yield opened
 
 
 # ------------------------------------------------------------------------------------- CRUD
@@ -160,10 +157,12 @@ class _StaleExistenceCheck:
 
 
 def test_a_writer_that_loses_the_race_for_a_name_gets_model_exists(tmp_path: Path) -> None:
+    # SQLite only: on PostgreSQL every writer locks the pool_version row before its check, so
+    # the check cannot go stale; the two-writer test below covers both backends.
     path = tmp_path / "pool.db"
     with Registry(path) as winner, Registry(path) as loser:
         # The loser checked before the winner committed, so its own INSERT hits the primary key.
-        loser._connection = _StaleExistenceCheck(loser._connection)
+        loser._backend.connection = _StaleExistenceCheck(loser._backend.connection)
         winner.add_model(_record("a", 1.0), {"p0": 1.0})
         version = winner.pool_version()
         with pytest.raises(ModelExistsError, match="'a' is already in the registry"):
@@ -176,9 +175,9 @@ def test_a_writer_that_loses_the_race_for_a_name_gets_model_exists(tmp_path: Pat
 
 
 def test_two_writers_adding_the_same_name_one_wins_the_other_gets_model_exists(
-    tmp_path: Path,
+    backend: RegistryBackend,
 ) -> None:
-    path = tmp_path / "pool.db"
+    path = backend.new_location()
     Registry(path).close()
     start = threading.Barrier(2)
     outcomes: dict[int, str] = {}
@@ -340,14 +339,22 @@ def test_bad_upstream_model_names_are_rejected(fields: dict, message: str) -> No
         _record("m", **fields)
 
 
-def test_no_key_value_ever_reaches_the_file(tmp_path: Path) -> None:
+def test_no_key_value_ever_reaches_the_file(backend: RegistryBackend, tmp_path: Path) -> None:
     secret = "sk-proj-Abc123def456ghi789jkl012mno345pqr678"
-    path = tmp_path / "pool.db"
+    path = backend.new_location()
     with Registry(path) as registry:
         with pytest.raises(RegistryError):
             registry.add_model(_record("m", api_key_env=secret), {"p0": 1.0})
         registry.add_model(_record("m", api_key_env="OPENAI_API_KEY"), {"p0": 1.0})
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    if backend.name == "sqlite":
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    else:  # every row of every table, as text
+        tables = sorted(backend.tables(path))
+        raw = "\n".join(
+            str(row[0])
+            for table in tables
+            for row in backend.execute(path, f"SELECT CAST(t AS TEXT) FROM {table} t")
+        ).encode()
     assert secret.encode() not in raw
     assert b"OPENAI_API_KEY" in raw
 
@@ -375,16 +382,21 @@ V1_POLICY = (
 )
 
 
-def _write_v1_registry(path: Path) -> None:
-    """A schema-version-1 file with two models, their scores and Psi, a policy and a binding."""
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode = WAL")
-    assert migrate(connection, MIGRATIONS[:1]) == 1
+def _write_v1_registry(backend: RegistryBackend, path: str | Path) -> None:
+    """A schema-version-1 registry with two models, their scores and Psi, a policy and a binding."""
+    if backend.name == "sqlite":  # the file as the version-1 code opened it
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+            connection.execute("PRAGMA journal_mode = WAL")
+            assert migrate(connection, MIGRATIONS[:1]) == 1
+    else:
+        with Registry(path, migrations=MIGRATIONS[:1]) as v1:
+            assert v1.schema_version == 1
     v1_columns = (
         "name, cost_per_query, cost_per_1k_input, cost_per_1k_output, expected_output_tokens,"
         " endpoint, api_key_env, tags, enabled, revision, created_at, updated_at"
     )
-    connection.executemany(
+    backend.executemany(
+        path,
         f"INSERT INTO models ({v1_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             ("alpha", 0.002, None, None, 256.0, "http://127.0.0.1:9/v1", "ALPHA_KEY",
@@ -393,53 +405,46 @@ def _write_v1_registry(path: Path) -> None:
              "2025-01-03T00:00:00+00:00", "2025-01-04T00:00:00+00:00"),
         ],
     )  # fmt: skip
-    connection.executemany(
+    backend.executemany(
+        path,
         "INSERT INTO scores (model, prompt_id, score) VALUES (?, ?, ?)",
         [(model, p, v) for model, scores in V1_SCORES.items() for p, v in scores.items()],
     )
-    connection.executemany(
+    backend.executemany(
+        path,
         "INSERT INTO features (model, artifact_id, psi) VALUES (?, ?, ?)",
         [(m, a, np.array(v, dtype="<f8").tobytes()) for (m, a), v in V1_PSI.items()],
     )
-    connection.execute("INSERT INTO policy (id, body, updated_at) VALUES (1, ?, 't')", (V1_POLICY,))
-    connection.executemany(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+    backend.execute(
+        path, "INSERT INTO policy (id, body, updated_at) VALUES (1, ?, 't')", (V1_POLICY,)
+    )
+    backend.executemany(
+        path,
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         [("pool_version", "3"), ("artifact_id", "art-1"), ("prompts_fingerprint", "fp-1")],
     )
-    connection.close()
 
 
-def _model_columns(path: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(path)) as raw:
-        return [row[1] for row in raw.execute("PRAGMA table_info(models)")]
-
-
-def _tables(path: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(path)) as raw:
-        return [row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-
-
-def _user_version(path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(path)) as raw:
-        return raw.execute("PRAGMA user_version").fetchone()[0]
-
-
-def test_new_file_is_at_the_current_schema_version(tmp_path: Path) -> None:
-    with Registry(tmp_path / "pool.db") as registry:
+def test_new_file_is_at_the_current_schema_version(backend: RegistryBackend) -> None:
+    path = backend.new_location()
+    with Registry(path) as registry:
         assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 3
-        mode = registry._connection.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
-    assert _user_version(tmp_path / "pool.db") == REGISTRY_SCHEMA_VERSION
-    assert "upstream_model" in _model_columns(tmp_path / "pool.db")
-    assert "answers" in _tables(tmp_path / "pool.db")
+        assert registry.dialect == backend.name
+    if backend.name == "sqlite":
+        assert backend.execute(path, "PRAGMA journal_mode")[0][0] == "wal"
+    assert backend.schema_version(path) == REGISTRY_SCHEMA_VERSION
+    assert "upstream_model" in backend.model_columns(path)
+    assert "answers" in backend.tables(path)
 
 
 def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
-    tmp_path: Path,
+    backend: RegistryBackend, tmp_path: Path
 ) -> None:
-    path = tmp_path / "pool.db"
-    _write_v1_registry(path)
-    assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
+    path = backend.new_location()
+    _write_v1_registry(backend, path)
+    assert backend.schema_version(path) == 1
+    assert "upstream_model" not in backend.model_columns(path)
     with Registry(path) as registry:
         assert registry.schema_version == REGISTRY_SCHEMA_VERSION
         alpha, beta = registry.list_models()
@@ -470,28 +475,31 @@ def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
             {"p0": 1.0},
         )
         assert registry.get_model("gamma").upstream_model == "org/gamma-7b"
-    assert _user_version(path) == REGISTRY_SCHEMA_VERSION
+    assert backend.schema_version(path) == REGISTRY_SCHEMA_VERSION
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("pool.db")] == []
 
 
-def test_the_v2_migration_is_one_transaction(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
-    _write_v1_registry(path)
+def test_the_v2_migration_is_one_transaction(backend: RegistryBackend) -> None:
+    path = backend.new_location()
+    _write_v1_registry(backend, path)
 
-    def v2_then_crash(connection: sqlite3.Connection) -> None:
+    def v2_then_crash(connection: object) -> None:
         MIGRATIONS[1](connection)
         raise RuntimeError("killed after the v2 step")
 
     with pytest.raises(RuntimeError, match="killed after the v2 step"):
         Registry(path, migrations=(MIGRATIONS[0], v2_then_crash))
-    assert _user_version(path) == 1 and "upstream_model" not in _model_columns(path)
+    assert backend.schema_version(path) == 1
+    assert "upstream_model" not in backend.model_columns(path)
     with Registry(path) as registry:
         assert registry.schema_version == REGISTRY_SCHEMA_VERSION
         assert [r.name for r in registry.list_models()] == ["alpha", "beta"]
 
 
-def test_a_file_opens_with_a_further_migration_and_keeps_its_data(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
+def test_a_file_opens_with_a_further_migration_and_keeps_its_data(
+    backend: RegistryBackend,
+) -> None:
+    path = backend.new_location()
     with Registry(path) as current:
         current.add_model(_record("a", 0.5), {"p0": 1.0, "p1": 0.0}, {"art": np.array([0.5])})
         version_before = current.pool_version()
@@ -500,14 +508,15 @@ def test_a_file_opens_with_a_further_migration_and_keeps_its_data(tmp_path: Path
         assert upgraded.get_model("a").cost.per_query == 0.5
         assert upgraded.get_scores("a") == {"p0": 1.0, "p1": 0.0}
         assert upgraded.pool_version() == version_before
-        notes = upgraded._connection.execute("SELECT notes FROM models WHERE name = 'a'")
-        assert notes.fetchone() == ("migrated:a",)
+        with upgraded._read() as connection:
+            notes = connection.execute("SELECT notes FROM models WHERE name = 'a'").fetchone()
+        assert tuple(notes) == ("migrated:a",)
         upgraded.add_model(_record("b"), {"p0": 1.0})  # the current code paths still work
-    assert _user_version(path) == NEXT_VERSION
+    assert backend.schema_version(path) == NEXT_VERSION
 
 
-def test_a_newer_file_is_refused_by_older_code(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
+def test_a_newer_file_is_refused_by_older_code(backend: RegistryBackend) -> None:
+    path = backend.new_location()
     Registry(path, migrations=(*MIGRATIONS, _add_notes_column)).close()
     with pytest.raises(
         StateError, match=f"schema version {NEXT_VERSION} is newer than this uniroute reads"
@@ -515,21 +524,66 @@ def test_a_newer_file_is_refused_by_older_code(tmp_path: Path) -> None:
         Registry(path)
 
 
-def test_a_failing_migration_leaves_the_file_at_the_old_version(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
+def test_a_failing_migration_leaves_the_file_at_the_old_version(backend: RegistryBackend) -> None:
+    path = backend.new_location()
     with Registry(path) as current:
         current.add_model(_record("a"), {"p0": 1.0})
 
-    def broken(connection: sqlite3.Connection) -> None:
-        connection.execute("ALTER TABLE models ADD COLUMN half_done TEXT")
+    def broken(connection: object) -> None:
+        connection.execute("ALTER TABLE models ADD COLUMN half_done TEXT")  # type: ignore[attr-defined]
         raise RuntimeError("migration bug")
 
     with pytest.raises(RuntimeError, match="migration bug"):
         Registry(path, migrations=(*MIGRATIONS, broken))
-    assert _user_version(path) == REGISTRY_SCHEMA_VERSION
-    assert "half_done" not in _model_columns(path)
+    assert backend.schema_version(path) == REGISTRY_SCHEMA_VERSION
+    assert "half_done" not in backend.model_columns(path)
     with Registry(path) as again:
         assert [r.name for r in again.list_models()] == ["a"]
+
+
+MIGRATOR = textwrap.dedent(
+    """
+    import sys
+    from uniroute.registry import Registry
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # both processes open the registry when the test says go
+    with Registry(sys.argv[1]) as registry:
+        print(registry.schema_version, registry.pool_version(), flush=True)
+    """
+)
+
+
+def test_processes_migrating_one_fresh_registry_at_once_all_succeed(
+    backend: RegistryBackend,
+) -> None:
+    path = backend.new_location()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATOR, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)  # more than two, so that the race is lost often without the lock
+    ]
+    for process in processes:  # past the imports: what is left is opening the registry
+        assert process.stdout.readline().strip() == "ready", process.stderr.read()
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    outputs = [process.communicate(timeout=60) for process in processes]
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert out.split() == [str(REGISTRY_SCHEMA_VERSION), "0"]
+    # Every step applied exactly once: one counter row, the tables as a single open makes them.
+    assert backend.schema_version(path) == REGISTRY_SCHEMA_VERSION
+    assert backend.execute(path, "SELECT COUNT(*) FROM meta WHERE key = 'pool_version'")[0][0] == 1
+    assert {"models", "scores", "answers", "features", "policy", "meta"} <= backend.tables(path)
+    with Registry(path) as registry:
+        registry.add_model(_record("a"), {"p0": 1.0})
+        assert registry.pool_version() == 1
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -596,6 +650,77 @@ def test_another_programs_database_is_not_a_registry(tmp_path: Path) -> None:
         pytest.raises(StateError, match=r"not a UniRoute registry .*no such table: models"),
     ):
         registry.list_models()
+
+
+def test_a_postgres_migration_waits_for_the_migration_lock(postgres_cluster) -> None:
+    import psycopg
+
+    from uniroute.registry.postgres_backend import _MIGRATION_LOCK
+
+    backend = RegistryBackend("postgresql", Path(), postgres_cluster)
+    url = backend.new_location()
+    opened = threading.Event()
+    with psycopg.connect(url, autocommit=True) as holder:
+        # As if another process were half way through migrating this database.
+        holder.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        opener = threading.Thread(target=lambda: (Registry(url).close(), opened.set()))
+        opener.start()
+        assert not opened.wait(1.0), "the migration did not wait for the lock"
+        assert "models" not in backend.tables(url)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+        opener.join(timeout=30)
+    assert opened.is_set()
+    assert backend.schema_version(url) == REGISTRY_SCHEMA_VERSION
+
+
+def test_another_programs_postgres_database_is_not_a_registry(postgres_cluster) -> None:
+    backend = RegistryBackend("postgresql", Path(), postgres_cluster)
+    url = backend.new_location()
+    backend.execute(url, "CREATE TABLE notes (body TEXT)")
+    backend.execute(url, "CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER)")
+    backend.execute(url, "INSERT INTO schema_version VALUES (1, 3)")  # a registry's, by chance
+    with (
+        Registry(url) as registry,
+        pytest.raises(StateError, match=r"not a UniRoute registry .*\"models\" does not exist"),
+    ):
+        registry.list_models()
+
+
+def test_a_postgres_url_is_shown_without_its_password(postgres_cluster) -> None:
+    url = postgres_cluster.create_database()
+    with_password = url.replace("postgres@", "postgres:hunter2-secret@")
+    with Registry(with_password) as registry:
+        assert registry.path == url and "hunter2" not in repr(registry)
+        registry.add_model(_record("a"), {"p0": 1.0})
+        with pytest.raises(ModelExistsError) as exists:
+            registry.add_model(_record("a"), {"p0": 1.0})
+        assert "hunter2" not in str(exists.value) and url in str(exists.value)
+    # postgres:// is the same scheme; a URL that went through pathlib.Path still works.
+    with Registry(url.replace("postgresql://", "postgres://")) as same:
+        assert [r.name for r in same.list_models()] == ["a"]
+    with Registry(Path(url)) as through_path:
+        assert through_path.path == url and through_path.has_model("a")
+
+
+def test_an_unreachable_postgres_server_is_one_line_naming_the_url_without_password() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://someone:pa55word-secret@127.0.0.1:{port}/pool"
+    with pytest.raises(StateError) as raised:
+        Registry(url, timeout=2.0)
+    message = str(raised.value)
+    assert message.startswith(f"postgresql://someone@127.0.0.1:{port}/pool: cannot connect")
+    assert "pa55word" not in message and "\n" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_a_missing_postgres_database_and_a_bad_url_are_clear_errors(postgres_cluster) -> None:
+    with pytest.raises(StateError, match='cannot connect .*database "no_such_db" does not exist'):
+        Registry(postgres_cluster.url("no_such_db"))
+    with pytest.raises(StateError, match="postgresql://x@127.0.0.1:99999/db: ") as raised:
+        Registry("postgresql://x@127.0.0.1:99999/db", timeout=2.0)
+    assert "\n" not in str(raised.value)
 
 
 def test_a_one_byte_file_is_refused_not_overwritten(tmp_path: Path) -> None:
@@ -678,9 +803,10 @@ def _assert_every_model_complete(registry: Registry) -> list[str]:
     names = [r.name for r in registry.list_models()]
     counts = registry.score_counts()
     features = registry.get_features("art")
-    answered = dict(
-        registry._connection.execute("SELECT model, COUNT(*) FROM answers GROUP BY model")
-    )
+    with registry._read() as connection:
+        answered = dict(
+            connection.execute("SELECT model, COUNT(*) FROM answers GROUP BY model").fetchall()
+        )
     for name in names:
         assert counts.get(name) == N_PROMPTS, f"{name} has {counts.get(name)} scores"
         assert features[name].shape == (50,), f"{name} has no complete Psi"
@@ -689,8 +815,10 @@ def _assert_every_model_complete(registry: Registry) -> list[str]:
     return names
 
 
-def test_readers_see_consistent_snapshots_while_a_writer_writes(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
+def test_readers_see_consistent_snapshots_while_a_writer_writes(
+    backend: RegistryBackend,
+) -> None:
+    path = backend.new_location()
     Registry(path).close()
     # Short pauses between models keep the writer busy for a while even on a fast machine.
     writer = _start_writer(path, 0, 30, pause=0.01)
@@ -702,7 +830,9 @@ def test_readers_see_consistent_snapshots_while_a_writer_writes(tmp_path: Path) 
                 with reader._read() as connection:
                     names = [r[0] for r in connection.execute("SELECT name FROM models")]
                     counts = dict(
-                        connection.execute("SELECT model, COUNT(*) FROM scores GROUP BY model")
+                        connection.execute(
+                            "SELECT model, COUNT(*) FROM scores GROUP BY model"
+                        ).fetchall()
                     )
                 assert all(counts[name] == N_PROMPTS for name in names)
                 seen_counts.append(len(names))
@@ -717,8 +847,10 @@ def test_readers_see_consistent_snapshots_while_a_writer_writes(tmp_path: Path) 
         assert registry.pool_version() == 30
 
 
-def test_a_writer_killed_mid_write_leaves_only_complete_models(tmp_path: Path) -> None:
-    path = tmp_path / "pool.db"
+def test_a_writer_killed_mid_write_leaves_only_complete_models(
+    backend: RegistryBackend,
+) -> None:
+    path = backend.new_location()
     Registry(path).close()
     writer = _start_writer(path, 0, 100_000)
     for _ in range(8):
@@ -729,12 +861,34 @@ def test_a_writer_killed_mid_write_leaves_only_complete_models(tmp_path: Path) -
     writer.wait(timeout=10)
     assert writer.returncode == -signal.SIGKILL
     with Registry(path) as registry:
-        integrity = registry._connection.execute("PRAGMA integrity_check").fetchone()[0]
-        assert integrity == "ok"
+        if backend.name == "sqlite":
+            assert backend.execute(path, "PRAGMA integrity_check")[0][0] == "ok"
         names = _assert_every_model_complete(registry)
         assert f"m{committed:05d}" in names  # nothing acknowledged was lost
         assert registry.pool_version() == len(names)
         registry.add_model(_record("after-the-kill"), {"p0": 1.0})  # and it is writable again
+
+
+@pytest.mark.slow
+def test_writers_killed_twenty_times_at_random_points_leave_only_complete_models(
+    backend: RegistryBackend,
+) -> None:
+    path = backend.new_location()
+    Registry(path).close()
+    rng = np.random.default_rng(20)
+    acknowledged: list[str] = []
+    for round_ in range(20):
+        writer = _start_writer(path, 1000 * round_, 1000)
+        for _ in range(int(rng.integers(1, 4))):
+            acknowledged.append(f"m{int(writer.stdout.readline()):05d}")
+        time.sleep(float(rng.uniform(0.0, 0.02)))  # anywhere in the next model's transaction
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+        assert writer.returncode == -signal.SIGKILL
+        with Registry(path) as registry:
+            names = _assert_every_model_complete(registry)
+            assert set(acknowledged) <= set(names)  # nothing acknowledged was lost
+            assert registry.pool_version() == len(names)
 
 
 # ------------------------------------------------------------------------------- score files

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from uniroute.cli.arg_types import check_output_path, int_at_least, json_object, open_fraction
-from uniroute.cli.pool_options import REGISTRY_ENV
+from uniroute.cli.pool_options import REGISTRY_ENV, registry_location
 
 BUILD_ROUTERS = ("uniroute-kmeans", "uniroute-learned", "knn", "zero")
 
@@ -57,8 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--registry",
-        type=Path,
-        help=f"registry file to seed with the training LLMs (default: ${REGISTRY_ENV} if set)",
+        type=registry_location,
+        metavar="FILE|URL",
+        help=(
+            "registry (SQLite file or postgresql:// URL) to seed with the training LLMs "
+            f"(default: ${REGISTRY_ENV} if set)"
+        ),
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="do not use the on-disk embedding cache"
@@ -101,9 +105,14 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--router-params: {exc}") from None
     holdout = [m.strip() for m in args.holdout_models.split(",") if m.strip()]
     check_artifact_destination(args.out)
-    registry_file = args.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
-    if registry_file:
-        check_output_path(Path(registry_file), "--registry", directory=False)
+    registry_value = args.registry or os.environ.get(REGISTRY_ENV, "").strip() or None
+    registry_file = registry_location(registry_value) if registry_value else None
+    if isinstance(registry_file, Path):
+        check_output_path(registry_file, "--registry", directory=False)
+    elif registry_file is not None:
+        # A database is checked before the build too: a bad URL or a server that is down is
+        # refused now, not after minutes of fitting.
+        Registry(registry_file).close()
 
     dataset = load_dataset(args.data, args.format, costs=args.costs)
     print(f"loaded {dataset.summary()}", flush=True)
@@ -127,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
         with Registry(registry_file) as registry:
             records = seed_registry(artifact, registry)
-        print(f"registry {registry_file}: {len(records)} training models added with their Psi")
+            shown = registry.path  # a URL without its password
+        print(f"registry {shown}: {len(records)} training models added with their Psi")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

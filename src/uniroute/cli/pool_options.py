@@ -1,4 +1,9 @@
-"""Options shared by the pool commands: where the artifact and the registry are, and prices."""
+"""Options shared by the pool commands: where the artifact and the registry are, and prices.
+
+The registry is ``--registry FILE`` (an SQLite file) or ``--registry postgresql://user@host:port/db``
+(also ``postgres://``; a PostgreSQL database). When ``--registry`` is not given,
+``$UNIROUTE_REGISTRY`` is used, read the same way; the option always wins over the variable.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +24,20 @@ REGISTRY_ENV = "UNIROUTE_REGISTRY"
 def add_location_arguments(
     parser: argparse.ArgumentParser, *, artifact: bool = True, registry: bool = True
 ) -> None:
-    """Add --artifact DIR and/or --registry DB (defaults from the environment)."""
+    """Add --artifact DIR and/or --registry FILE|URL (defaults from the environment)."""
     if artifact:
         parser.add_argument(
             "--artifact", type=Path, help=f"router artifact directory (default: ${ARTIFACT_ENV})"
         )
     if registry:
         parser.add_argument(
-            "--registry", type=Path, help=f"model registry file (default: ${REGISTRY_ENV})"
+            "--registry",
+            type=registry_location,
+            metavar="FILE|URL",
+            help=(
+                "model registry: an SQLite file or postgresql://user@host:port/db "
+                f"(default: ${REGISTRY_ENV})"
+            ),
         )
 
 
@@ -43,12 +54,27 @@ def artifact_path(args: argparse.Namespace) -> Path:
     return Path(value).expanduser()
 
 
-def registry_path(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
-    """The registry file from --registry or the environment; by default it must already exist."""
+def registry_location(value: str | Path) -> str | Path:
+    """A --registry value: a ``postgresql://`` (or ``postgres://``) URL as given, else a path."""
+    if isinstance(value, Path):
+        return value.expanduser()
+    # Imported here: the registry package loads numpy, which `uniroute --help` need not.
+    from uniroute.registry.store import is_registry_url
+
+    text = value.strip()
+    return text if is_registry_url(text) else Path(text).expanduser()
+
+
+def registry_path(args: argparse.Namespace, *, must_exist: bool = True) -> str | Path:
+    """The registry from --registry, else the environment: a database URL, or a file that by
+    default must already exist (a database's tables are made on first open, like a new file's).
+    """
     value = getattr(args, "registry", None) or os.environ.get(REGISTRY_ENV, "").strip()
     if not value:
-        raise StateError(f"no registry given: pass --registry FILE or set {REGISTRY_ENV}")
-    path = Path(value).expanduser()
+        raise StateError(f"no registry given: pass --registry FILE|URL or set {REGISTRY_ENV}")
+    path = registry_location(value)
+    if isinstance(path, str):
+        return path
     if must_exist and not path.is_file():
         raise StateError(
             f"{path}: no such registry; create one with `uniroute build ... --registry {path}` "

@@ -92,7 +92,8 @@ class Router:
 
     @classmethod
     def load(cls, artifact: str | Path | Artifact, registry: str | Path | Registry) -> Router:
-        """Open an artifact directory (or use a loaded one) with a registry file (or object)."""
+        """Open an artifact directory (or use a loaded one) with a registry: an SQLite file, a
+        ``postgresql://`` URL, or an open ``Registry``."""
         if not isinstance(artifact, Artifact):
             artifact = Artifact.load(artifact)
         if not isinstance(registry, Registry):

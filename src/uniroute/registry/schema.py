@@ -1,7 +1,16 @@
-"""The registry file's tables, their ``PRAGMA user_version`` migrations, and the models-table row.
+"""The registry's tables, their versioned migrations, and the models-table row.
 
 A new column touches this module only (a migration, ``MODEL_COLUMN_NAMES`` and the row mapping)
 besides the record field itself; see ``uniroute.registry.store`` for the layout.
+
+The same migrations build an SQLite file and a PostgreSQL database. A migration is given a
+connection whose ``execute(sql, parameters)`` takes ``?`` placeholders on both (a raw
+``sqlite3.Connection``, or ``postgres_backend.PostgresConnection``, which translates them), and
+writes its column types through ``column_types(connection)``: the only spelling the two differ in
+(``REAL``/``BLOB``/``WITHOUT ROWID`` on SQLite, ``DOUBLE PRECISION``/``BYTEA`` on PostgreSQL,
+whose ``REAL`` is single precision). SQLite records the version in ``PRAGMA user_version``
+(``migrate`` below); PostgreSQL in a one-row ``schema_version`` table, under an advisory lock
+(``postgres_backend.migrate_postgres``).
 """
 
 from __future__ import annotations
@@ -10,19 +19,40 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from uniroute.errors import StateError
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.records import ModelRecord
 
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+#: Column types by dialect: PostgreSQL's REAL is float4, so scores and prices use float8 there.
+_COLUMN_TYPES = {
+    SQLITE: {"real": "REAL", "blob": "BLOB", "without_rowid": " WITHOUT ROWID"},
+    POSTGRESQL: {"real": "DOUBLE PRECISION", "blob": "BYTEA", "without_rowid": ""},
+}
+
+
+def dialect_of(connection: Any) -> str:
+    """``POSTGRESQL`` for a PostgreSQL registry connection, otherwise ``SQLITE``."""
+    return str(getattr(connection, "dialect", SQLITE))
+
+
+def column_types(connection: Any) -> dict[str, str]:
+    """The dialect's spelling of ``{real}``, ``{blob}`` and ``{without_rowid}`` in a DDL."""
+    return _COLUMN_TYPES[dialect_of(connection)]
+
+
 _SCHEMA_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE models (
         name TEXT PRIMARY KEY,
-        cost_per_query REAL,
-        cost_per_1k_input REAL,
-        cost_per_1k_output REAL,
-        expected_output_tokens REAL NOT NULL,
+        cost_per_query {real},
+        cost_per_1k_input {real},
+        cost_per_1k_output {real},
+        expected_output_tokens {real} NOT NULL,
         endpoint TEXT,
         api_key_env TEXT,
         tags TEXT NOT NULL DEFAULT '[]',
@@ -34,15 +64,15 @@ _SCHEMA_V1 = (
     """CREATE TABLE scores (
         model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
         prompt_id TEXT NOT NULL,
-        score REAL NOT NULL,
+        score {real} NOT NULL,
         PRIMARY KEY (model, prompt_id)
-    ) WITHOUT ROWID""",
+    ){without_rowid}""",
     """CREATE TABLE features (
         model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
         artifact_id TEXT NOT NULL,
-        psi BLOB NOT NULL,
+        psi {blob} NOT NULL,
         PRIMARY KEY (model, artifact_id)
-    ) WITHOUT ROWID""",
+    ){without_rowid}""",
     """CREATE TABLE policy (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         body TEXT NOT NULL,
@@ -57,19 +87,20 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _create_schema_v1(connection: sqlite3.Connection) -> None:
+def _create_schema_v1(connection: Any) -> None:
     # Statement by statement: executescript() would commit the migration's open transaction.
+    types = column_types(connection)
     for statement in _SCHEMA_V1:
-        connection.execute(statement)
+        connection.execute(statement.format(**types))
     connection.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (now(),))
 
 
-def _add_upstream_model(connection: sqlite3.Connection) -> None:
+def _add_upstream_model(connection: Any) -> None:
     # NULL for every existing model: they were served under their pool name.
     connection.execute("ALTER TABLE models ADD COLUMN upstream_model TEXT")
 
 
-def _add_answers(connection: sqlite3.Connection) -> None:
+def _add_answers(connection: Any) -> None:
     # Existing models simply have no answers (no rows): nothing routable changes.
     # A row is an answer the model gave: its canonical key (NULL: nothing comparable in it) and
     # its raw text, kept cut to records.MAX_RAW_ANSWER_CHARS, with raw_chars its full length.
@@ -82,13 +113,14 @@ def _add_answers(connection: sqlite3.Connection) -> None:
             raw_chars INTEGER,
             PRIMARY KEY (model, prompt_id),
             CHECK (answer_key IS NOT NULL OR raw IS NOT NULL)
-        ) WITHOUT ROWID"""
+        ){without_rowid}""".format(**column_types(connection))
     )
 
 
-Migration = Callable[[sqlite3.Connection], None]
+#: A migration step: given a connection of either dialect inside the step's transaction.
+Migration = Callable[[Any], None]
 
-#: ``MIGRATIONS[v]`` upgrades a file from schema version v to v + 1 (version 0 = an empty file).
+#: ``MIGRATIONS[v]`` upgrades a registry from schema version v to v + 1 (version 0 = empty).
 MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1, _add_upstream_model, _add_answers)
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -98,7 +130,7 @@ def migrate(
     migrations: Sequence[Migration] = MIGRATIONS,
     source: str = "registry",
 ) -> int:
-    """Upgrade a registry file to ``len(migrations)``, one transaction per step; returns it.
+    """Upgrade an SQLite registry file to ``len(migrations)``, one transaction per step; returns it.
 
     A file written by a newer uniroute (a higher version than this code knows) is refused rather
     than misread.

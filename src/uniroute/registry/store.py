@@ -1,6 +1,7 @@
-"""The model-pool registry: one SQLite file holding every routable model, its scores and Psi.
+"""The model-pool registry: every routable model, its scores and Psi, in SQLite or PostgreSQL.
 
-Layout (schema version 3, kept in ``PRAGMA user_version``):
+Layout (schema version 3; SQLite keeps it in ``PRAGMA user_version``, PostgreSQL in a
+``schema_version`` table):
 
 * ``models``: name, price (per query or per 1k input/output tokens), optional endpoint, the
   model name the endpoint expects (``upstream_model``; NULL = the pool name) and the *name* of
@@ -18,9 +19,13 @@ Layout (schema version 3, kept in ``PRAGMA user_version``):
 * ``meta``: the artifact the registry is bound to, a fingerprint of its representative prompt ids,
   and ``pool_version``, bumped by every change so a server notices changes with one cheap read.
 
-The file is in WAL mode with a busy timeout, so readers never block the writer and see either the
-state before or after each change. Every change is a single ``BEGIN IMMEDIATE`` transaction: a
-process killed mid-write leaves the previous state, never a half-written model.
+Where the registry lives is the backend's business (``sqlite_backend.SqliteBackend``: a file in
+WAL mode; ``postgres_backend.PostgresBackend``: a database, for ``postgresql://`` URLs): each
+gives this class a write transaction (writers take turns; all or nothing), a read transaction (one
+consistent snapshot), and one-line ``StateError``s for its driver's errors. The statements below
+are the same on both: ``?`` placeholders, ``INSERT … ON CONFLICT … DO UPDATE`` upserts, and the
+backend's ``JSON_LIST`` where a list of names is bound as one JSON value. A process killed
+mid-write leaves the previous state, never a half-written model.
 
 This module holds the ``Registry`` class only: the tables and their migrations are in
 ``uniroute.registry.schema``, the records and their field checks in ``uniroute.registry.records``,
@@ -31,15 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace as with_fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from uniroute.errors import ModelExistsError, ModelNotFoundError, RegistryError, StateError
+from uniroute.registry.backend import Backend
 from uniroute.registry.calibration import Policy
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.records import (
@@ -58,28 +63,36 @@ from uniroute.registry.schema import (
     MIGRATIONS,
     SELECT_MODELS,
     Migration,
-    migrate,
     now,
     record_from_row,
     record_row,
 )
+from uniroute.registry.sqlite_backend import SqliteBackend
 
-# An INSERT into the models table that fails on these lost a race for the name (see add_models).
-_DUPLICATE_KEY_ERRORS = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
-# Errors that mean another connection holds the file, not that the file is bad.
-_BUSY_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
-# Errors that mean the file is damaged or is some other database: a corrupt page, not a
-# database at all, or (plain SQLITE_ERROR) a table or column of the registry is missing.
-_UNREADABLE_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_ERROR")
-# The first bytes of every SQLite database file.
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Both dialects read CAST(... AS INTEGER) and store the counter back as text in meta.value.
+_BUMP_POOL_VERSION = (
+    "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'pool_version'"
+)
+
+
+def is_registry_url(location: str | Path) -> bool:
+    """Whether a registry location is a PostgreSQL URL (``postgresql://``, ``postgres://``).
+
+    A URL that went through ``pathlib.Path`` (``postgresql:/user@host/db``) counts too.
+    """
+    scheme, sep, _ = str(location).partition(":/")
+    # The schemes postgres_backend.URL_SCHEMES names; not imported, so that an SQLite registry
+    # never loads the PostgreSQL driver.
+    return bool(sep) and scheme.lower() in ("postgresql", "postgres")
 
 
 class Registry:
-    """The pool of routable models in one SQLite file (created on first open).
+    """The pool of routable models: an SQLite file (created on first open) or, for a
+    ``postgresql://user@host:port/db`` URL, a PostgreSQL database (its tables created on first
+    open).
 
-    One instance may be shared by threads (calls are serialised); any number of processes may open
-    the same file at once.
+    One instance may be shared by threads; any number of processes may open the same registry
+    at once. ``path`` names it in messages: the file, or the URL without its password.
     """
 
     def __init__(
@@ -89,45 +102,24 @@ class Registry:
         timeout: float = 30.0,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise StateError(f"{self.path}: is a directory, expected a registry file")
-        _check_sqlite_header(self.path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            ancestor = self.path.absolute().parent
-            while not ancestor.exists():
-                ancestor = ancestor.parent
-            reason = f"{ancestor} is not a directory" if not ancestor.is_dir() else exc.strerror
-            raise StateError(f"{self.path}: cannot create the registry ({reason or exc})") from None
-        self._lock = threading.RLock()
-        connection = None
-        try:
-            connection = sqlite3.connect(
-                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+        self._backend: Backend
+        if is_registry_url(path):
+            # Imported only here: an SQLite registry never loads the PostgreSQL driver.
+            from uniroute.registry.postgres_backend import PostgresBackend, restore_url
+
+            self._backend = PostgresBackend(
+                restore_url(str(path)), timeout=timeout, migrations=migrations
             )
-            self._connection = connection
-            connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StateError(f"{self.path}: could not switch the registry to WAL mode ({mode})")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            self.schema_version = migrate(connection, migrations, source=str(self.path))
-        except (sqlite3.DatabaseError, StateError) as exc:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.close()
-            if isinstance(exc, StateError):
-                raise
-            raise self._failure(exc, "cannot open the registry") from None
+        else:
+            self._backend = SqliteBackend(Path(path), timeout=timeout, migrations=migrations)
+        self.path: Path | str = self._backend.location
+        self.dialect: str = self._backend.dialect
+        self.schema_version: int = self._backend.schema_version
 
     # -------------------------------------------------------------- connection plumbing
     def close(self) -> None:
-        """Close the database connection."""
-        with self._lock:
-            self._connection.close()
+        """Close the database connection(s)."""
+        self._backend.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -139,76 +131,24 @@ class Registry:
         return f"Registry({str(self.path)!r})"
 
     @contextlib.contextmanager
-    def _write(self, *, notify: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, notify: bool = True) -> Iterator[Any]:
         """One write transaction, all or nothing; ``notify`` also bumps pool_version."""
-        with self._lock:
-            connection = self._connection
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StateError(f"{self.path}: cannot start a write ({exc})") from None
-            try:
-                yield connection
-                if notify:
-                    connection.execute(
-                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1"
-                        " WHERE key = 'pool_version'"
-                    )
-                connection.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback(connection)
-                raise self._failure(exc, "write failed") from None
-            except BaseException:
-                self._rollback(connection)
-                raise
+        with self._backend.write() as connection:
+            yield connection
+            if notify:
+                connection.execute(_BUMP_POOL_VERSION)
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[Any]:
         """A read transaction, so several SELECTs see one consistent snapshot."""
-        with self._lock, self._reading():
-            connection = self._connection
-            connection.execute("BEGIN")
-            try:
-                yield connection
-            except BaseException:
-                self._rollback(connection)
-                raise
-            connection.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        """Turn SQLite's errors while reading into a StateError naming the file."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._failure(exc, "cannot read the registry") from None
-
-    @staticmethod
-    def _rollback(connection: sqlite3.Connection) -> None:
-        # On a corrupt file the ROLLBACK may fail too; the error that caused it is the one to
-        # report, and SQLite has already given up the transaction.
-        with contextlib.suppress(sqlite3.Error):
-            connection.execute("ROLLBACK")
-
-    def _failure(self, exc: sqlite3.Error, doing: str) -> StateError:
-        """A StateError naming the file for an SQLite error; ``doing`` words any other kind."""
-        name = getattr(exc, "sqlite_errorname", None) or ""
-        if name.startswith(_BUSY_ERRORS):
-            return StateError(f"{self.path}: the registry is locked by another process ({exc})")
-        if name.startswith(_UNREADABLE_ERRORS):
-            return StateError(
-                f"{self.path}: not a readable registry database: it is not a UniRoute registry "
-                f"or is corrupted ({exc})"
-            )
-        return StateError(f"{self.path}: {doing} ({exc})")
+        with self._backend.read() as connection:
+            yield connection
 
     # -------------------------------------------------------------- meta
     def pool_version(self) -> int:
         """Counter bumped by every change; compare it to notice changes cheaply."""
-        with self._lock, self._reading():
-            row = self._connection.execute(
-                "SELECT value FROM meta WHERE key = 'pool_version'"
-            ).fetchone()
+        with self._backend.query() as connection:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'pool_version'").fetchone()
         return self._version_of(row)
 
     def binding(self) -> Binding | None:
@@ -242,7 +182,8 @@ class Registry:
             return current
         with self._write() as connection:
             connection.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [("artifact_id", artifact_id), ("prompts_fingerprint", fingerprint)],
             )
         return Binding(artifact_id, fingerprint)
@@ -295,11 +236,11 @@ class Registry:
                 new = with_fields(record, revision=version, created_at=created, updated_at=stamp)
                 try:
                     connection.execute(INSERT_MODEL, record_row(new))
-                except sqlite3.IntegrityError as exc:
+                except self._backend.integrity_error as exc:
                     # The name appeared after the check above: this transaction lost a race to
                     # another writer (one that does not take the write lock before checking, or
                     # a stale check). Still "already registered", not a failed write.
-                    if exc.sqlite_errorname not in _DUPLICATE_KEY_ERRORS:
+                    if not self._backend.is_duplicate_key(exc):
                         raise
                     raise self._exists(record.name) from None
                 connection.executemany(
@@ -366,10 +307,8 @@ class Registry:
 
     def has_model(self, name: str) -> bool:
         """Whether a model of this name is registered."""
-        with self._lock, self._reading():
-            row = self._connection.execute(
-                "SELECT 1 FROM models WHERE name = ?", (name,)
-            ).fetchone()
+        with self._backend.query() as connection:
+            row = connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
         return row is not None
 
     def list_models(self, *, enabled_only: bool = False) -> list[ModelRecord]:
@@ -445,7 +384,7 @@ class Registry:
             # One bound JSON list, not one variable per model: no limit on the pool's size.
             rows = connection.execute(
                 "SELECT model, prompt_id, answer_key FROM answers"
-                " WHERE model IN (SELECT value FROM json_each(?))",
+                f" WHERE model IN ({self._backend.JSON_LIST})",
                 (json.dumps(list(column_of)),),
             ).fetchall()
         for model, prompt_id, key in rows:
@@ -459,16 +398,24 @@ class Registry:
     def scores_matrix(self, names: Sequence[str], prompt_ids: Sequence[str]) -> np.ndarray:
         """Scores as a (len(prompt_ids), len(names)) array; NaN where a score is missing."""
         row_of = {str(p): i for i, p in enumerate(prompt_ids)}
+        columns_of: dict[str, list[int]] = {}
+        for j, name in enumerate(names):
+            columns_of.setdefault(name, []).append(j)
         matrix = np.full((len(prompt_ids), len(names)), np.nan)
+        if not columns_of:
+            return matrix
         with self._read() as connection:
-            for j, name in enumerate(names):
-                rows = connection.execute(
-                    "SELECT prompt_id, score FROM scores WHERE model = ?", (name,)
-                ).fetchall()
-                for prompt_id, score in rows:
-                    i = row_of.get(prompt_id)
-                    if i is not None:
-                        matrix[i, j] = score
+            # One query for the whole pool (one bound JSON list): a round trip per model would
+            # dominate loading a large pool from a database server.
+            rows = connection.execute(
+                "SELECT model, prompt_id, score FROM scores"
+                f" WHERE model IN ({self._backend.JSON_LIST})",
+                (json.dumps(list(columns_of)),),
+            ).fetchall()
+        for model, prompt_id, score in rows:
+            i = row_of.get(prompt_id)
+            if i is not None:
+                matrix[i, columns_of[model]] = score
         return matrix
 
     def get_features(
@@ -506,7 +453,9 @@ class Registry:
                 ):
                     raise self._unknown(connection, name)
             connection.executemany(
-                "INSERT OR REPLACE INTO features (model, artifact_id, psi) VALUES (?, ?, ?)", rows
+                "INSERT INTO features (model, artifact_id, psi) VALUES (?, ?, ?)"
+                " ON CONFLICT (model, artifact_id) DO UPDATE SET psi = excluded.psi",
+                rows,
             )
 
     def pool_fingerprint(self, artifact_id: str) -> str:
@@ -540,12 +489,14 @@ class Registry:
         body = json.dumps(policy.to_dict(), sort_keys=True)
         with self._write(notify=notify) as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO policy (id, body, updated_at) VALUES (1, ?, ?)",
+                "INSERT INTO policy (id, body, updated_at) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET body = excluded.body,"
+                " updated_at = excluded.updated_at",
                 (body, now()),
             )
 
     # -------------------------------------------------------------- internals
-    def _next_version(self, connection: sqlite3.Connection) -> int:
+    def _next_version(self, connection: Any) -> int:
         row = connection.execute("SELECT value FROM meta WHERE key = 'pool_version'").fetchone()
         return self._version_of(row) + 1
 
@@ -560,7 +511,7 @@ class Registry:
             f"{self.path}: not a readable registry database: its pool_version is {shown}"
         )
 
-    def _unknown(self, connection: sqlite3.Connection, name: str) -> ModelNotFoundError:
+    def _unknown(self, connection: Any, name: str) -> ModelNotFoundError:
         names = [row[0] for row in connection.execute("SELECT name FROM models ORDER BY name")]
         shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
         return ModelNotFoundError(
@@ -570,25 +521,4 @@ class Registry:
     def _exists(self, name: str) -> ModelExistsError:
         return ModelExistsError(
             f"model {name!r} is already in the registry {self.path}; remove it first or replace it"
-        )
-
-
-def _check_sqlite_header(path: Path) -> None:
-    """Refuse a non-empty file that is not SQLite before SQLite opens it.
-
-    SQLite takes some files too short to hold its header (a file of one byte, such as a lone
-    newline) for an empty database and writes a registry over them, so a mistyped --registry
-    could silently replace a user's file. An empty file is a new registry, as SQLite treats it.
-    """
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(_SQLITE_MAGIC))
-    except (FileNotFoundError, NotADirectoryError):
-        return  # a new registry (a parent that is a file is reported when it is created)
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read the registry ({exc.strerror or exc})") from None
-    if head and head != _SQLITE_MAGIC:
-        raise StateError(
-            f"{path}: not a readable registry database: it is not a UniRoute registry or is "
-            "corrupted (not an SQLite file)"
         )
