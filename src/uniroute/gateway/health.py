@@ -22,12 +22,14 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """GET /readyz: the registry is readable now, at least one model is servable, and the
-    gateway is not shutting down.
+    """GET /readyz: at least one model is servable and the gateway is not shutting down.
 
-    Reports the registry revision the served pool was read at (``pool_version``) and how many
-    of its models are servable; 503 with the failing check when not ready (``draining``: a
-    shutdown has started and the gateway will soon stop accepting).
+    Reports whether the registry is readable now, the registry revision the served pool was read
+    at (``pool_version``) and how many of its models are servable. A registry that cannot be
+    read (a database restarting, a file being replaced) does not make the gateway unready: it
+    routes on the last pool it read, and says so (``serving_last_snapshot``), until the
+    registry is back and the next poll reads it. 503 when no model is servable, or while a
+    shutdown drains (``draining``).
     """
     gateway = gateway_of(request)
     if gateway.draining:
@@ -41,10 +43,11 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         checks["registry_readable"] = False
         checks["registry_error"] = f"{type(exc).__name__}: {exc}"
+        checks["serving_last_snapshot"] = True
     snapshot = gateway.router.snapshot
     checks["pool_version"] = snapshot.revision
     checks["servable_models"] = len(snapshot.pool.servable)
-    ready = checks["registry_readable"] and checks["servable_models"] > 0
+    ready = checks["servable_models"] > 0
     return JSONResponse(
         {"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503
     )

@@ -91,6 +91,11 @@ class PostgresCluster:
             "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
         )  # fmt: skip
         self.port = _free_port()
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """Start the (initialised) server on its port and wait until it accepts connections."""
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -101,7 +106,12 @@ class PostgresCluster:
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
         self._started = True
-        return self
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator's restart would (fast: clients are disconnected),
+        keeping its data for ``start_server``."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._started = False
 
     def stop(self) -> None:
         """Stop the server (immediately: nothing in it is kept) and remove its directory."""
