@@ -4,6 +4,7 @@ served at /openapi.json, and precise enough that what it calls valid the validat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,3 +222,14 @@ def test_added_models_the_document_calls_valid_are_accepted_but_for_their_prompt
         _check_accepted("POST /admin/models", body)
 
     accepted()
+
+
+def test_non_blank_means_what_strip_leaves_in_every_regex_dialect() -> None:
+    # JSON Schema's \S is ECMA-262's: it would call U+001F or U+0085 text, which str.strip()
+    # removes, so the document would promise bodies the validators refuse.
+    from uniroute.gateway.openapi import _NON_BLANK
+
+    pattern = re.compile(_NON_BLANK["pattern"])
+    for code in range(0x110000):
+        char = chr(code)
+        assert (pattern.search(char) is None) == char.isspace(), hex(code)

@@ -58,8 +58,14 @@ def _nullable(schema: Schema) -> Schema:
 
 
 # ---------------------------------------------------------------------------- shared pieces
+#: Python's whitespace (what ``str.strip()`` removes), spelled out: JSON Schema's ``\s`` is
+#: ECMA-262's, which differs (it leaves U+001C-U+001F and U+0085, and takes U+FEFF).
+_PYTHON_WHITESPACE = (
+    r"\t\n\u000b\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+    r"\u205f\u3000"
+)
 #: A string with at least one character that is not whitespace (what ``.strip()`` leaves).
-_NON_BLANK: Schema = {"type": "string", "pattern": r"\S"}
+_NON_BLANK: Schema = {"type": "string", "pattern": f"[^{_PYTHON_WHITESPACE}]"}
 #: A price or target: pydantic says "number or null"; the validators also want it >= 0.
 _NON_NEGATIVE: Schema = {"type": ["number", "null"], "minimum": 0}
 _FRACTION: Schema = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
