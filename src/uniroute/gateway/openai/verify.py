@@ -112,7 +112,14 @@ async def answer_verified(
                         started)  # fmt: skip
     a, b = plan.candidates
     assert plan.target is not None
-    answers = await asyncio.gather(_ask(a, call, gateway), _ask(b, call, gateway))
+    # Both calls run to their end even if one is refused, so neither is left running unseen.
+    asked = await asyncio.gather(
+        _ask(a, call, gateway), _ask(b, call, gateway), return_exceptions=True
+    )
+    for refused in asked:
+        if isinstance(refused, BaseException):
+            raise refused  # the upstream refused the request itself: the caller answers it
+    answers = [r for r in asked if not isinstance(r, BaseException)]
     answered = [r for r in answers if r is not None]
     keys = {
         r.model: answer_key(answer_text(r.value.body), plan.answer_kind, text)
@@ -125,7 +132,11 @@ async def answer_verified(
         return _respond(gateway, request, snapshot, plan, AGREED, agreed, answered[0], answered,
                         started)  # fmt: skip
     if len(answered) == 2:
-        reason = f"the answers differ ({keys.get(a)} vs {keys.get(b)})"
+        unreadable = [m for m in (a, b) if keys.get(m) is None]
+        if unreadable:
+            reason = f"no comparable answer from {' and '.join(unreadable)}"
+        else:
+            reason = f"the answers differ ({keys[a]} vs {keys[b]})"
     else:
         failed = [m for m, r in zip((a, b), answers, strict=True) if r is None]
         reason = f"{' and '.join(failed)} failed"
