@@ -5,8 +5,9 @@ Gateway` service object, the route table (``/v1`` from :mod:`uniroute.gateway.op
 ``/admin`` from :mod:`uniroute.gateway.admin.routes`, ``/healthz``, ``/readyz`` and ``/metrics``
 from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gateway.openapi`),
 the request-context middleware, the exception handlers and the lifespan (upstream connection
-pools, routing workers, registry polling). The completion endpoints skip Starlette's routing and
-middleware stack (:mod:`uniroute.gateway.dispatch`).
+pools, routing workers, registry polling and, on PostgreSQL, listening for pushed pool
+changes). The completion endpoints skip Starlette's routing and middleware stack
+(:mod:`uniroute.gateway.dispatch`).
 
 A cheap encoder (TF-IDF) embeds and routes inline on the event loop (a fraction of a
 millisecond); an expensive one (MiniLM) runs in worker threads (``routing_threads`` of them),
@@ -48,6 +49,8 @@ def create_app(router: Router, config: GatewayConfig | None = None) -> Starlette
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(gateway.poll_registry)
+                # Pushed changes (PostgreSQL); returns at once on SQLite, where the poll does it.
+                tasks.start_soon(gateway.listen_registry)
                 for _ in range(gateway.config.routing_threads):
                     tasks.start_soon(gateway.batcher.run_worker)
                 try:

@@ -75,6 +75,9 @@ class GatewayConfig:
     routing_batch_size: int = 32
     #: Seconds between checks of the registry's pool version (changes made by other processes).
     registry_poll_s: float = 1.0
+    #: On a PostgreSQL registry, also LISTEN for the changes other replicas and the CLI announce
+    #: (NOTIFY) and read the pool as soon as one arrives; the poll above stays as the fallback.
+    registry_listen: bool = True
     #: Open connections to the upstreams, in total.
     max_upstream_connections: int = 256
     #: Seconds an idle upstream connection is kept for reuse. Kept below the upstreams' own
@@ -222,7 +225,9 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Gatew
                     f"{source}: {name} must fit a 64-bit integer, got {_shown(value)}"
                 )
             converted[name] = value
-        elif expected is str and isinstance(value, str):
+        elif (expected is str and isinstance(value, str)) or (
+            expected is bool and isinstance(value, bool)
+        ):
             converted[name] = value
         else:
             raise ConfigError(

@@ -9,6 +9,8 @@ endpoints and their costs all describe the same pool.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -33,6 +35,12 @@ from uniroute.gateway.upstream import UpstreamClient
 from uniroute.onboarding.upstream_hosts import EndpointPolicy
 
 logger = logging.getLogger(GATEWAY_LOGGER)
+
+# After a pushed change, wait this long for the rest of a burst (a script adding models one by
+# one) before reading the registry: a burst costs one or two reads, not one per change.
+_PUSH_DEBOUNCE_S = 0.02
+# How long shutdown waits for the registry listener's thread (a daemon: it cannot outlive us).
+_WATCHER_STOP_S = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,6 +133,47 @@ class Gateway:
                 await self.refresh()
             except Exception:  # the next poll retries; serving goes on with the last pool
                 logger.exception("registry refresh failed")
+
+    async def listen_registry(self) -> None:
+        """Refresh as soon as the registry pushes a change (PostgreSQL LISTEN/NOTIFY), debounced.
+
+        Returns at once when the registry cannot push (an SQLite file) or ``registry_listen`` is
+        off: then ``poll_registry`` alone notices changes. The poll runs in any case, as the
+        fallback for a listener that is reconnecting.
+        """
+        if not self.config.registry_listen:
+            return
+        loop = asyncio.get_running_loop()
+        pending = asyncio.Event()
+
+        def on_change(revision: int | None) -> None:
+            # Runs on the watcher's thread: it only hands the news to the event loop, never
+            # waits for it (a shutdown joining that thread from the loop cannot deadlock).
+            if revision is None:
+                logger.info("registry listener connected: reading the registry again")
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: shutting down
+                loop.call_soon_threadsafe(pending.set)
+
+        # A thread (Registry.watch: psycopg's blocking API on one dedicated connection) rather
+        # than an async connection on this loop: the registry layer is synchronous and shared
+        # with the CLI, the thread's waits and its reconnect backoff never touch the event loop,
+        # and the loop's only part is the refresh below, which reads the snapshot in a thread.
+        watcher = self.router.registry.watch(on_change)
+        if watcher is None:
+            return
+        try:
+            while True:
+                await pending.wait()
+                await anyio.sleep(_PUSH_DEBOUNCE_S)
+                # Cleared before reading: a change announced during the read triggers one more.
+                pending.clear()
+                try:
+                    await self.refresh()
+                except Exception:  # the next notification or poll retries
+                    logger.exception("registry refresh failed")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(watcher.stop, _WATCHER_STOP_S)
 
     def reference_cost(self, snapshot: Snapshot) -> float | None:
         """Expected per-query cost of the snapshot's most accurate model (for the savings)."""

@@ -7,11 +7,29 @@ one fragment that differs, ``JSON_LIST``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 from uniroute.errors import StateError
+
+#: Called by a watcher with the new pool_version a notification carried, or with None when a
+#: change may have been missed (on every (re)connection): either way, read the registry again.
+OnChange = Callable[[int | None], None]
+
+
+class Watcher(Protocol):
+    """A running listener for pool changes (``Registry.watch``), on a thread of its own."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether it is listening now (False while it reconnects)."""
+        ...
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening and wait up to ``timeout`` seconds for the thread to end."""
+        ...
 
 
 class Backend(Protocol):
@@ -45,6 +63,14 @@ class Backend(Protocol):
 
     def failure(self, exc: BaseException, doing: str) -> StateError:
         """A one-line StateError for a driver error."""
+        ...
+
+    def announce(self, connection: Any) -> None:
+        """Tell listeners, at this write's commit, that pool_version moved (no-op without push)."""
+        ...
+
+    def watch(self, on_change: OnChange) -> Watcher | None:
+        """Start a listener calling ``on_change`` on every committed change; None: no push."""
         ...
 
     def close(self) -> None:

@@ -13,7 +13,10 @@ guarantees, by PostgreSQL's means:
   processes opening a fresh database at once apply every step exactly once;
 * connections come from a pool that checks each one before lending it, so a registry object
   outlives a database restart (calls fail with a ``StateError`` while the server is down);
-* every driver error leaves as a one-line ``StateError`` naming the URL without its password.
+* every driver error leaves as a one-line ``StateError`` naming the URL without its password;
+* every write that bumps ``pool_version`` also runs ``pg_notify(NOTIFY_CHANNEL, <new version>)``
+  in its transaction, which the server delivers at commit and drops on rollback;
+  ``PostgresWatcher`` (``Registry.watch``) LISTENs on one dedicated connection of its own.
 
 Statements are written once with ``?`` placeholders; ``PostgresConnection`` turns them into
 psycopg's ``%s``.
@@ -22,6 +25,9 @@ psycopg's ``%s``.
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,7 +39,10 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from uniroute.errors import StateError
+from uniroute.registry.backend import OnChange
 from uniroute.registry.schema import POSTGRESQL, Migration
+
+logger = logging.getLogger(__name__)
 
 #: The URL schemes taken as a PostgreSQL registry (``store.is_registry_url``).
 URL_SCHEMES = ("postgresql", "postgres")
@@ -46,6 +55,18 @@ _NOT_A_REGISTRY = ("42P01", "42703")
 _UNIQUE_VIOLATION = "23505"
 # Connections kept open (lent to threads one at a time each).
 _POOL_MAX = 4
+#: The channel every committed pool change is announced on; the payload is the new pool_version.
+NOTIFY_CHANNEL = "uniroute_pool"
+# Run after the bump, inside the write: the payload is the version this transaction commits.
+_ANNOUNCE = f"SELECT pg_notify('{NOTIFY_CHANNEL}', value) FROM meta WHERE key = 'pool_version'"
+# A listener waits for notifications in slices this long, so stop() takes at most about this.
+_WATCH_SLICE_S = 0.25
+# An idle listening connection runs a query this often: a connection that died without a word
+# (a network cut) fails it, and is replaced, instead of waiting for notifications forever.
+_WATCH_PING_S = 10.0
+# Seconds before reconnecting after a lost connection: doubled per failed attempt up to the
+# last, so a restart (a few seconds) is bridged quickly and a long outage costs little.
+_WATCH_BACKOFF_S = (0.1, 2.0)
 
 
 def restore_url(value: str) -> str:
@@ -156,6 +177,17 @@ class PostgresBackend:
         """Close every pooled connection."""
         self._pool.close()
 
+    @staticmethod
+    def announce(connection: PostgresConnection) -> None:
+        """Queue the notification of the new pool_version; sent at commit, dropped on rollback."""
+        connection.execute(_ANNOUNCE)
+
+    def watch(self, on_change: OnChange) -> PostgresWatcher:
+        """Start a ``PostgresWatcher`` on a dedicated connection (not one of the pool's)."""
+        return PostgresWatcher(
+            self.url, self.path, on_change, connect_timeout=max(1, round(self._timeout))
+        ).start()
+
     @contextlib.contextmanager
     def _connection(self, doing: str) -> Iterator[PostgresConnection]:
         """A pooled connection, checked alive; a StateError when the server cannot be reached."""
@@ -248,6 +280,101 @@ class PostgresBackend:
                 f"{self.path}: cannot connect to the PostgreSQL registry ({_first_line(exc)})"
             )
         return self.failure(exc, "cannot open the registry")
+
+
+class PostgresWatcher:
+    """``LISTEN`` on ``NOTIFY_CHANNEL`` over one connection of its own, on a daemon thread.
+
+    Its own connection, not a pooled one: a LISTEN belongs to its session, and a pooled
+    connection is lent to other work and replaced after a restart. When the connection is lost
+    (a database restart) it reconnects with backoff, and after every (re)connection it calls
+    ``on_change(None)``, because notifications sent while it was away are gone for good.
+    """
+
+    def __init__(
+        self, url: str, location: str, on_change: OnChange, *, connect_timeout: int
+    ) -> None:
+        self._url = url
+        self._location = location
+        self._on_change = on_change
+        self._connect_timeout = connect_timeout
+        self._stopping = threading.Event()
+        self._connected = False
+        self._thread = threading.Thread(
+            target=self._run, name="uniroute-registry-watch", daemon=True
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether it is listening now (False while it reconnects)."""
+        return self._connected
+
+    def start(self) -> PostgresWatcher:
+        """Start the listening thread."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening and wait up to ``timeout`` seconds for the thread to end."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = _WATCH_BACKOFF_S[0]
+        while not self._stopping.is_set():
+            was_connected = False
+            try:
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=self._connect_timeout
+                ) as connection:
+                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}".encode())
+                    self._connected = was_connected = True
+                    logger.info("%s: listening for pool changes", self._location)
+                    self._notify(None)
+                    self._listen(connection)
+            except psycopg.Error as exc:
+                if was_connected:
+                    logger.warning(
+                        "%s: lost the pool-change listener's connection (%s); reconnecting",
+                        self._location, _first_line(exc),
+                    )  # fmt: skip
+                else:
+                    logger.debug("%s: cannot listen yet (%s)", self._location, _first_line(exc))
+            finally:
+                self._connected = False
+            delay = _WATCH_BACKOFF_S[0] if was_connected else min(2 * delay, _WATCH_BACKOFF_S[1])
+            self._stopping.wait(delay)
+
+    def _listen(self, connection: psycopg.Connection[Any]) -> None:
+        """Pass notifications on until told to stop; raises when the connection is lost."""
+        quiet_since = time.monotonic()
+        while not self._stopping.is_set():
+            received = False
+            for note in connection.notifies(timeout=_WATCH_SLICE_S):
+                received = True
+                self._notify(_revision(note.payload))
+            if received:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= _WATCH_PING_S:
+                connection.execute(b"SELECT 1")
+                quiet_since = time.monotonic()
+
+    def _notify(self, revision: int | None) -> None:
+        # The listener must outlive a failing callback: it is the caller's bug, and the next
+        # notification may well succeed.
+        try:
+            self._on_change(revision)
+        except Exception:
+            logger.exception("%s: the pool-change callback failed", self._location)
+
+
+def _revision(payload: str) -> int | None:
+    """The pool_version a notification carries (None if it is not a number)."""
+    try:
+        return int(payload)
+    except ValueError:
+        return None
 
 
 def migrate_postgres(

@@ -15,9 +15,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uniroute.errors import StateError
 from uniroute.registry.schema import SQLITE, Migration, migrate
+
+if TYPE_CHECKING:
+    from uniroute.registry.backend import OnChange, Watcher
 
 # An INSERT into the models table that fails on these lost a race for the name.
 _DUPLICATE_KEY_ERRORS = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
@@ -74,6 +78,15 @@ class SqliteBackend:
             if isinstance(exc, StateError):
                 raise
             raise self.failure(exc, "cannot open the registry") from None
+
+    @staticmethod
+    def announce(connection: sqlite3.Connection) -> None:
+        """Nothing to send: a file has no notification channel, readers poll pool_version."""
+
+    @staticmethod
+    def watch(on_change: OnChange) -> Watcher | None:
+        """None: SQLite cannot push changes; a server notices them by polling pool_version."""
+        return None
 
     def close(self) -> None:
         """Close the database connection."""

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from uniroute.errors import ModelExistsError, ModelNotFoundError, RegistryError, StateError
-from uniroute.registry.backend import Backend
+from uniroute.registry.backend import Backend, OnChange, Watcher
 from uniroute.registry.calibration import Policy
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.records import (
@@ -137,12 +137,25 @@ class Registry:
             yield connection
             if notify:
                 connection.execute(_BUMP_POOL_VERSION)
+                # In the same transaction: PostgreSQL delivers it at commit, never on rollback.
+                self._backend.announce(connection)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Any]:
         """A read transaction, so several SELECTs see one consistent snapshot."""
         with self._backend.read() as connection:
             yield connection
+
+    def watch(self, on_change: OnChange) -> Watcher | None:
+        """Call ``on_change`` soon after every committed change, from a thread of its own.
+
+        PostgreSQL only: ``LISTEN`` on ``postgres_backend.NOTIFY_CHANNEL`` over one dedicated
+        connection that reconnects by itself; ``on_change`` gets the new pool_version, or None
+        after each (re)connection, when changes may have been missed. Returns the running
+        watcher (``stop()`` it), or None for an SQLite file, whose changes are noticed by
+        polling ``pool_version``.
+        """
+        return self._backend.watch(on_change)
 
     # -------------------------------------------------------------- meta
     def pool_version(self) -> int:
