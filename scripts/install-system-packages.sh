@@ -3,7 +3,8 @@
 #   bubblewrap     the sandbox the code grader runs untrusted answers in (docs/ONBOARDING.md);
 #   postgresql-15  the server the registry tests run a throwaway cluster of (docs/POOL.md,
 #                  "PostgreSQL registry"); only its binaries are used, the packaged cluster is
-#                  not needed (Debian's `postgresql` package is taken when 15 is not offered).
+#                  not needed (Debian's `postgresql` package is taken when 15 is not offered);
+#   haproxy        the load balancer of deploy/haproxy.cfg, which the rolling-restart test runs.
 # Run by `make install` (and so by `make demo` and `make test`); a no-op when all are present.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ PG_BIN=${UNIROUTE_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 postgres_missing=false
 [ -x "$PG_BIN/postgres" ] || postgres_missing=true
 if [ ${#missing[@]} -eq 0 ] && [ "$postgres_missing" = false ]; then

@@ -10,7 +10,7 @@ from uniroute.testing.child_process import ChildServerProcess
 
 
 class GatewayProcess(ChildServerProcess):
-    """``uniroute serve`` in a child process on a free port; a context manager.
+    """``uniroute serve`` in a child process on a free port (or ``port``); a context manager.
 
     Both output pipes are drained for the child's whole life (so it never blocks on a full
     pipe); ``log_lines()`` returns what it wrote to stderr: its JSON logs.
@@ -27,13 +27,14 @@ class GatewayProcess(ChildServerProcess):
         *,
         config: str | Path | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 60.0,
     ) -> None:
         command = [
             sys.executable, "-m", "uniroute.cli.main", "serve", "--artifact", str(artifact),
-            "--registry", str(registry), "--host", host, "--port", "0", *extra_args,
+            "--registry", str(registry), "--host", host, "--port", str(port), *extra_args,
         ]  # fmt: skip
         if config is not None:
             command += ["--config", str(config)]
