@@ -142,5 +142,6 @@ def test_a_rolling_restart_behind_haproxy_fails_no_request(
         for server in replays.values():
             server.stop()
     failed = [o for o in outcomes if o != "ok"]
+    print(f"rolling restart: {len(outcomes)} requests, {len(failed)} failed")
     assert not failed, (len(failed), len(outcomes), failed[:5])
     assert before_restart > 50 and len(outcomes) > 2 * before_restart, len(outcomes)

@@ -105,4 +105,6 @@ def test_a_database_restart_under_traffic_fails_no_request(
     assert ADDED in seen, "the gateway did not read the registry again after the restart"
     assert served_while_down > 10, served_while_down
     failed = [o for o in outcomes if o != 200]
+    print(f"database restart: {len(outcomes)} requests, {len(failed)} failed, "
+          f"{served_while_down} served in the second the database was down")  # fmt: skip
     assert not failed and len(outcomes) > 50, (failed[:5], len(outcomes))
