@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 
 import pytest
 
+from uniroute.errors import ConfigError
 from uniroute.gateway.access_log import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -140,3 +142,15 @@ def test_access_lines_read_as_the_formatter_writes_them_in_order(restore_loggers
         k: v for k, v in formatted.items() if k != "ts"
     }
     assert len(lines[1]["ts"]) == len(formatted["ts"]) and lines[1]["ts"].endswith("Z")
+
+
+def test_metrics_name_their_replica() -> None:
+    from uniroute.gateway.config import GatewayConfig
+
+    text = GatewayMetrics(replica="eu-1").render().decode()
+    assert 'target_info{replica="eu-1"} 1.0' in text
+    assert "target_info" not in GatewayMetrics().render().decode()
+    assert GatewayConfig(replica_name="eu-1").replica() == "eu-1"
+    assert GatewayConfig().replica().endswith(f":{os.getpid()}")
+    with pytest.raises(ConfigError, match="replica_name"):
+        GatewayConfig(replica_name="a\nb")

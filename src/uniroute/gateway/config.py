@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -98,6 +99,9 @@ class GatewayConfig:
     #: answers /readyz with 503 ``draining``, so a load balancer's health checks take it out of
     #: rotation before it stops accepting (0: stop accepting at once).
     shutdown_drain_s: float = 0.0
+    #: This replica's name in ``/metrics`` (``target_info{replica=...}``) and ``/readyz``;
+    #: empty: the host name and process id.
+    replica_name: str = ""
     #: Seconds requests still open when the gateway stops accepting get to finish (streams
     #: included); what is still open then is cut off.
     shutdown_grace_s: float = 10.0
@@ -135,6 +139,11 @@ class GatewayConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.connect_retries < 0:
             raise ConfigError(f"connect_retries must be >= 0, got {self.connect_retries!r}")
+        if len(self.replica_name) > 200 or not self.replica_name.isprintable():
+            raise ConfigError(
+                f"replica_name must be printable and at most 200 characters, got "
+                f"{self.replica_name[:60]!r}"
+            )
         for name in ("retry_backoff_s", "shutdown_drain_s", "shutdown_grace_s"):
             value = getattr(self, name)
             if not value >= 0:
@@ -147,6 +156,10 @@ class GatewayConfig:
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}"
             )
+
+    def replica(self) -> str:
+        """This replica's name: ``replica_name``, else ``host:pid``."""
+        return self.replica_name or f"{socket.gethostname()}:{os.getpid()}"
 
     def client_keys(self) -> frozenset[str]:
         """The accepted client API keys, read from the environment now (empty: no key needed)."""

@@ -54,7 +54,7 @@ class Gateway:
     ) -> None:
         self.router = router
         self.config = config
-        self.metrics = metrics or GatewayMetrics()
+        self.metrics = metrics or GatewayMetrics(config.replica())
         self.breakers = BreakerBoard(config.breaker_failure_threshold, config.breaker_cooldown_s)
         self.routing_limiter = anyio.CapacityLimiter(config.routing_threads)
         # Read once, here: the encoder's declared cost decides where prompts are embedded, and

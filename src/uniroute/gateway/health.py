@@ -45,6 +45,7 @@ async def readyz(request: Request) -> Response:
         checks["registry_error"] = f"{type(exc).__name__}: {exc}"
         checks["serving_last_snapshot"] = True
     snapshot = gateway.router.snapshot
+    checks["replica"] = gateway.config.replica()
     checks["pool_version"] = snapshot.revision
     checks["servable_models"] = len(snapshot.pool.servable)
     ready = checks["servable_models"] > 0

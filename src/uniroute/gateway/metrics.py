@@ -39,8 +39,12 @@ class GatewayMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        if replica:
+            # OpenMetrics' target metadata: one series naming the replica these metrics are
+            # of, for dashboards that join it (Prometheus also labels scrapes by instance).
+            self.registry.set_target_info({"replica": replica})
         self.requests = Counter(
             "uniroute_requests",
             "Completed requests by API endpoint, answering model and status",
