@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "uniroute.cli.route_cmd",
     "uniroute.cli.calibrate_cmd",
     "uniroute.cli.serve_cmd",
+    "uniroute.cli.registry_cmd",
 ]
 
 
