@@ -342,11 +342,7 @@ class Registry:
     def get_scores(self, name: str) -> dict[str, float]:
         """A model's stored scores by prompt id (missing ones are absent)."""
         with self._read() as connection:
-            if (
-                connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
-                is None
-            ):
-                raise self._unknown(connection, name)
+            self._check_known(connection, name)
             rows = connection.execute(
                 "SELECT prompt_id, score FROM scores WHERE model = ?", (name,)
             ).fetchall()
@@ -355,11 +351,7 @@ class Registry:
     def get_answers(self, name: str) -> dict[str, ModelAnswer]:
         """A model's recorded answers by prompt id (prompts it did not answer are absent)."""
         with self._read() as connection:
-            if (
-                connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
-                is None
-            ):
-                raise self._unknown(connection, name)
+            self._check_known(connection, name)
             rows = connection.execute(
                 "SELECT prompt_id, answer_key, raw, raw_chars FROM answers WHERE model = ?",
                 (name,),
@@ -369,11 +361,7 @@ class Registry:
     def answer_count(self, name: str) -> tuple[int, int]:
         """(answers recorded, of which with a canonical key) for one model."""
         with self._read() as connection:
-            if (
-                connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
-                is None
-            ):
-                raise self._unknown(connection, name)
+            self._check_known(connection, name)
             row = connection.execute(
                 "SELECT COUNT(*), COUNT(answer_key) FROM answers WHERE model = ?", (name,)
             ).fetchone()
@@ -460,11 +448,7 @@ class Registry:
         ]
         with self._write(notify=notify) as connection:
             for name, _, _ in rows:
-                if (
-                    connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone()
-                    is None
-                ):
-                    raise self._unknown(connection, name)
+                self._check_known(connection, name)
             connection.executemany(
                 "INSERT INTO features (model, artifact_id, psi) VALUES (?, ?, ?)"
                 " ON CONFLICT (model, artifact_id) DO UPDATE SET psi = excluded.psi",
@@ -523,6 +507,11 @@ class Registry:
         raise StateError(
             f"{self.path}: not a readable registry database: its pool_version is {shown}"
         )
+
+    def _check_known(self, connection: Any, name: str) -> None:
+        """Raise ModelNotFoundError (listing the models) unless ``name`` is registered."""
+        if connection.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
+            raise self._unknown(connection, name)
 
     def _unknown(self, connection: Any, name: str) -> ModelNotFoundError:
         names = [row[0] for row in connection.execute("SELECT name FROM models ORDER BY name")]
