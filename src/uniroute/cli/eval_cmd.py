@@ -9,14 +9,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uniroute.cli.arg_types import check_output_path, int_at_least, json_object
+from uniroute.cli.arg_types import check_output_path, int_at_least, json_object, positive_float
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from uniroute.data.dataset import RoutingDataset
     from uniroute.evaluation.promises import Promise
-    from uniroute.evaluation.trials import TrialOutcome
+    from uniroute.evaluation.trials import EvaluationRun, TrialOutcome
     from uniroute.pool import Pool
     from uniroute.routers.base import RouterEstimator
 
@@ -120,6 +122,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cache-dir", type=Path, help="embedding cache folder (default: UNIROUTE_CACHE or .cache)"
     )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help=(
+            "run the trials on a Dask cluster (pip install 'uniroute[dask]'): tcp://HOST:PORT of "
+            "a running scheduler, or local:N to start N local worker processes; the results equal "
+            "the serial run's for the same seed (default: the trials run one after another here)"
+        ),
+    )
+    parser.add_argument(
+        "--scheduler-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --scheduler: seconds to wait for the scheduler to answer (default 10)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -194,6 +212,9 @@ def product_calibrator(
 
 def run(args: argparse.Namespace) -> int:
     """Load data, run the trials, write and print the results."""
+    import contextlib
+    import functools
+
     import numpy as np
 
     from uniroute.cli.progress import ProgressPrinter
@@ -240,6 +261,10 @@ def run(args: argparse.Namespace) -> int:
             make_estimator(spec.name, **spec.params)
         except (TypeError, ValueError) as exc:
             raise DataError(f"--router-params: {spec.label}: {exc}") from None
+    if args.scheduler is not None:
+        from uniroute.evaluation.distributed import check_scheduler
+
+        check_scheduler(args.scheduler)
     check_output_path(args.out, "--out", directory=True)
     if args.cache_dir is not None:
         check_output_path(args.cache_dir, "--cache-dir", directory=True)
@@ -298,15 +323,27 @@ def run(args: argparse.Namespace) -> int:
             areas = ", ".join(f"{name}={m['area']:.3f}" for name, m in outcome.metrics.items())
             progress.line(f"trial {t + 1}/{args.trials}: test LLMs {outcome.test_models}: {areas}")
 
-        run_result = run_trials(
-            dataset,
-            lambda: make_encoder(args.encoder),
-            config,
-            fixed_embeddings=fixed_embeddings,
-            encoder_id=encoder_id,
-            on_trial=report_trial,
-            progress=progress,
-        )
+        # A partial of a module-level function, not a lambda: a cluster pickles it to workers.
+        encoder_factory = functools.partial(make_encoder, args.encoder)
+        with contextlib.ExitStack() as stack:
+            runner: Callable[..., EvaluationRun] = run_trials
+            if args.scheduler is not None:
+                from uniroute.evaluation.distributed import dask_client, run_trials_on_cluster
+
+                progress.line(f"connecting to the Dask cluster {args.scheduler}")
+                client = stack.enter_context(
+                    dask_client(args.scheduler, timeout=args.scheduler_timeout)
+                )
+                runner = functools.partial(run_trials_on_cluster, client)
+            run_result = runner(
+                dataset,
+                encoder_factory,
+                config,
+                fixed_embeddings=fixed_embeddings,
+                encoder_id=encoder_id,
+                on_trial=report_trial,
+                progress=progress,
+            )
     finally:
         progress.close()
     # Imported once there are results to write: the plots load matplotlib, which takes seconds

@@ -415,6 +415,79 @@ def _nan_metrics() -> dict[str, float]:
     return {**{k: float("nan") for k in METRICS}, "qnc_reached": False}
 
 
+def trial_seeds(config: TrialConfig, dataset: RoutingDataset) -> list[int]:
+    """Check ``config`` against the data and draw every trial's seed from ``config.seed``.
+
+    All seeds are drawn up front, so a trial's seed depends only on its index: never on which
+    process or machine runs it, nor on the order trials finish in.
+    """
+    if config.trials < 1:
+        raise ValueError(f"trials must be >= 1, got {config.trials}")
+    config.check(dataset.tasks.tolist())
+    seeds: list[int] = np.random.SeedSequence(config.seed).generate_state(config.trials).tolist()
+    return seeds
+
+
+def thread_counts() -> dict[str, int]:
+    """This process's native thread pools ({"blas": n, "openmp": m}), the largest of each API."""
+    # scikit-learn's OpenMP runtime is counted only once it is loaded, as a trial loads it.
+    import sklearn.cluster  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    counts: dict[str, int] = {}
+    for pool in threadpool_info():
+        api, n = str(pool["user_api"]), int(pool["num_threads"])
+        counts[api] = max(n, counts.get(api, 0))
+    return counts
+
+
+def compute_trial(
+    dataset: RoutingDataset,
+    encoder_factory: EncoderFactory,
+    config: TrialConfig,
+    trial_seed: int,
+    fixed_embeddings: np.ndarray | None = None,
+    *,
+    threads: Mapping[str, int] | None = None,
+    on_embedded: Callable[[float], None] | None = None,
+    on_router: Callable[[str, float], None] | None = None,
+) -> tuple[TrialOutcome, str]:
+    """One whole trial from its seed alone: prompt split, encoder fit (unless fixed), routers.
+
+    The unit of work a serial run and a cluster run share: it reads nothing but its arguments
+    (all picklable when ``encoder_factory`` is), so the same seed gives the same outcome in any
+    process. ``threads`` ({"blas" or "openmp": count}, as :func:`thread_counts` reads them)
+    sets the native thread pools for the trial: OpenBLAS sums in a different order with another
+    thread count, which changes the last bits of the TF-IDF SVD, so a worker runs with the
+    counts of the process it stands in for. Returns the outcome and the id of the encoder that
+    embedded the prompts ("" for ``fixed_embeddings``, whose encoder the caller knows).
+    """
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=dict(threads)):
+            return compute_trial(
+                dataset,
+                encoder_factory,
+                config,
+                trial_seed,
+                fixed_embeddings,
+                on_embedded=on_embedded,
+                on_router=on_router,
+            )
+    split = split_prompts(dataset.tasks, config.fractions, seed=trial_seed)
+    encoder_id = ""
+    if fixed_embeddings is None:
+        started = time.perf_counter()
+        embeddings, encoder_id = embed_for_trial(encoder_factory, dataset.prompts, split.train)
+        if on_embedded is not None:
+            on_embedded(time.perf_counter() - started)
+    else:
+        embeddings = fixed_embeddings
+    outcome = run_trial(dataset, embeddings, config, trial_seed, split, on_router=on_router)
+    return outcome, encoder_id
+
+
 def run_trials(
     dataset: RoutingDataset,
     encoder_factory: EncoderFactory,
@@ -433,10 +506,7 @@ def run_trials(
     as one step whose units are the routers fitted and scored in every trial, plus each trial's
     encoder fit when it refits one; ``on_trial(t, outcome)`` is called as each trial ends.
     """
-    if config.trials < 1:
-        raise ValueError(f"trials must be >= 1, got {config.trials}")
-    config.check(dataset.tasks.tolist())
-    seeds = np.random.SeedSequence(config.seed).generate_state(config.trials)
+    seeds = trial_seeds(config, dataset)
     n_routers = len(config.specs())
     per_trial = n_routers + (1 if fixed_embeddings is None else 0)
     total = config.trials * per_trial
@@ -451,23 +521,28 @@ def run_trials(
     if progress is not None:
         progress(f"running {config.trials} trial(s) of {n_routers} router(s)", 0, total)
     outcomes = []
-    for t, trial_seed in enumerate(seeds.tolist()):
+    for t, trial_seed in enumerate(seeds):
         trial = f"trial {t + 1}/{config.trials}"
-        split = split_prompts(dataset.tasks, config.fractions, seed=trial_seed)
-        if fixed_embeddings is None:
-            started = time.perf_counter()
-            embeddings, encoder_id = embed_for_trial(encoder_factory, dataset.prompts, split.train)
+
+        def embedded(seconds: float, trial: str = trial) -> None:
             report(
                 f"{trial}: fitted the encoder and embedded {len(dataset.prompts)} prompts in "
-                f"{time.perf_counter() - started:.1f} s"
+                f"{seconds:.1f} s"
             )
-        else:
-            embeddings = fixed_embeddings
 
         def router_done(label: str, seconds: float, trial: str = trial) -> None:
             report(f"{trial}: {label} fitted and scored in {seconds:.1f} s")
 
-        outcome = run_trial(dataset, embeddings, config, trial_seed, split, on_router=router_done)
+        outcome, trial_encoder = compute_trial(
+            dataset,
+            encoder_factory,
+            config,
+            trial_seed,
+            fixed_embeddings,
+            on_embedded=embedded,
+            on_router=router_done,
+        )
+        encoder_id = trial_encoder if fixed_embeddings is None else encoder_id
         outcomes.append(outcome)
         if on_trial is not None:
             on_trial(t, outcome)
