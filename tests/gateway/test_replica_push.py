@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 #: Far above the 1 s a change must take: a replica that is fast can only have been pushed to.
 POLL_S = 30.0
-#: The issue's bound on how long a pool change may take to reach every replica.
+#: The promised bound on how long a pool change may take to reach every replica.
 BOUND_S = 1.0
 CONNECTED = "registry listener connected"
 ADDED_BY_CLI = "claude-v2"
