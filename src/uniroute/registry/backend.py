@@ -7,7 +7,8 @@ one fragment that differs, ``JSON_LIST``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +18,27 @@ from uniroute.errors import StateError
 #: Called by a watcher with the new pool_version a notification carried, or with None when a
 #: change may have been missed (on every (re)connection): either way, read the registry again.
 OnChange = Callable[[int | None], None]
+
+
+@contextlib.contextmanager
+def committed(
+    connection: Any,
+    driver_error: type[BaseException],
+    failure: Callable[[BaseException, str], StateError],
+    roll_back: Callable[[Any], None],
+    doing: str,
+) -> Iterator[Any]:
+    """Yield ``connection`` in its open transaction, then COMMIT; on any failure roll back
+    first, a ``driver_error`` leaving as ``failure(exc, doing)`` (the backend's StateError)."""
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except driver_error as exc:
+        roll_back(connection)
+        raise failure(exc, doing) from None
+    except BaseException:
+        roll_back(connection)
+        raise
 
 
 class Watcher(Protocol):

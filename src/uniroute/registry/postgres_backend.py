@@ -39,7 +39,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from uniroute.errors import StateError
-from uniroute.registry.backend import OnChange
+from uniroute.registry.backend import OnChange, committed
 from uniroute.registry.schema import POSTGRESQL, Migration
 
 logger = logging.getLogger(__name__)
@@ -211,30 +211,19 @@ class PostgresBackend:
             except psycopg.Error as exc:
                 self._rollback(connection)
                 raise self.failure(exc, "cannot start a write") from None
-            try:
+            with committed(connection, psycopg.Error, self.failure, self._rollback, "write failed"):
                 yield connection
-                connection.execute("COMMIT")
-            except psycopg.Error as exc:
-                self._rollback(connection)
-                raise self.failure(exc, "write failed") from None
-            except BaseException:
-                self._rollback(connection)
-                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[PostgresConnection]:
         """A read-only transaction on one snapshot, so several SELECTs agree."""
-        with self._connection("cannot read the registry") as connection:
-            try:
-                connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield connection
-                connection.execute("COMMIT")
-            except psycopg.Error as exc:
-                self._rollback(connection)
-                raise self.failure(exc, "cannot read the registry") from None
-            except BaseException:
-                self._rollback(connection)
-                raise
+        doing = "cannot read the registry"
+        with (
+            self._connection(doing) as connection,
+            committed(connection, psycopg.Error, self.failure, self._rollback, doing),
+        ):
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield connection
 
     @contextlib.contextmanager
     def query(self) -> Iterator[PostgresConnection]:

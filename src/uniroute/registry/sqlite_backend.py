@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from uniroute.errors import StateError
+from uniroute.registry.backend import committed
 from uniroute.registry.schema import SQLITE, Migration, migrate
 
 if TYPE_CHECKING:
@@ -102,15 +103,8 @@ class SqliteBackend:
                 connection.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise StateError(f"{self.path}: cannot start a write ({exc})") from None
-            try:
+            with committed(connection, sqlite3.Error, self.failure, self._rollback, "write failed"):
                 yield connection
-                connection.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback(connection)
-                raise self.failure(exc, "write failed") from None
-            except BaseException:
-                self._rollback(connection)
-                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

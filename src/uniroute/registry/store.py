@@ -381,14 +381,7 @@ class Registry:
         recorded = np.zeros(len(names), dtype=int)
         if not names:
             return keys, recorded
-        with self._read() as connection:
-            # One bound JSON list, not one variable per model: no limit on the pool's size.
-            rows = connection.execute(
-                "SELECT model, prompt_id, answer_key FROM answers"
-                f" WHERE model IN ({self._backend.JSON_LIST})",
-                (json.dumps(list(column_of)),),
-            ).fetchall()
-        for model, prompt_id, key in rows:
+        for model, prompt_id, key in self._model_rows("answers", "answer_key", column_of):
             i = row_of.get(prompt_id)
             if i is not None:
                 j = column_of[model]
@@ -405,15 +398,7 @@ class Registry:
         matrix = np.full((len(prompt_ids), len(names)), np.nan)
         if not columns_of:
             return matrix
-        with self._read() as connection:
-            # One query for the whole pool (one bound JSON list): a round trip per model would
-            # dominate loading a large pool from a database server.
-            rows = connection.execute(
-                "SELECT model, prompt_id, score FROM scores"
-                f" WHERE model IN ({self._backend.JSON_LIST})",
-                (json.dumps(list(columns_of)),),
-            ).fetchall()
-        for model, prompt_id, score in rows:
+        for model, prompt_id, score in self._model_rows("scores", "score", columns_of):
             i = row_of.get(prompt_id)
             if i is not None:
                 matrix[i, columns_of[model]] = score
@@ -507,6 +492,20 @@ class Registry:
         raise StateError(
             f"{self.path}: not a readable registry database: its pool_version is {shown}"
         )
+
+    def _model_rows(self, table: str, column: str, names: Iterable[str]) -> list[Any]:
+        """(model, prompt_id, ``column``) rows of a per-prompt ``table`` for these models.
+
+        One query for the whole pool, the names bound as one JSON list: no limit on the pool's
+        size, and no round trip per model, which would dominate loading a large pool from a
+        database server. ``table`` and ``column`` are this module's own names, never input.
+        """
+        with self._read() as connection:
+            return connection.execute(
+                f"SELECT model, prompt_id, {column} FROM {table}"
+                f" WHERE model IN ({self._backend.JSON_LIST})",
+                (json.dumps(list(names)),),
+            ).fetchall()
 
     def _check_known(self, connection: Any, name: str) -> None:
         """Raise ModelNotFoundError (listing the models) unless ``name`` is registered."""
