@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import ParamSpec, TypeVar
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -44,6 +44,23 @@ _WATCHER_STOP_S = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class VerifiedDecision(NamedTuple):
+    """A prompt's decision and its verify plan (None, with the reason, when none can be made)."""
+
+    decision: Decision
+    plan: VerifyPlan | None
+    unavailable: str
+
+
+def _routing_error(exc: RouterError, policy: RoutingPolicy, snapshot: Snapshot) -> ApiError:
+    """The client's error for a prompt the router could not route."""
+    # With models in the pool, the only routing error a valid ceiling can cause is that no
+    # model is cheap enough.
+    if policy.max_cost is not None and len(snapshot.pool):
+        return ApiError(400, str(exc), param="model", code="no_model_within_budget")
+    return ApiError(503, f"cannot route: {exc}", code="routing_unavailable")
 
 
 class Gateway:
@@ -195,30 +212,39 @@ class Gateway:
         try:
             decision = await self.batcher.decide(item)
         except RouterError as exc:
-            # With models in the pool, the only routing error a valid ceiling can cause is
-            # that no model is cheap enough.
-            if policy.max_cost is not None and len(snapshot.pool):
-                raise ApiError(
-                    400, str(exc), param="model", code="no_model_within_budget"
-                ) from None
-            raise ApiError(503, f"cannot route: {exc}", code="routing_unavailable") from None
+            raise _routing_error(exc, policy, snapshot) from None
         self.metrics.routing_latency.observe(time.perf_counter() - started)
         return decision
 
-    async def plan_verified(
+    async def decide_verified(
         self, text: str, policy: RoutingPolicy, snapshot: Snapshot
-    ) -> VerifyPlan:
-        """The verify-and-escalate plan for one prompt (inline for a cheap encoder, else in a
-        routing thread); raises RouterError when the pool cannot be planned over."""
+    ) -> VerifiedDecision:
+        """The decision and the verify-and-escalate plan for one prompt, from one embedding
+        (inline for a cheap encoder, else in a routing thread); the plan trades error against
+        cost with the decision's lambda (explicit or default)."""
 
-        def plan() -> VerifyPlan:
+        def work() -> VerifiedDecision:
             X = self.router.embed([text])
-            return self.router.verify_plans(X, lam=policy.lam, snapshot=snapshot)[0]
+            decision = self.router.route_embeddings(
+                X, lam=policy.lam, max_cost=policy.max_cost, risk=policy.risk, snapshot=snapshot
+            )[0]
+            try:
+                plan = self.router.verify_plans(X, lam=decision.lam, snapshot=snapshot)[0]
+            except RouterError as exc:  # no plan: the request is routed as usual, and says why
+                return VerifiedDecision(decision, None, str(exc))
+            return VerifiedDecision(decision, plan, "")
 
+        started = time.perf_counter()
         limit = self.batcher.inline_max_chars
-        if limit and len(text) <= limit:
-            return plan()
-        return await anyio.to_thread.run_sync(plan, limiter=self.routing_limiter)
+        try:
+            if limit and len(text) <= limit:
+                verified = work()
+            else:
+                verified = await anyio.to_thread.run_sync(work, limiter=self.routing_limiter)
+        except RouterError as exc:
+            raise _routing_error(exc, policy, snapshot) from None
+        self.metrics.routing_latency.observe(time.perf_counter() - started)
+        return verified
 
     @staticmethod
     def check_direct_model(name: str, snapshot: Snapshot) -> None:

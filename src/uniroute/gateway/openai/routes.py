@@ -18,14 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from uniroute.errors import RouterError
 from uniroute.gateway.access_log import GATEWAY_LOGGER, note, request_id_of
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, check_client_key
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.fallback import AllModelsFailedError, UpstreamError, call_with_fallback
 from uniroute.gateway.openai.calls import all_failed_error, answer_headers, model_caller
-from uniroute.gateway.openai.policy import ROUTED_ALIAS, RoutingPolicy, parse_model_choice
+from uniroute.gateway.openai.policy import ROUTED_ALIAS, parse_model_choice
 from uniroute.gateway.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -54,9 +53,13 @@ async def _completion(
         raise refuse_stream()
     # One snapshot for the whole request: decision, candidates, endpoints and costs agree.
     snapshot = gateway.router.snapshot
-    decision = None
+    verified = None
     if choice.policy is not None:
-        decision = await gateway.decide(parsed.routing_text(), choice.policy, snapshot)
+        if verify:
+            verified = await gateway.decide_verified(parsed.routing_text(), choice.policy, snapshot)
+            decision = verified.decision
+        else:
+            decision = await gateway.decide(parsed.routing_text(), choice.policy, snapshot)
         candidates = decision.servable_ranking
         note(request, policy=choice.policy.describe(), routed_to=decision.model, lam=decision.lam)
         if decision.warning:
@@ -75,10 +78,10 @@ async def _completion(
         note(request, policy="direct")
 
     call = model_caller(gateway, snapshot, path, body, parsed.stream, request_id_of(request))
-    if verify and decision is not None:
+    if verified is not None:
         try:
             return await answer_verified(
-                gateway, request, parsed.routing_text(), decision, snapshot, call
+                gateway, request, parsed.routing_text(), verified, snapshot, call
             )
         except UpstreamError as failure:  # the upstream rejected the request itself
             note(request, upstream_status=failure.status)
@@ -189,20 +192,21 @@ async def route(request: Request) -> Response:
             param="model",
             code="invalid_routing_policy",
         )
-    decision = await gateway.decide(parsed.routing_text(), policy, gateway.router.snapshot)
+    snapshot = gateway.router.snapshot
+    verified = None
+    if policy.verify:
+        verified = await gateway.decide_verified(parsed.routing_text(), policy, snapshot)
+        decision = verified.decision
+    else:
+        decision = await gateway.decide(parsed.routing_text(), policy, snapshot)
     payload: dict[str, Any] = decision.to_dict()
     servable = decision.servable_ranking
     payload["policy"] = policy.describe()
     payload["servable_model"] = servable[0] if servable else None
-    if policy.verify:
-        try:
-            plan = await gateway.plan_verified(
-                parsed.routing_text(), RoutingPolicy(lam=decision.lam), gateway.router.snapshot
-            )
-            payload["verify_plan"] = plan.to_dict()
-        except RouterError as exc:
-            payload["verify_plan"] = None
-            payload["verify_unavailable"] = str(exc)
+    if verified is not None:
+        payload["verify_plan"] = None if verified.plan is None else verified.plan.to_dict()
+        if verified.plan is None:
+            payload["verify_unavailable"] = verified.unavailable
     note(request, policy=policy.describe(), routed_to=decision.model)
     return JSONResponse(payload, headers={"x-uniroute-model": decision.model})
 

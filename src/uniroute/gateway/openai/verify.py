@@ -33,10 +33,9 @@ from starlette.responses import Response
 
 from uniroute._json import JsonLimitError, loads_bounded
 from uniroute.answers import answer_key, answers_agree
-from uniroute.deployment import Decision, Snapshot, VerifyPlan
-from uniroute.errors import RouterError
+from uniroute.deployment import Snapshot, VerifyPlan
 from uniroute.gateway.access_log import note
-from uniroute.gateway.dependencies import Gateway
+from uniroute.gateway.dependencies import Gateway, VerifiedDecision
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.fallback import (
     AllModelsFailedError,
@@ -44,7 +43,6 @@ from uniroute.gateway.fallback import (
     call_with_fallback,
 )
 from uniroute.gateway.openai.calls import all_failed_error, answer_headers
-from uniroute.gateway.openai.policy import RoutingPolicy
 from uniroute.gateway.upstream import UpstreamAnswer, UpstreamStream
 
 Call = Callable[[str], Awaitable[UpstreamAnswer | UpstreamStream]]
@@ -90,19 +88,14 @@ async def answer_verified(
     gateway: Gateway,
     request: Request,
     text: str,
-    decision: Decision,
+    verified: VerifiedDecision,
     snapshot: Snapshot,
     call: Call,
 ) -> Response:
     """Answer one verified request (see the module doc)."""
-    unavailable = ""
-    try:
-        # The plan trades error against cost with the decision's lambda (explicit or default).
-        plan = await gateway.plan_verified(text, RoutingPolicy(lam=decision.lam), snapshot)
-    except RouterError as exc:
-        plan, unavailable = None, str(exc)
+    plan, unavailable = verified.plan, verified.unavailable
     started = time.perf_counter()
-    ranking = decision.servable_ranking
+    ranking = verified.decision.servable_ranking
     if plan is None or plan.is_single:
         first = [plan.candidates[0]] if plan is not None else []
         outcome = UNAVAILABLE if plan is None else SINGLE
