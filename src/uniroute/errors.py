@@ -13,7 +13,8 @@ attributes, so a new error needs no new catch list anywhere::
     │   │   └── CalibrationError       a calibration target cannot be met by the pool
     │   ├── RegistryError              a registry change that cannot be made
     │   │   ├── ModelNotFoundError     no such model (HTTP 404)
-    │   │   └── ModelExistsError       the model is already registered (HTTP 409)
+    │   │   ├── ModelExistsError       the model is already registered (HTTP 409)
+    │   │   └── JobRunningError        a job about that model is unfinished (HTTP 409)
     │   └── ConfigError                a gateway configuration value is invalid
     └── StateError (ValueError)        a saved state (artifact, registry) is missing, corrupt,
                                        locked or of another version; exit 2, HTTP 503
@@ -93,6 +94,13 @@ class ModelExistsError(RegistryError):
 
     http_status = 409
     code = "model_exists"
+
+
+class JobRunningError(RegistryError):
+    """A background job about the same model is still unfinished (on this or another replica)."""
+
+    http_status = 409
+    code = "job_running"
 
 
 class ConfigError(UsageError):

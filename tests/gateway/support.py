@@ -119,7 +119,7 @@ def admin_pool_gateway(
 ) -> Iterator[tuple[GatewayProcess, Router, Path]]:
     """``pool_gateway`` with the admin API on (ADMIN_TOKEN), onboarding answers cached in
     ``folder`` and pool changes picked up within 0.2 s."""
-    config = {"registry_poll_s": 0.2, "onboarding_cache_dir": str(folder / "cache")}
+    config = {"registry_poll_s": 0.2}
     env = {"UNIROUTE_ADMIN_TOKEN": ADMIN_TOKEN}
     with pool_gateway(folder, artifact_dir, dataset, upstreams, config, env) as running:
         yield running

@@ -84,7 +84,7 @@ def setup(tmp_path_factory, artifact_dir, arc_dataset, replays):
     folder = tmp_path_factory.mktemp("upstream-model")
     with pool_gateway(
         folder, artifact_dir, arc_dataset, replays,
-        config={"registry_poll_s": 0.2, "onboarding_cache_dir": str(folder / "cache")},
+        config={"registry_poll_s": 0.2},
         env={"UNIROUTE_ADMIN_TOKEN": ADMIN_TOKEN},
     ) as (gateway, router, registry):  # fmt: skip
         yield gateway, router, registry

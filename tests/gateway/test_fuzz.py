@@ -420,7 +420,6 @@ def live_gateway(tmp_path_factory, artifact_dir, arc_dataset, replays):
         "registry_poll_s": 0.2,
         "upstream_timeout_s": 10.0,
         "breaker_cooldown_s": 1.0,
-        "onboarding_cache_dir": str(folder / "cache"),
     }
     env = {"UNIROUTE_ADMIN_TOKEN": ADMIN_TOKEN, "UNIROUTE_CLIENT_KEYS": f"other-key,{CLIENT_KEY}"}
     with pool_gateway(folder, artifact_dir, arc_dataset, replays, config, env) as running:

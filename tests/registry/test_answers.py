@@ -196,7 +196,7 @@ def test_a_v2_file_is_migrated_and_its_models_have_no_answers(backend: RegistryB
     _write_v2_registry(backend, path)
     assert backend.schema_version(path) == 2 and "answers" not in backend.tables(path)
     with Registry(path) as registry:
-        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == 3
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == 4
         alpha, beta = registry.list_models()
         assert (alpha.name, alpha.upstream_model, alpha.tags, alpha.revision) == (
             "alpha", "org/alpha", ("open",), 1,
@@ -211,7 +211,7 @@ def test_a_v2_file_is_migrated_and_its_models_have_no_answers(backend: RegistryB
         assert registry.pool_version() == 2
         registry.add_model(_record("gamma"), {"p0": 1.0}, None, {"p0": ModelAnswer.of("D", "D")})
         assert registry.answer_count("gamma") == (1, 1)
-    assert backend.schema_version(path) == 3
+    assert backend.schema_version(path) == REGISTRY_SCHEMA_VERSION
 
 
 def test_the_v3_migration_is_one_transaction(backend: RegistryBackend) -> None:
@@ -226,7 +226,7 @@ def test_the_v3_migration_is_one_transaction(backend: RegistryBackend) -> None:
         Registry(path, migrations=(*MIGRATIONS[:2], v3_then_crash))
     assert backend.schema_version(path) == 2 and "answers" not in backend.tables(path)
     with Registry(path) as registry:
-        assert registry.schema_version == 3
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION
         assert [r.name for r in registry.list_models()] == ["alpha", "beta"]
 
 

@@ -61,6 +61,10 @@ def _fill(location: str | Path) -> None:
         registry.set_policy(
             Policy(0.25, 0.0012, 0.81, Target("cost", 0.002), "fp", 0.0012, 6, "t", models=("mid",))
         )
+        job = registry.jobs.create("onboard", "new", {"record": {"name": "new"}}, owner="a",
+                                   lease_s=30.0)  # fmt: skip
+        registry.jobs.renew(job.id, "a", lease_s=30.0, done=1, total=2, message="asking")
+        registry.answer_cache.put("new", "http://x/v1", "p0", "Q?", "B", {"max_tokens": 8})
 
 
 def _pool_view(location: str | Path) -> dict:
@@ -80,6 +84,10 @@ def _pool_view(location: str | Path) -> dict:
             },
             "policy": registry.get_policy(),
             "fingerprint": registry.pool_fingerprint("art-1"),
+            "jobs": registry.jobs.list(),
+            "cached": registry.answer_cache.get_many(
+                "new", "http://x/v1", [("p0", "Q?")], {"max_tokens": 8}
+            ),
         }
 
 
@@ -118,11 +126,14 @@ def test_copy_sqlite_to_postgres_and_back_is_identical(
     report = copy_registry(source, url)
     assert dict(report.counts) == {
         "meta": 4, "models": 3, "scores": 13, "features": 4, "answers": 3, "policy": 1,
+        "jobs": 1, "answer_cache": 1,
     }  # fmt: skip
     assert report.pool_version == expected["pool_version"] and not report.replaced
-    assert "copied 4 meta rows, 3 models, 13 scores, 4 Ψ rows, 3 answers, 1 policy rows" in (
-        report.describe()
-    )
+    assert (
+        "copied 4 meta rows, 3 models, 13 scores, 4 Ψ rows, 3 answers, 1 policy rows, 1 jobs, "
+        "1 cached answers"
+    ) in report.describe()
+    assert expected["cached"] == {"p0": "B"} and expected["jobs"][0].done == 1
     assert "verified row by row" in report.describe()
     assert _pool_view(url) == expected
 

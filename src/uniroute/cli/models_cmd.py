@@ -65,7 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request")
     add.add_argument("--retries", type=int_at_least(0), default=3, help="retries per prompt")
-    add.add_argument("--answer-cache", type=Path, help="answer cache file (resumable onboarding)")
+    add.add_argument(
+        "--answer-cache",
+        type=Path,
+        help="cache the endpoint's answers in this file instead of the registry (a run that is "
+        "interrupted and started again asks only the prompts still unanswered, either way)",
+    )
     add.add_argument(
         "--skip-ungradeable-tasks",
         action="store_true",

@@ -222,7 +222,10 @@ def onboard_model(
 
     ``settings`` are the onboarding options (api_style, concurrency, timeout, retries,
     max_tokens, skip_ungradeable_tasks, max_failure_rate). The endpoint is checked against
-    ``endpoint_policy`` before it is asked anything. Any failure leaves the registry unchanged.
+    ``endpoint_policy`` before it is asked anything. Its answers are cached as they arrive in
+    the registry's answer cache (or in the file ``cache_path``), so a run that is interrupted
+    and started again, by any process on the registry, asks only the prompts still unanswered.
+    Any failure leaves the pool unchanged.
     """
     if record.endpoint is None:
         raise DataError(
@@ -241,6 +244,7 @@ def onboard_model(
         progress=progress,
         on_progress=on_progress,
         cache_path=cache_path,
+        cache=router.registry.answer_cache if cache_path is None else None,
         endpoint_policy=endpoint_policy,
         **settings,
     )

@@ -51,6 +51,7 @@ def create_app(router: Router, config: GatewayConfig | None = None) -> Starlette
                 tasks.start_soon(gateway.poll_registry)
                 # Pushed changes (PostgreSQL); returns at once on SQLite, where the poll does it.
                 tasks.start_soon(gateway.listen_registry)
+                tasks.start_soon(gateway.tend_jobs)
                 for _ in range(gateway.config.routing_threads):
                     tasks.start_soon(gateway.batcher.run_worker)
                 try:

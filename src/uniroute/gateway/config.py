@@ -91,8 +91,14 @@ class GatewayConfig:
     #: Accepted for config files written for older versions; unused (the upstream client keeps
     #: one pool, whose cost does not grow with its size).
     upstream_client_shards: int = 8
-    #: Directory for the answer cache of onboarding jobs; None puts it beside the registry file.
+    #: Accepted for config files written for older versions; unused (the answers of onboarding
+    #: jobs are cached in the registry, where every replica finds them).
     onboarding_cache_dir: str | None = None
+    #: Seconds a replica's claim on an onboarding job it runs lasts unless renewed (it renews
+    #: every third of it); when a replica dies, another resumes its jobs this long after.
+    job_lease_s: float = 30.0
+    #: Attempts (by any replicas) before a job whose replicas keep dying is failed.
+    job_max_attempts: int = 3
     #: Level of the gateway's own logs (access logs are always written at INFO).
     log_level: str = "INFO"
     #: Seconds after SIGTERM during which the gateway still accepts and serves requests but
@@ -117,6 +123,7 @@ class GatewayConfig:
             "client_keepalive_s",
             "header_read_timeout_s",
             "body_read_timeout_s",
+            "job_lease_s",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -133,6 +140,7 @@ class GatewayConfig:
             "routing_batch_size",
             "max_upstream_connections",
             "upstream_client_shards",
+            "job_max_attempts",
         )
         for name in at_least_one:
             if getattr(self, name) < 1:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, ParamSpec, TypeVar
@@ -25,6 +26,7 @@ from uniroute.deployment import Decision, Router, Snapshot, VerifyPlan
 from uniroute.errors import RouterError
 from uniroute.gateway.access_log import GATEWAY_LOGGER
 from uniroute.gateway.admin.jobs import JobTracker
+from uniroute.gateway.admin.onboarding import ONBOARDING_JOB, onboarding_runner
 from uniroute.gateway.batching import RouteItem, RoutingBatcher
 from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.errors import ApiError
@@ -41,6 +43,8 @@ logger = logging.getLogger(GATEWAY_LOGGER)
 _PUSH_DEBOUNCE_S = 0.02
 # How long shutdown waits for the registry listener's thread (a daemon: it cannot outlive us).
 _WATCHER_STOP_S = 2.0
+# How long shutdown waits for released jobs' threads to notice and stop (daemons too).
+_JOB_STOP_S = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,10 +87,21 @@ class Gateway:
             config.routing_batch_size,
             inline_max_chars=router.inline_max_chars,
         )
-        self.jobs = JobTracker()
+        #: The registry's jobs; this replica runs the ones it starts and resumes abandoned
+        #: ones. Its owner name is unique per process, even where replicas share a name.
+        self.jobs = JobTracker(
+            router.registry.jobs,
+            f"{config.replica()}/{secrets.token_hex(3)}",
+            lease_s=config.job_lease_s,
+            max_attempts=config.job_max_attempts,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Which upstream hosts may be called (``upstream_allowlist``): checked when a model is
         #: added or onboarded, and before each upstream call (``refusal``, cached, no DNS).
         self.endpoint_policy = EndpointPolicy(config.upstream_allowlist)
+        self.jobs.runners[ONBOARDING_JOB] = onboarding_runner(
+            router, self.endpoint_policy, self.observe_soon
+        )
         self._upstream: UpstreamClient | None = None
         #: True from a shutdown signal on: /readyz answers 503 so that no new traffic comes.
         self.draining = False
@@ -111,11 +126,37 @@ class Gateway:
         self.draining = True
 
     async def aclose(self) -> None:
-        """Close the upstream connections, then give running admin jobs a moment to finish."""
+        """Hand unfinished jobs back to the registry (another replica, or this one restarted,
+        resumes them), then close the upstream connections."""
+        try:
+            released = await anyio.to_thread.run_sync(self.jobs.release_unfinished)
+        except Exception:  # the registry is unreachable: their leases run out instead
+            logger.exception("could not release the running jobs")
+        else:
+            if released:
+                logger.info("released unfinished jobs", extra={"jobs": released})
+            await anyio.to_thread.run_sync(self.jobs.wait, _JOB_STOP_S)
         if self._upstream is not None:
             await self._upstream.aclose()
             self._upstream = None
-        await anyio.to_thread.run_sync(self.jobs.wait, 5.0)
+
+    async def tend_jobs(self) -> None:
+        """Renew the leases of the jobs running here and resume abandoned ones, every third of
+        a lease (so a job whose replica died is resumed within about 1.3 leases)."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.jobs.renew_leases)
+                await anyio.to_thread.run_sync(self.jobs.resume_abandoned)
+            except Exception:  # the registry is unreachable: tried again next time
+                logger.exception("tending the registry's jobs failed")
+            await anyio.sleep(self.config.job_lease_s / 3)
+
+    def observe_soon(self, snapshot: Snapshot) -> None:
+        """``observe`` from a job's thread: scheduled on the event loop, not waited for."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                self._loop.call_soon_threadsafe(self.observe, snapshot)
 
     # ------------------------------------------------------------------ the pool
     def observe(self, snapshot: Snapshot) -> None:

@@ -1,10 +1,14 @@
-"""A resumable on-disk cache of the raw answers a model's endpoint gave to representative prompts.
+"""A resumable cache of the raw answers a model's endpoint gave to representative prompts.
 
-Keyed by (model, endpoint, prompt_id) in one SQLite file (WAL), each answer committed as it
-arrives, so an onboarding run that is interrupted (killed, endpoint down, Ctrl-C) asks only the
-prompts still missing when it is run again. An entry also records a hash of the prompt text and
-of the request settings (API style, max_tokens, temperature, upstream model): when either changed,
-the entry is stale and the prompt is asked again.
+Keyed by (model, endpoint, prompt_id), each answer committed as it arrives, so an onboarding run
+that is interrupted (killed, endpoint down, Ctrl-C) asks only the prompts still missing when it
+is run again. An entry also records a hash of the prompt text and of the request settings (API
+style, max_tokens, temperature, upstream model): when either changed, the entry is stale and the
+prompt is asked again.
+
+``AnswerStore`` is what onboarding needs of a cache; ``AnswerCache`` here is one SQLite file (WAL)
+for onboarding without a registry, and the registry holds the same table for every process that
+shares it (``uniroute.registry.answer_cache``), with the statements below.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from uniroute.errors import StateError
 
@@ -49,6 +54,99 @@ def settings_sha256(settings: Mapping[str, object]) -> str:
 def normalise_endpoint(base_url: str) -> str:
     """The endpoint part of a cache key: the base URL without a trailing slash."""
     return str(base_url).strip().rstrip("/")
+
+
+#: The statements of a cache table (``answers`` in a cache file, ``answer_cache`` in a
+#: registry), with ``?`` placeholders, as both SQLite and the registry's connections take them.
+SELECT_ANSWERS = (
+    "SELECT prompt_id, prompt_sha256, settings_sha256, answer FROM {table} "
+    "WHERE model = ? AND endpoint = ?"
+)
+UPSERT_ANSWER = (
+    "INSERT INTO {table} (model, endpoint, prompt_id, prompt_sha256, settings_sha256, answer, "
+    "created) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, endpoint, prompt_id) DO UPDATE "
+    "SET prompt_sha256 = excluded.prompt_sha256, settings_sha256 = excluded.settings_sha256, "
+    "answer = excluded.answer, created = excluded.created"
+)
+
+
+def selection(
+    verb: str, table: str, model: str | None, endpoint: str | None
+) -> tuple[str, list[str]]:
+    """``verb`` (``SELECT COUNT(*)``, ``DELETE``) over a cache table's rows of one model and/or
+    endpoint (all rows when both are None), with its parameters."""
+    query, params = f"{verb} FROM {table} WHERE 1 = 1", []
+    if model is not None:
+        query += " AND model = ?"
+        params.append(model)
+    if endpoint is not None:
+        query += " AND endpoint = ?"
+        params.append(normalise_endpoint(endpoint))
+    return query, params
+
+
+class AnswerStore(Protocol):
+    """What onboarding needs of an answer cache."""
+
+    def get_many(
+        self,
+        model: str,
+        endpoint: str,
+        prompts: Iterable[tuple[str, str]],
+        settings: Mapping[str, object],
+    ) -> dict[str, str]:
+        """Cached answers {prompt_id: answer} for (prompt_id, prompt_text) pairs still valid."""
+        ...
+
+    def put(
+        self,
+        model: str,
+        endpoint: str,
+        prompt_id: str,
+        prompt_text: str,
+        answer: str,
+        settings: Mapping[str, object],
+    ) -> None:
+        """Store (or replace) one answer; committed before returning."""
+        ...
+
+    def clear(self, model: str, endpoint: str | None = None) -> int:
+        """Forget a model's answers (from one endpoint, or all); returns how many were removed."""
+        ...
+
+
+def answer_row(
+    model: str,
+    endpoint: str,
+    prompt_id: str,
+    prompt_text: str,
+    answer: str,
+    settings: Mapping[str, object],
+) -> tuple:
+    """The values of ``UPSERT_ANSWER`` for one answer."""
+    return (
+        model,
+        normalise_endpoint(endpoint),
+        prompt_id,
+        text_sha256(prompt_text),
+        settings_sha256(settings),
+        answer,
+        time.time(),
+    )
+
+
+def still_valid(
+    rows: Sequence[tuple], prompts: Iterable[tuple[str, str]], settings: Mapping[str, object]
+) -> dict[str, str]:
+    """{prompt_id: answer} of rows selected by ``SELECT_ANSWERS`` whose prompt text and
+    settings hashes match the prompts and settings asked now."""
+    wanted = {prompt_id: text_sha256(text) for prompt_id, text in prompts}
+    settings_key = settings_sha256(settings)
+    return {
+        prompt_id: answer
+        for prompt_id, prompt_hash, settings_hash, answer in rows
+        if wanted.get(prompt_id) == prompt_hash and settings_hash == settings_key
+    }
 
 
 class AnswerCache:
@@ -105,19 +203,11 @@ class AnswerCache:
         settings: Mapping[str, object],
     ) -> dict[str, str]:
         """Cached answers {prompt_id: answer} for (prompt_id, prompt_text) pairs still valid."""
-        wanted = {prompt_id: text_sha256(text) for prompt_id, text in prompts}
-        settings_key = settings_sha256(settings)
         with self._lock:
             rows = self._connection.execute(
-                "SELECT prompt_id, prompt_sha256, settings_sha256, answer FROM answers "
-                "WHERE model = ? AND endpoint = ?",
-                (model, normalise_endpoint(endpoint)),
+                SELECT_ANSWERS.format(table="answers"), (model, normalise_endpoint(endpoint))
             ).fetchall()
-        return {
-            prompt_id: answer
-            for prompt_id, prompt_hash, settings_hash, answer in rows
-            if wanted.get(prompt_id) == prompt_hash and settings_hash == settings_key
-        }
+        return still_valid(rows, prompts, settings)
 
     def put(
         self,
@@ -129,39 +219,18 @@ class AnswerCache:
         settings: Mapping[str, object],
     ) -> None:
         """Store (or replace) one answer; committed before returning."""
-        row = (
-            model,
-            normalise_endpoint(endpoint),
-            prompt_id,
-            text_sha256(prompt_text),
-            settings_sha256(settings),
-            answer,
-            time.time(),
-        )
+        row = answer_row(model, endpoint, prompt_id, prompt_text, answer, settings)
         with self._lock:
-            self._connection.execute(
-                "INSERT OR REPLACE INTO answers (model, endpoint, prompt_id, prompt_sha256, "
-                "settings_sha256, answer, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            self._connection.execute(UPSERT_ANSWER.format(table="answers"), row)
 
     def count(self, model: str | None = None, endpoint: str | None = None) -> int:
         """Number of cached answers, optionally for one model and/or endpoint."""
-        query, params = "SELECT COUNT(*) FROM answers WHERE 1 = 1", []
-        if model is not None:
-            query += " AND model = ?"
-            params.append(model)
-        if endpoint is not None:
-            query += " AND endpoint = ?"
-            params.append(normalise_endpoint(endpoint))
+        query, params = selection("SELECT COUNT(*)", "answers", model, endpoint)
         with self._lock:
             return int(self._connection.execute(query, params).fetchone()[0])
 
     def clear(self, model: str, endpoint: str | None = None) -> int:
         """Forget a model's answers (from one endpoint, or all); returns how many were removed."""
-        query, params = "DELETE FROM answers WHERE model = ?", [model]
-        if endpoint is not None:
-            query += " AND endpoint = ?"
-            params.append(normalise_endpoint(endpoint))
+        query, params = selection("DELETE", "answers", model, endpoint)
         with self._lock:
             return self._connection.execute(query, params).rowcount

@@ -13,13 +13,14 @@ sent only to the endpoint, never logged, cached or put in an error message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import functools
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -31,7 +32,7 @@ from uniroute._retry import parse_retry_after, retry
 from uniroute.data.paths import default_cache_dir
 from uniroute.data.representative import RepresentativePrompt
 from uniroute.errors import GradingError, OnboardingError
-from uniroute.onboarding.answer_cache import AnswerCache
+from uniroute.onboarding.answer_cache import AnswerCache, AnswerStore
 from uniroute.onboarding.endpoints import base_url as endpoint_base_url
 from uniroute.onboarding.graders import BaseGrader, Grader, grader_for
 from uniroute.onboarding.upstream_hosts import EndpointPolicy
@@ -332,6 +333,7 @@ async def onboard_endpoint_async(
     retries: int = 3,
     backoff: float = 0.5,
     cache_path: str | Path | None = None,
+    cache: AnswerStore | None = None,
     progress: bool = True,
     max_tokens: int = 512,
     temperature: float = 0.0,
@@ -348,7 +350,9 @@ async def onboard_endpoint_async(
     the endpoint (default: ``name``). ``graders`` maps task glob patterns to graders ahead of
     ``grader_for``. Prompts whose reference cannot be used are skipped (missing, not 0); a task
     none of whose prompts can be graded (MBPP without unit tests) is an error unless
-    ``skip_ungradeable_tasks``. ``cache_path`` defaults to ``<cache dir>/answers.sqlite3``.
+    ``skip_ungradeable_tasks``. Answers are cached as they arrive in ``cache`` (a registry's
+    ``answer_cache``) or else in the file ``cache_path`` (default ``<cache dir>/answers.sqlite3``),
+    so a run that is interrupted and started again asks only the prompts still unanswered.
     ``on_progress(done, total)`` is called as prompts complete. Before the first request the
     endpoint's host is checked against ``endpoint_policy`` (default: the default policy, which
     refuses link-local and cloud metadata hosts).
@@ -381,13 +385,10 @@ async def onboard_endpoint_async(
     upstream = upstream_model or name
     payload = {"model": upstream, "max_tokens": max_tokens, "temperature": temperature}
     settings = {"api_style": api_style, **payload}
-    if cache_path is None:
-        cache_path = default_cache_dir() / "answers.sqlite3"
-
-    with AnswerCache(cache_path) as cache:
+    with _answer_store(cache, cache_path) as store:
         pairs = [(p.prompt.prompt_id, p.prompt.text) for p in plans]
-        cached = cache.get_many(name, endpoint, pairs, settings)
-        run = _Run(name, endpoint, url, plans, cache, settings, progress, on_progress)
+        cached = store.get_many(name, endpoint, pairs, settings)
+        run = _Run(name, endpoint, url, plans, store, settings, progress, on_progress)
         missing = [p for p in plans if p.prompt.prompt_id not in cached]
         session = _Session(
             name, url, payload, api_style, api_key_env, retries, backoff, max(5, concurrency)
@@ -409,6 +410,18 @@ async def onboard_endpoint_async(
         return run.finish(skipped, max_failure_rate, max_ungradeable_rate, started)
 
 
+@contextlib.contextmanager
+def _answer_store(
+    cache: AnswerStore | None, cache_path: str | Path | None
+) -> Iterator[AnswerStore]:
+    """The given cache (left open), or the cache file ``cache_path`` opened for the run."""
+    if cache is not None:
+        yield cache
+        return
+    with AnswerCache(cache_path or default_cache_dir() / "answers.sqlite3") as opened:
+        yield opened
+
+
 class _Run:
     """The answers, grades and failures collected during one onboarding run."""
 
@@ -418,7 +431,7 @@ class _Run:
         endpoint: str,
         url: str,
         plans: list[_Plan],
-        cache: AnswerCache,
+        cache: AnswerStore,
         settings: dict,
         progress: bool,
         on_progress: Callable[[int, int], None] | None,

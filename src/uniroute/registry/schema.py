@@ -117,11 +117,59 @@ def _add_answers(connection: Any) -> None:
     )
 
 
+def _add_jobs_and_answer_cache(connection: Any) -> None:
+    # Background jobs (endpoint onboarding) and the answers their endpoints gave, shared by
+    # every process on the registry: a job started by one gateway replica is visible to all and
+    # is resumed by another when its lease runs out (``uniroute.registry.jobs``); the answer
+    # cache makes the resumed run ask only the prompts still unanswered. Times are Unix seconds.
+    types = column_types(connection)
+    connection.execute(
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            status TEXT NOT NULL,
+            request TEXT NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER,
+            message TEXT NOT NULL DEFAULT '',
+            error TEXT,
+            result TEXT,
+            owner TEXT,
+            lease_expires {real},
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at {real} NOT NULL,
+            started_at {real},
+            finished_at {real},
+            updated_at {real} NOT NULL
+        )""".format(**types)
+    )
+    connection.execute("CREATE INDEX jobs_by_status ON jobs (status, lease_expires)")
+    # Not tied to the models table: answers are cached before the model exists.
+    connection.execute(
+        """CREATE TABLE answer_cache (
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            prompt_sha256 TEXT NOT NULL,
+            settings_sha256 TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            created {real} NOT NULL,
+            PRIMARY KEY (model, endpoint, prompt_id)
+        ){without_rowid}""".format(**types)
+    )
+
+
 #: A migration step: given a connection of either dialect inside the step's transaction.
 Migration = Callable[[Any], None]
 
 #: ``MIGRATIONS[v]`` upgrades a registry from schema version v to v + 1 (version 0 = empty).
-MIGRATIONS: tuple[Migration, ...] = (_create_schema_v1, _add_upstream_model, _add_answers)
+MIGRATIONS: tuple[Migration, ...] = (
+    _create_schema_v1,
+    _add_upstream_model,
+    _add_answers,
+    _add_jobs_and_answer_cache,
+)
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,6 +1,6 @@
 """The model-pool registry: every routable model, its scores and Psi, in SQLite or PostgreSQL.
 
-Layout (schema version 3; SQLite keeps it in ``PRAGMA user_version``, PostgreSQL in a
+Layout (schema version 4; SQLite keeps it in ``PRAGMA user_version``, PostgreSQL in a
 ``schema_version`` table):
 
 * ``models``: name, price (per query or per 1k input/output tokens), optional endpoint, the
@@ -16,6 +16,9 @@ Layout (schema version 3; SQLite keeps it in ``PRAGMA user_version``, PostgreSQL
 * ``features``: (model, artifact_id, psi) — Psi(h) as little-endian float64 bytes, per artifact,
   because Psi depends on the router that computed it;
 * ``policy``: the calibrated default policy (one row, JSON);
+* ``jobs``: background jobs (endpoint onboarding) with their progress and the lease of the
+  process running them, and ``answer_cache``: the raw answers endpoints gave them, both outside
+  the pool's revision (``uniroute.registry.jobs``, ``uniroute.registry.answer_cache``);
 * ``meta``: the artifact the registry is bound to, a fingerprint of its representative prompt ids,
   and ``pool_version``, bumped by every change so a server notices changes with one cheap read.
 
@@ -44,9 +47,11 @@ from typing import Any
 import numpy as np
 
 from uniroute.errors import ModelExistsError, ModelNotFoundError, RegistryError, StateError
+from uniroute.registry.answer_cache import RegistryAnswerCache
 from uniroute.registry.backend import Backend, OnChange, Watcher
 from uniroute.registry.calibration import Policy
 from uniroute.registry.costs import ModelCost
+from uniroute.registry.jobs import JobStore
 from uniroute.registry.records import (
     Binding,
     ModelAnswer,
@@ -115,6 +120,10 @@ class Registry:
         self.path: Path | str = self._backend.location
         self.dialect: str = self._backend.dialect
         self.schema_version: int = self._backend.schema_version
+        #: Background jobs (onboarding) every process on this registry sees and can resume.
+        self.jobs = JobStore(self._backend)
+        #: The answers endpoints gave during onboarding, so no prompt is asked twice.
+        self.answer_cache = RegistryAnswerCache(self._backend)
 
     # -------------------------------------------------------------- connection plumbing
     def close(self) -> None:

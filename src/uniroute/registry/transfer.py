@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from uniroute.errors import RegistryError, StateError, UsageError
+from uniroute.registry.jobs import JOB_COLUMN_NAMES
 from uniroute.registry.schema import MODEL_COLUMN_NAMES, REGISTRY_SCHEMA_VERSION, SQLITE
 from uniroute.registry.store import Registry, is_registry_url
 
@@ -54,6 +55,21 @@ TABLES: tuple[Table, ...] = (
         "answers",
     ),
     Table("policy", ("id", "body", "updated_at"), ("id",), "policy rows"),
+    Table("jobs", JOB_COLUMN_NAMES, ("id",), "jobs"),
+    Table(
+        "answer_cache",
+        (
+            "model",
+            "endpoint",
+            "prompt_id",
+            "prompt_sha256",
+            "settings_sha256",
+            "answer",
+            "created",
+        ),  # fmt: skip
+        ("model", "endpoint", "prompt_id"),
+        "cached answers",
+    ),
 )
 # Tables a registry has that are the backend's bookkeeping, not pool content.
 _BOOKKEEPING_TABLES = frozenset({"schema_version"})

@@ -172,6 +172,9 @@ class _ReplayState:
         self.unknown_answer = unknown_answer
         self.rng = random.Random(seed)
         self.stats: Counter = Counter()
+        #: How often each prompt (whitespace-normalised) was answered: a test of resumed work
+        #: checks that no prompt was answered twice.
+        self.answered_prompts: Counter = Counter()
         self.ids = itertools.count(1)
 
     def lookup(self, prompt: str) -> str | None:
@@ -312,6 +315,7 @@ def create_replay_app(
                 answer = state.unknown_answer
             answers.append(answer)
         state.stats["answered"] += 1
+        state.answered_prompts.update(normalise_whitespace(prompt) for prompt in prompts)
         ident = f"{'chatcmpl' if kind == 'chat_completions' else 'cmpl'}-replay-{next(state.ids)}"
         if body.get("stream"):
             state.stats["streamed"] += 1
@@ -344,7 +348,12 @@ def create_replay_app(
             "requests", "chat_completions", "completions", "answered", "streamed",
             "failures_injected", "unknown_prompts", "bad_requests", "auth_failures",
         )  # fmt: skip
-        return JSONResponse({"model": state.model, **{k: state.stats[k] for k in keys}})
+        counts = state.answered_prompts.values()
+        prompts = {
+            "distinct_prompts_answered": len(state.answered_prompts),
+            "prompts_answered_twice": sum(1 for count in counts if count > 1),
+        }
+        return JSONResponse({"model": state.model, **{k: state.stats[k] for k in keys}, **prompts})
 
     async def admin_fault(request: Request) -> Response:
         body = await read_body(request)
@@ -365,6 +374,7 @@ def create_replay_app(
             state.rng.seed(seed)
         if reset:
             state.stats.clear()
+            state.answered_prompts.clear()
         return JSONResponse({"model": state.model, "faults": asdict(state.faults)})
 
     app = Starlette(

@@ -1,137 +1,196 @@
-"""Background jobs of the admin API (endpoint onboarding), whose progress clients poll.
+"""Background jobs of the admin API (endpoint onboarding), kept in the registry.
 
-A job runs in a daemon thread of its own, so a slow onboarding (hundreds of upstream calls)
-neither blocks the event loop nor takes a routing thread. Job records live in memory only: a
-restarted gateway forgets them, but a finished job's effect is already in the registry.
+A job's record lives in the registry (``uniroute.registry.jobs``), so every replica on it lists
+and polls the same jobs. The replica that starts a job runs it in a daemon thread of its own (a
+slow onboarding, hundreds of upstream calls, neither blocks the event loop nor takes a routing
+thread) and renews its lease while it runs; every replica also looks, every third of a lease,
+for jobs whose lease ran out (their replica died) and resumes them from their stored request.
+An onboarding resumed that way asks its endpoint only the prompts whose answers are not in the
+registry's answer cache yet.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from uniroute.gateway.access_log import GATEWAY_LOGGER
+from uniroute.registry.jobs import JobRecord, JobStore
 
 logger = logging.getLogger(GATEWAY_LOGGER)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+#: Progress is written to the registry at most this often (and at the last step).
+_PROGRESS_EVERY_S = 0.25
 
 
-@dataclass
-class Job:
-    """One background job and what is known of its progress."""
+class LeaseLostError(Exception):
+    """The job is no longer this replica's (another claimed it, or it was released): stop."""
 
-    id: str
-    kind: str
-    subject: str
-    status: str = QUEUED
-    done: int = 0
-    total: int | None = None
-    message: str = ""
-    error: str | None = None
-    result: dict[str, Any] | None = None
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
 
-    def report(self, done: int, total: int | None = None, message: str = "") -> None:
-        """Progress callback for the job's function: ``done`` of ``total`` steps."""
-        self.done = int(done)
-        if total is not None:
-            self.total = int(total)
-        if message:
-            self.message = message
+class JobProgress:
+    """What a running job reports through; ``report`` also notices a lost lease."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form for the admin API."""
-        elapsed_end = self.finished_at or time.time()
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "subject": self.subject,
-            "status": self.status,
-            "progress": {
-                "done": self.done,
-                "total": self.total,
-                "fraction": (self.done / self.total) if self.total else None,
-            },
-            "message": self.message,
-            "error": self.error,
-            "result": self.result,
-            "seconds": round(elapsed_end - self.started_at, 3) if self.started_at else 0.0,
-        }
+    def __init__(self, tracker: JobTracker, record: JobRecord) -> None:
+        self.record = record
+        self._tracker = tracker
+        self._written = 0.0
+        self.lost = False
+
+    @property
+    def resumed(self) -> bool:
+        """Whether an earlier attempt (on some replica) ran this job before."""
+        return self.record.attempts > 1
+
+    def report(self, done: int, total: int | None = None, message: str | None = None) -> None:
+        """``done`` of ``total`` steps; raises ``LeaseLostError`` once the job is not ours."""
+        if self.lost:
+            raise LeaseLostError(self.record.id)
+        now = time.monotonic()
+        last = total is not None and done >= total
+        if message is None and not last and now - self._written < _PROGRESS_EVERY_S:
+            return
+        self._written = now
+        tracker = self._tracker
+        if not tracker.store.renew(
+            self.record.id, tracker.owner, lease_s=tracker.lease_s, done=done, total=total,
+            message=message,
+        ):  # fmt: skip
+            self.lost = True
+            raise LeaseLostError(self.record.id)
+
+
+#: A kind of job: given its stored request and its progress, does the work and returns the
+#: result (JSON-serialisable); raising fails the job with the exception's message.
+JobRunner = Callable[[Mapping[str, Any], JobProgress], dict[str, Any]]
 
 
 class JobTracker:
-    """Starts jobs in threads and keeps their records (the newest ``keep`` finished ones)."""
+    """Starts, renews and resumes this replica's jobs; reads every replica's from the registry."""
 
-    def __init__(self, keep: int = 100) -> None:
-        self.keep = keep
-        self._jobs: dict[str, Job] = {}
-        self._threads: dict[str, threading.Thread] = {}
+    def __init__(
+        self,
+        store: JobStore,
+        owner: str,
+        *,
+        lease_s: float,
+        max_attempts: int,
+        runners: Mapping[str, JobRunner] | None = None,
+    ) -> None:
+        self.store = store
+        self.owner = owner
+        self.lease_s = float(lease_s)
+        self.max_attempts = int(max_attempts)
+        self.runners: dict[str, JobRunner] = dict(runners or {})
+        self._running: dict[str, tuple[JobProgress, threading.Thread]] = {}
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
 
-    def start(self, kind: str, subject: str, func: Callable[[Job], dict[str, Any]]) -> Job:
-        """Run ``func(job)`` in a new thread; its return value becomes the job's result."""
-        with self._lock:
-            job = Job(id=f"{kind}-{next(self._ids)}-{int(time.time())}", kind=kind, subject=subject)
-            self._jobs[job.id] = job
-            self._forget_old()
-        thread = threading.Thread(
-            target=self._run, args=(job, func), daemon=True, name=f"uniroute-job-{job.id}"
-        )
-        self._threads[job.id] = thread
-        thread.start()
-        return job
+    def start(self, kind: str, subject: str, request: Mapping[str, Any]) -> JobRecord:
+        """Record a new job in the registry and run it here, in a thread of its own.
 
-    def _run(self, job: Job, func: Callable[[Job], dict[str, Any]]) -> None:
-        job.status, job.started_at = RUNNING, time.time()
-        try:
-            job.result = func(job)
-            job.status = SUCCEEDED
-        except Exception as exc:
-            job.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            job.status = FAILED
-            logger.warning(
-                "job failed",
-                extra={"job": job.id, "error": job.error, "trace": traceback.format_exc(limit=5)},
+        Refused with ``JobRunningError`` while a job about ``subject`` is unfinished anywhere.
+        """
+        if kind not in self.runners:
+            raise KeyError(f"no runner for jobs of kind {kind!r}")
+        record = self.store.create(kind, subject, request, owner=self.owner, lease_s=self.lease_s)
+        self._launch(record)
+        return record
+
+    def resume_abandoned(self) -> list[JobRecord]:
+        """Claim and run every job whose lease ran out (its replica stopped); returns them."""
+        resumed = []
+        while (
+            claimed := self.store.claim_abandoned(
+                self.owner, lease_s=self.lease_s, max_attempts=self.max_attempts
             )
-        finally:
-            job.finished_at = time.time()
+        ) is not None:
+            logger.info(
+                "resuming an abandoned job",
+                extra={"job": claimed.id, "subject": claimed.subject, "attempt": claimed.attempts},
+            )
+            if claimed.kind in self.runners:
+                self._launch(claimed)
+            else:  # written by a newer version: fail it rather than claim it forever
+                self.store.finish(
+                    claimed.id, self.owner, error=f"no runner for jobs of kind {claimed.kind!r}"
+                )
+            resumed.append(claimed)
+        return resumed
 
-    def get(self, job_id: str) -> Job | None:
-        """A job by id, or None."""
+    def renew_leases(self) -> None:
+        """Extend the lease of every job running here (they may be between progress reports)."""
         with self._lock:
-            return self._jobs.get(job_id)
+            running = list(self._running.values())
+        for progress, _ in running:
+            if not progress.lost and not self.store.renew(
+                progress.record.id, self.owner, lease_s=self.lease_s
+            ):
+                progress.lost = True
 
-    def list(self) -> list[Job]:
-        """Every job still kept, oldest first."""
-        with self._lock:
-            return list(self._jobs.values())
+    def get(self, job_id: str) -> JobRecord | None:
+        """A job by id (from any replica), or None."""
+        return self.store.get(job_id)
 
-    def running_for(self, subject: str) -> Job | None:
-        """The unfinished job about ``subject`` (a model name), if there is one."""
+    def list(self) -> list[JobRecord]:
+        """The registry's newest jobs, oldest first."""
+        return self.store.list()
+
+    def running_here(self) -> list[str]:
+        """Ids of the jobs this replica is running."""
         with self._lock:
-            for job in self._jobs.values():
-                if job.subject == subject and job.status in (QUEUED, RUNNING):
-                    return job
-        return None
+            return list(self._running)
 
     def wait(self, timeout: float) -> None:
-        """Give running jobs up to ``timeout`` seconds in total to finish (at shutdown)."""
+        """Give the jobs running here up to ``timeout`` seconds in total to finish."""
         deadline = time.monotonic() + timeout
-        for thread in list(self._threads.values()):
+        with self._lock:
+            threads = [thread for _, thread in self._running.values()]
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _forget_old(self) -> None:
-        finished = [j for j in self._jobs.values() if j.status in (SUCCEEDED, FAILED)]
-        for job in finished[: max(0, len(finished) - self.keep)]:
-            self._jobs.pop(job.id, None)
-            self._threads.pop(job.id, None)
+    def release_unfinished(self) -> list[str]:
+        """Hand the jobs still running here back to the registry, for another replica to take
+        at once (at shutdown); their threads stop at their next progress report."""
+        with self._lock:
+            running = list(self._running.values())
+        released = []
+        for progress, _ in running:
+            progress.lost = True
+            if self.store.release(progress.record.id, self.owner):
+                released.append(progress.record.id)
+        return released
+
+    # ------------------------------------------------------------------ internals
+    def _launch(self, record: JobRecord) -> None:
+        progress = JobProgress(self, record)
+        thread = threading.Thread(
+            target=self._run, args=(progress,), daemon=True, name=f"uniroute-job-{record.id}"
+        )
+        with self._lock:
+            self._running[record.id] = (progress, thread)
+        thread.start()
+
+    def _run(self, progress: JobProgress) -> None:
+        record = progress.record
+        try:
+            result = self.runners[record.kind](record.request, progress)
+            if not self.store.finish(record.id, self.owner, result=result, message="done"):
+                logger.warning("job finished after its lease was lost", extra={"job": record.id})
+        except LeaseLostError:
+            logger.warning("job given up: it is no longer this replica's", extra={"job": record.id})
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            logger.warning(
+                "job failed",
+                extra={"job": record.id, "error": error, "trace": traceback.format_exc(limit=5)},
+            )
+            try:
+                self.store.finish(record.id, self.owner, error=error)
+            except Exception:  # the registry is unreachable: the lease runs out, and it resumes
+                logger.exception("job failure could not be recorded", extra={"job": record.id})
+        finally:
+            with self._lock:
+                self._running.pop(record.id, None)

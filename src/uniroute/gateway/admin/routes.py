@@ -20,7 +20,8 @@ endpoint rule (400 naming ``endpoint``) and by the gateway's ``endpoint_policy``
 ``POST   /admin/models/{name}/cost``        change its price
 ``POST   /admin/recalibrate``               solve a target for the current pool (or the stored
                                             target again, with an empty body)
-``GET    /admin/jobs`` / ``/admin/jobs/{id}``  onboarding jobs and their progress
+``GET    /admin/jobs`` / ``/admin/jobs/{id}``  onboarding jobs and their progress, from
+                                            the registry (every replica's)
 ==========================================  ===================================================
 """
 
@@ -30,8 +31,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio.from_thread
-import anyio.lowlevel
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,14 +38,12 @@ from starlette.routing import Route
 
 from uniroute.deployment import pool_changes
 from uniroute.errors import RegistryError
-from uniroute.gateway.admin.jobs import Job
+from uniroute.gateway.admin.onboarding import ONBOARDING_JOB, onboarding_request
 from uniroute.gateway.admin.protocol import AddModelRequest, PriceRequest, RecalibrateRequest
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, require_admin
 from uniroute.gateway.errors import ApiError
 from uniroute.registry import ModelRecord
-
-ANSWER_CACHE_FILE = "answers.sqlite3"
 
 
 def _model_name(request: Request) -> str:
@@ -88,13 +85,14 @@ async def list_models(request: Request) -> Response:
 async def add_model(request: Request) -> Response:
     """POST /admin/models: add with scores (201) or start an onboarding job (202)."""
     gateway = require_admin(request)
-    body = validate(AddModelRequest, await json_body(request, gateway.config))
+    raw_body = await json_body(request, gateway.config)
+    body = validate(AddModelRequest, raw_body)
     record, router = body.record, gateway.router
     started = time.perf_counter()
     await anyio.to_thread.run_sync(_check_endpoint_allowed, gateway, record)
     await anyio.to_thread.run_sync(pool_changes.check_can_add, router, record.name, body.replace)
     if body.onboard:
-        return _start_onboarding(gateway, body)
+        return await _start_onboarding(gateway, raw_body, record.name)
     assert body.scores is not None
     added = await gateway.change_pool(
         pool_changes.add_scored_model,
@@ -131,53 +129,12 @@ def _check_endpoint_allowed(gateway: Gateway, record: ModelRecord) -> None:
         raise ApiError(400, str(exc), param="endpoint", code="endpoint_not_allowed") from None
 
 
-def _start_onboarding(gateway: Gateway, body: AddModelRequest) -> Response:
-    """Start the onboarding of ``body``'s model as a background job (202 with its poll URL)."""
-    record, router = body.record, gateway.router
-    if gateway.jobs.running_for(record.name) is not None:
-        raise ApiError(
-            409,
-            f"model {record.name!r} is already being onboarded",
-            param="name",
-            code="job_running",
-        )
-    cache_dir = gateway.config.onboarding_cache_dir
-    cache_path = None if cache_dir is None else f"{cache_dir.rstrip('/')}/{ANSWER_CACHE_FILE}"
-    n_prompts = len(router.artifact.representative_prompts)
-    loop_token = anyio.lowlevel.current_token()
-
-    def run(job: Job) -> dict[str, Any]:
-        job.report(0, n_prompts, "asking the endpoint the representative prompts")
-        onboarded = pool_changes.onboard_model(
-            router,
-            record,
-            replace=body.replace,
-            cache_path=cache_path,
-            progress=False,
-            on_progress=lambda done, total: job.report(done, total),
-            endpoint_policy=gateway.endpoint_policy,
-            **body.onboarding.settings(),
-        )
-        # Reported as done only once the gateway serves the model.
-        anyio.from_thread.run_sync(gateway.observe, router.snapshot, token=loop_token)
-        job.message = "routable"
-        result = onboarded.result
-        return {
-            "model": onboarded.added.record.to_dict(),
-            "scores": len(result.scores),
-            "per_task_accuracy": {
-                task: {"accuracy": accuracy, "n": n}
-                for task, (accuracy, n) in result.per_task_accuracy.items()
-            },
-            "answers_fetched": result.answers_fetched,
-            "answers_from_cache": result.answers_from_cache,
-            "failures": len(result.failures),
-            "answers": onboarded.added.n_answers,
-            "answer_keys": onboarded.added.n_answer_keys,
-            "evidence_warnings": onboarded.added.evidence_warnings,
-        }
-
-    job = gateway.jobs.start("onboard", record.name, run)
+async def _start_onboarding(gateway: Gateway, raw_body: dict[str, Any], name: str) -> Response:
+    """Start the onboarding of a model as a job in the registry (202 with its poll URL); any
+    replica can poll it, and another resumes it if this one dies."""
+    job = await anyio.to_thread.run_sync(
+        gateway.jobs.start, ONBOARDING_JOB, name, onboarding_request(raw_body)
+    )
     return JSONResponse({"job": job.to_dict(), "poll": f"/admin/jobs/{job.id}"}, status_code=202)
 
 
@@ -240,14 +197,15 @@ async def recalibrate(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     """GET /admin/jobs."""
     gateway = require_admin(request)
-    return JSONResponse({"jobs": [job.to_dict() for job in gateway.jobs.list()]})
+    jobs = await anyio.to_thread.run_sync(gateway.jobs.list)
+    return JSONResponse({"jobs": [job.to_dict() for job in jobs]})
 
 
 async def get_job(request: Request) -> Response:
     """GET /admin/jobs/{id}."""
     gateway = require_admin(request)
     job_id = request.path_params["job_id"]
-    job = gateway.jobs.get(job_id)
+    job = await anyio.to_thread.run_sync(gateway.jobs.get, job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id!r}", param="id", code="job_not_found")
     return JSONResponse({"job": job.to_dict()})

@@ -1,4 +1,4 @@
-"""Background jobs, the estimated cost and saving counters, and JSON log lines."""
+"""The estimated cost and saving counters, and JSON log lines."""
 
 from __future__ import annotations
 
@@ -19,45 +19,7 @@ from uniroute.gateway.access_log import (
     new_request_id,
     stop_logging,
 )
-from uniroute.gateway.admin.jobs import FAILED, SUCCEEDED, JobTracker
 from uniroute.gateway.metrics import GatewayMetrics
-
-
-def test_job_reports_progress_and_result() -> None:
-    tracker = JobTracker()
-
-    def work(job):
-        for done in range(1, 4):
-            job.report(done, 3)
-        return {"answer": 42}
-
-    job = tracker.start("onboard", "model-a", work)
-    tracker.wait(10)
-    record = tracker.get(job.id).to_dict()
-    assert record["status"] == SUCCEEDED and record["result"] == {"answer": 42}
-    assert record["progress"] == {"done": 3, "total": 3, "fraction": 1.0}
-    assert tracker.running_for("model-a") is None
-
-
-def test_failed_job_keeps_the_error() -> None:
-    tracker = JobTracker()
-
-    def work(job):
-        raise ValueError("endpoint unreachable")
-
-    job = tracker.start("onboard", "model-b", work)
-    tracker.wait(10)
-    assert job.status == FAILED and job.error == "ValueError: endpoint unreachable"
-
-
-def test_only_the_newest_finished_jobs_are_kept() -> None:
-    tracker = JobTracker(keep=2)
-    ids = []
-    for i in range(4):
-        ids.append(tracker.start("onboard", f"m{i}", lambda job: {}).id)
-        tracker.wait(10)
-    kept = [job.id for job in tracker.list()]
-    assert ids[0] not in kept and ids[-1] in kept and len(kept) <= 3
 
 
 def _value(metrics: GatewayMetrics, name: str, **labels: str) -> float:
