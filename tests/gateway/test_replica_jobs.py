@@ -110,6 +110,12 @@ def test_a_job_of_a_killed_replica_is_finished_by_another_asking_nothing_twice(
     stats = fleet.endpoint.stats()
     assert stats["prompts_answered_twice"] == 0, stats
     assert stats["distinct_prompts_answered"] == stats["answered"] == fleet.n_prompts
+    print(
+        f"\nonboarding job {job_id}: {answered_before_kill} of {fleet.n_prompts} prompts answered "
+        f"before replica A was killed, {result['answers_fetched']} asked by replica B after "
+        f"it resumed ({job['seconds']:.1f} s in all); prompts answered twice: "
+        f"{stats['prompts_answered_twice']}"
+    )
     # B serves the model it finished onboarding.
     models = httpx.get(f"{fleet.b.base_url}/v1/models", timeout=10).json()["data"]
     assert TO_ONBOARD in {m["id"] for m in models}
