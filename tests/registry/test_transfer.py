@@ -126,12 +126,12 @@ def test_copy_sqlite_to_postgres_and_back_is_identical(
     report = copy_registry(source, url)
     assert dict(report.counts) == {
         "meta": 4, "models": 3, "scores": 13, "features": 4, "answers": 3, "policy": 1,
-        "jobs": 1, "answer_cache": 1,
+        "jobs": 1, "answer_cache": 1, "client_keys": 0, "key_usage": 0, "sessions": 0,
     }  # fmt: skip
     assert report.pool_version == expected["pool_version"] and not report.replaced
     assert (
         "copied 4 meta rows, 3 models, 13 scores, 4 Ψ rows, 3 answers, 1 policy rows, 1 jobs, "
-        "1 cached answers"
+        "1 cached answers, 0 client keys, 0 usage rows, 0 sessions"
     ) in report.describe()
     assert expected["cached"] == {"p0": "B"} and expected["jobs"][0].done == 1
     assert "verified row by row" in report.describe()

@@ -163,6 +163,44 @@ def check_scores(name: str, scores: Mapping[str, float]) -> list[tuple[str, str,
 
 #: Longest raw answer text kept per (model, prompt): longer answers are stored cut to this
 #: length, with their full length, so an audit sees what the model said and that it was cut.
+#: What a model can be declared (or probed) to do beyond plain text: call tools, read images,
+#: answer in JSON mode / to a JSON schema (``response_format``).
+CAPABILITIES = ("tools", "vision", "json")
+#: The largest context window or output length a record accepts (tokens).
+MAX_TOKEN_LIMIT = 100_000_000
+
+
+def check_capabilities(name: str, capabilities: Any) -> tuple[str, ...]:
+    """A model's capabilities as a sorted tuple of known names; a RegistryError naming an
+    unknown one."""
+    if isinstance(capabilities, str) or not isinstance(capabilities, Iterable):
+        raise RegistryError(
+            f"model {name!r}: capabilities must be a list of names, got {capabilities!r}"
+        )
+    found = set()
+    for capability in capabilities:
+        if capability not in CAPABILITIES:
+            raise RegistryError(
+                f"model {name!r}: unknown capability {capability!r}; known: "
+                f"{', '.join(CAPABILITIES)}"
+            )
+        found.add(capability)
+    return tuple(sorted(found))
+
+
+def check_token_limit(name: str, field_name: str, value: Any) -> int | None:
+    """A context window or maximum output length: None (unknown) or a whole number of tokens
+    in [1, MAX_TOKEN_LIMIT]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKEN_LIMIT:
+        raise RegistryError(
+            f"model {name!r}: {field_name} must be a whole number of tokens from 1 to "
+            f"{MAX_TOKEN_LIMIT:,}, got {value!r}"
+        )
+    return value
+
+
 MAX_RAW_ANSWER_CHARS = 4000
 #: Longest canonical answer key stored (a letter, a number, a normalised short text).
 MAX_ANSWER_KEY_CHARS = 1000
@@ -265,6 +303,11 @@ class ModelRecord:
     #: The ``model`` field the endpoint expects, when it differs from ``name`` (None: ``name``).
     #: Last, so that positional construction written for schema version 1 still works.
     upstream_model: str | None = None
+    #: What it can do beyond plain text (``CAPABILITIES``); none until declared or probed.
+    capabilities: tuple[str, ...] = ()
+    #: Its context window and longest answer, in tokens (None: not known, not limited).
+    context_window: int | None = None
+    max_output_tokens: int | None = None
     #: Why a record read back from the registry cannot be served (None: nothing is wrong).
     problem: str | None = field(default=None, init=False)
 
@@ -302,6 +345,10 @@ class ModelRecord:
         if not all(isinstance(tag, str) and tag.strip() for tag in tags):
             raise RegistryError(f"model {self.name!r}: tags must be non-empty strings, got {tags}")
         object.__setattr__(self, "tags", tags)
+        object.__setattr__(self, "capabilities", check_capabilities(self.name, self.capabilities))
+        for limit in ("context_window", "max_output_tokens"):
+            value = check_token_limit(self.name, limit, getattr(self, limit))
+            object.__setattr__(self, limit, value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the API key itself is never part of a record)."""
@@ -315,6 +362,9 @@ class ModelRecord:
             "upstream_model": self.upstream_model,
             "api_key_env": self.api_key_env,
             "tags": list(self.tags),
+            "capabilities": list(self.capabilities),
+            "context_window": self.context_window,
+            "max_output_tokens": self.max_output_tokens,
             "enabled": self.enabled,
             "revision": self.revision,
             "created_at": self.created_at,

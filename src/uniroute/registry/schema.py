@@ -160,6 +160,57 @@ def _add_jobs_and_answer_cache(connection: Any) -> None:
     )
 
 
+def _add_capabilities(connection: Any) -> None:
+    # Every existing model declares no capability and no limit: nothing is routed differently
+    # until an operator declares them (``models update``) or a probe finds them.
+    connection.execute("ALTER TABLE models ADD COLUMN capabilities TEXT NOT NULL DEFAULT '[]'")
+    connection.execute("ALTER TABLE models ADD COLUMN context_window INTEGER")
+    connection.execute("ALTER TABLE models ADD COLUMN max_output_tokens INTEGER")
+
+
+def _add_client_keys_and_sessions(connection: Any) -> None:
+    # Client keys (stored as SHA-256 hashes only) with their limits, the spend and requests
+    # counted against them per period, and conversations' sessions: state every replica on the
+    # registry shares, outside the pool's revision. Times are Unix seconds unless named *_at.
+    types = column_types(connection)
+    connection.execute(
+        """CREATE TABLE client_keys (
+            id TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            team TEXT,
+            allowed_models TEXT,
+            rpm_limit INTEGER,
+            daily_spend_limit {real},
+            monthly_spend_limit {real},
+            revoked INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""".format(**types)
+    )
+    # One row per key and period ("day:2026-12-02", "month:2026-12", "minute:2026-12-02T10:15").
+    connection.execute(
+        """CREATE TABLE key_usage (
+            key_id TEXT NOT NULL REFERENCES client_keys(id) ON DELETE CASCADE,
+            period TEXT NOT NULL,
+            spend {real} NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (key_id, period)
+        ){without_rowid}""".format(**types)
+    )
+    connection.execute(
+        """CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            estimated_error {real},
+            turns INTEGER NOT NULL DEFAULT 1,
+            expires {real} NOT NULL,
+            updated {real} NOT NULL
+        ){without_rowid}""".format(**types)
+    )
+    connection.execute("CREATE INDEX sessions_by_expiry ON sessions (expires)")
+
+
 #: A migration step: given a connection of either dialect inside the step's transaction.
 Migration = Callable[[Any], None]
 
@@ -169,6 +220,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_upstream_model,
     _add_answers,
     _add_jobs_and_answer_cache,
+    _add_capabilities,
+    _add_client_keys_and_sessions,
 )
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -218,6 +271,9 @@ MODEL_COLUMN_NAMES = (
     "upstream_model",
     "api_key_env",
     "tags",
+    "capabilities",
+    "context_window",
+    "max_output_tokens",
     "enabled",
     "revision",
     "created_at",
@@ -242,6 +298,9 @@ def record_row(record: ModelRecord) -> tuple:
         record.upstream_model,
         record.api_key_env,
         json.dumps(list(record.tags)),
+        json.dumps(list(record.capabilities)),
+        record.context_window,
+        record.max_output_tokens,
         int(record.enabled),
         record.revision,
         record.created_at,
@@ -261,6 +320,9 @@ def record_from_row(row: tuple) -> ModelRecord:
         upstream_model,
         key_env,
         tags,
+        capabilities,
+        context_window,
+        max_output_tokens,
         enabled,
         revision,
         created,
@@ -278,6 +340,9 @@ def record_from_row(row: tuple) -> ModelRecord:
         upstream_model=upstream_model,
         api_key_env=key_env,
         tags=tuple(json.loads(tags)),
+        capabilities=tuple(json.loads(capabilities)),
+        context_window=context_window,
+        max_output_tokens=max_output_tokens,
         enabled=bool(enabled),
         revision=int(revision),
         created_at=created,

@@ -70,6 +70,33 @@ TABLES: tuple[Table, ...] = (
         ("model", "endpoint", "prompt_id"),
         "cached answers",
     ),
+    Table(
+        "client_keys",
+        (
+            "id",
+            "key_hash",
+            "name",
+            "team",
+            "allowed_models",
+            "rpm_limit",
+            "daily_spend_limit",
+            "monthly_spend_limit",
+            "revoked",
+            "created_at",
+            "revoked_at",
+        ),  # fmt: skip
+        ("id",),
+        "client keys",
+    ),
+    Table(
+        "key_usage", ("key_id", "period", "spend", "requests"), ("key_id", "period"), "usage rows"
+    ),
+    Table(
+        "sessions",
+        ("id", "model", "estimated_error", "turns", "expires", "updated"),
+        ("id",),
+        "sessions",
+    ),
 )
 # Tables a registry has that are the backend's bookkeeping, not pool content.
 _BOOKKEEPING_TABLES = frozenset({"schema_version"})
