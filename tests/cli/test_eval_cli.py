@@ -63,7 +63,7 @@ def test_eval_writes_results_table_and_plot(tmp_path: Path, capsys) -> None:
         assert f"| {name} |" in printed
         assert f"| {name} |" in (tmp_path / "run" / "results.md").read_text()
     assert (tmp_path / "run" / "deferral.png").stat().st_size > 10_000
-    assert (tmp_path / "run" / "deferral_mean.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "paired_differences.png").stat().st_size > 10_000
     oracle = results["routers"]["oracle"]["area"]["mean"]
     assert all(r["area"]["mean"] <= oracle for r in results["routers"].values())
 

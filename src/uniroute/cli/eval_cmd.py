@@ -348,57 +348,40 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     # Imported once there are results to write: the plots load matplotlib, which takes seconds
     # that a refused option or a failed run should not wait for.
-    from uniroute.evaluation.plots import average_curves, plot_deferral_curves
+    from uniroute.evaluation.plots import average_curves, model_spreads
     from uniroute.evaluation.report import (
         calibration_table_markdown,
+        cost_unit,
         evidence_tables_markdown,
+        opening_sentence,
+        qnc_note,
         results_table_markdown,
         write_results,
     )
 
+    outcomes = run_result.outcomes
+    max_costs = [o.max_cost for o in outcomes]
     results = run_result.results
     results["data_path"] = str(args.data)
     results["format"] = args.format
+    results["cost_unit"] = cost_unit(args.format, cost_map_given=args.costs is not None)
+    results["models"]["max_cost_per_trial"] = max_costs
     results["seconds"] = round(time.perf_counter() - started, 1)
-    # The plot shows the first trial: its single LLMs are the points the curves are compared with.
-    first = run_result.outcomes[0]
-    write_results(
-        args.out,
-        results,
-        first.curves,
-        first.model_points,
-        title=(
-            f"{results['dataset']} ({results['encoder']}): trial 1 of {results['trials']}, "
-            f"unseen LLMs as points"
-        ),
-        max_cost=first.max_cost,
-    )
-    # Trial 1 alone can be unrepresentative: the mean envelope over every trial, on the
-    # normalised cost axis, shows how the routers compare across the LLM splits.
-    labels = list(first.curves)
+    # Every trial, not one: a single split can rank the routers differently from the mean.
     mean_curves = {
-        label: average_curves(
-            [o.curves[label] for o in run_result.outcomes],
-            [o.max_cost for o in run_result.outcomes],
-        )
-        for label in labels
+        label: average_curves([o.curves[label] for o in outcomes], max_costs)
+        for label in outcomes[0].curves
     }
-    plot_deferral_curves(
-        mean_curves,
-        {},
-        args.out / "deferral_mean.png",
-        title=(
-            f"{results['dataset']} ({results['encoder']}): mean envelope over "
-            f"{results['trials']} trials (± 1 std)"
-        ),
-        max_cost=1.0,
-    )
+    spreads = model_spreads([o.model_points for o in outcomes], max_costs)
+    paths = write_results(args.out, results, mean_curves, spreads)
+    print(opening_sentence(results) + "\n")
     print(results_table_markdown(results))
+    print(qnc_note(results) + "\n")
     for extra in (evidence_tables_markdown(results), calibration_table_markdown(results)):
         if extra:
             print(extra)
     print(
-        f"wrote {args.out}/results.json, results.md, deferral.png, deferral_mean.png in "
+        f"wrote {args.out}/{', '.join(path.name for path in paths.values())} in "
         f"{results['seconds']}s",
         file=sys.stderr,
     )

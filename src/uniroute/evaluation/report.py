@@ -1,7 +1,10 @@
-"""Aggregated evaluation results: results.json, a Markdown table (results.md) and deferral.png.
+"""Aggregated evaluation results: results.json, results.md and the figures drawn from them.
 
-The schema of results.json is read by other tools; ``REQUIRED_KEYS`` and
-``REQUIRED_ROUTER_KEYS`` list the keys that must always be present.
+results.md opens with one sentence on what the run shows (``opening_sentence``), then the
+tables. The figures are deferral.png (mean curves over trials, see ``plots``) and
+paired_differences.png (the per-trial area differences behind the sign tests). The schema of
+results.json is read by other tools; ``REQUIRED_KEYS`` and ``REQUIRED_ROUTER_KEYS`` list the
+keys that must always be present.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ import numpy as np
 
 from uniroute._io import atomic_write_bytes, atomic_write_json
 from uniroute.evaluation.evidence import MISSING_TASK
-from uniroute.evaluation.plots import MeanCurve, plot_deferral_curves
+from uniroute.evaluation.plots import (
+    DOLLARS,
+    MeanCurve,
+    ModelSpread,
+    PairedDifferences,
+    dollars_per_normalised_cost,
+    plot_mean_deferral,
+    plot_paired_differences,
+)
 from uniroute.evaluation.stats import SignTestResult
-from uniroute.tradeoff import DeferralCurve
 
 REQUIRED_KEYS = ("dataset", "encoder", "trials", "test_models", "seed", "routers")
 REQUIRED_ROUTER_KEYS = (
@@ -36,6 +46,18 @@ TRIAL_METRICS = ("area", "area_50", "qnc", "peak_accuracy")
 SIGN_TEST_METRIC = "area"
 #: Key of the missing-task setting in results["evidence"] (``evidence.MISSING_TASK``).
 MISSING_TASK_LABEL = MISSING_TASK
+#: The baselines the opening sentence and the paired figure compare with, by display name.
+BASELINE_NAMES = {"knn": "K-NN", "zero": "ZeroRouter"}
+#: Routers whose labels start so are UniRoute's (``uniroute-kmeans``, ``uniroute-learned:...``).
+UNIROUTE_PREFIX = "uniroute"
+#: Routers the opening sentence does not lead with: baselines and bounds, not candidates.
+NOT_HEADLINE = ("knn", "zero", "oracle", "random")
+#: Significance level of the opening sentence.
+ALPHA = 0.05
+#: Data formats whose recorded per-call costs are US dollars (RouterBench's ``M|total_cost``).
+DOLLAR_FORMATS = ("routerbench",)
+#: Mean differences below this print as equal at the 4 decimals shown.
+SHOWN_PRECISION = 0.00005
 
 
 def validate_results(results: Mapping[str, Any]) -> None:
@@ -84,30 +106,160 @@ def results_table_markdown(results: Mapping[str, Any]) -> str:
 def write_results(
     out_dir: Path | str,
     results: Mapping[str, Any],
-    curves: Mapping[str, DeferralCurve | MeanCurve],
-    model_points: Mapping[str, tuple[float, float]],
+    curves: Mapping[str, MeanCurve],
+    spreads: Mapping[str, ModelSpread],
     *,
     title: str | None = None,
-    max_cost: float | None = None,
 ) -> dict[str, Path]:
-    """Write results.json, results.md and deferral.png into ``out_dir``; return their paths.
+    """Write results.json, results.md, deferral.png and paired_differences.png; return paths.
 
-    ``curves`` and ``model_points`` go to ``plot_deferral_curves`` with ``max_cost`` (pass 1.0
-    for mean curves over trials, whose costs are already normalised).
+    ``curves`` are the routers' mean curves over trials (``plots.average_curves``) and
+    ``spreads`` the single test LLMs (``plots.model_spreads``). The $ axis is drawn when
+    ``results["cost_unit"]`` is dollars, from ``results["models"]["max_cost_per_trial"]``.
+    paired_differences.png is written only when a UniRoute router and K-NN or ZeroRouter ran.
+    ``title`` is the heading of results.md.
     """
     validate_results(results)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = title or f"{results['dataset']}: deferral curves ({results['trials']} trials)"
+    panels = paired_difference_panels(results)
     paths = {
         "json": out_dir / "results.json",
         "markdown": out_dir / "results.md",
         "plot": out_dir / "deferral.png",
     }
+    if panels:
+        paths["paired"] = out_dir / "paired_differences.png"
     atomic_write_json(paths["json"], _jsonable(results))
     atomic_write_bytes(paths["markdown"], _markdown_document(results, title).encode())
-    plot_deferral_curves(curves, model_points, paths["plot"], title, max_cost=max_cost)
+    n = results["trials"]
+    max_costs = results.get("models", {}).get("max_cost_per_trial", [])
+    plot_mean_deferral(
+        curves,
+        spreads,
+        paths["plot"],
+        f"{results['dataset']} ({results['encoder']}): mean over {n} {_trials(n)} "
+        "(band: ± 1 std across trials)",
+        dollars_per_normalised_cost(results.get("cost_unit"), max_costs),
+    )
+    if panels:
+        plot_paired_differences(
+            panels,
+            paths["paired"],
+            f"{results['dataset']} ({results['encoder']}): paired area differences, "
+            f"one dot per trial ({n} {_trials(n)})",
+        )
     return paths
+
+
+def cost_unit(data_format: str, *, cost_map_given: bool) -> str | None:
+    """``DOLLARS`` when the data's recorded costs are real dollars, else None (unit unknown).
+
+    Only RouterBench records the dollar cost of every call; a ``--costs`` map replaces those with
+    costs of its own, whose unit is not known (mmlupro27's map is active parameters, not $).
+    """
+    return DOLLARS if data_format in DOLLAR_FORMATS and not cost_map_given else None
+
+
+def paired_differences(results: Mapping[str, Any], baseline: str) -> dict[str, PairedDifferences]:
+    """Each UniRoute router's per-trial area minus ``baseline``'s, with the stored sign test.
+
+    The values are the trials where both areas are defined, as the sign tests of results.json
+    pair them; mean, W/L/T and p are read from ``sign_tests[baseline]``, not recomputed.
+    """
+    routers = results["routers"]
+    if baseline not in routers:
+        return {}
+    base = _floats(routers[baseline]["per_trial"]["area"])
+    found = {}
+    for name, entry in routers.items():
+        test = (entry.get("sign_tests") or {}).get(baseline)
+        if not name.startswith(UNIROUTE_PREFIX) or name == baseline or test is None:
+            continue
+        own = _floats(entry["per_trial"]["area"])
+        both = np.isfinite(own) & np.isfinite(base)
+        mean = test.get("mean_area_difference")
+        found[name] = PairedDifferences(
+            values=own[both] - base[both],
+            mean=float("nan") if mean is None else float(mean),
+            wins=int(test["wins"]),
+            losses=int(test["losses"]),
+            ties=int(test["ties"]),
+            p_value=float(test["p_value"]),
+        )
+    return found
+
+
+def paired_difference_panels(
+    results: Mapping[str, Any],
+) -> dict[str, dict[str, PairedDifferences]]:
+    """{"area − K-NN": ..., "area − ZeroRouter": ...}: the panels of paired_differences.png."""
+    panels = {}
+    for baseline, shown in BASELINE_NAMES.items():
+        found = paired_differences(results, baseline)
+        if found:
+            panels[f"area − {shown}"] = found
+    return panels
+
+
+def opening_sentence(results: Mapping[str, Any]) -> str:
+    """One plain sentence: the lead router's area against K-NN's (else ZeroRouter's), and
+    whether the sign test finds the difference significant at ``ALPHA``.
+
+    The lead router is the first UniRoute router listed (the order of ``--routers``), so the
+    sentence never picks the luckiest of several; the tables show every router.
+    """
+    validate_results(results)
+    n = int(results["trials"])
+    start = f"Over {n} {_trials(n)} with unseen test LLMs"
+    lead = _headline_pair(results)
+    if lead is None:
+        return (
+            f"{start}, no router was compared with K-NN or ZeroRouter; the table below gives "
+            "each router's area."
+        )
+    name, baseline, test = lead
+    routers = results["routers"]
+    shown = BASELINE_NAMES[baseline]
+    area = _number(routers[name]["area"]["mean"])
+    base_area = _number(routers[baseline]["area"]["mean"])
+    difference = _number(test.get("mean_area_difference"))
+    if not math.isfinite(difference):
+        return f"{start}, {name} and {shown} have no trial in which both have an area."
+    direction = 0 if abs(difference) < SHOWN_PRECISION else (1 if difference > 0 else -1)
+    if direction == 0:
+        comparison = f"equal to {shown}'s {base_area:.4f} to four decimals"
+    else:
+        side = "above" if direction > 0 else "below"
+        comparison = f"{abs(difference):.4f} {side} {shown}'s {base_area:.4f}"
+    wins, losses, ties = int(test["wins"]), int(test["losses"]), int(test["ties"])
+    paired = wins + losses + ties
+    if ties == paired:
+        record = f"all {paired} {_trials(paired)} tied"
+    else:
+        record = f"{wins} of {paired} {_trials(paired)} won" + (f", {ties} tied" if ties else "")
+    p_value = float(test["p_value"])
+    evidence = f"sign test p = {p_value:.3g}, {record}"
+    if p_value >= ALPHA:
+        verdict = f"the difference is not significant at the {ALPHA:g} level ({evidence})"
+    elif (wins > losses) == (direction > 0) and direction != 0:
+        verdict = f"the difference is significant at the {ALPHA:g} level ({evidence})"
+    else:
+        # The sign test counts trials, the mean weighs them: they can point different ways.
+        ahead = name if wins > losses else shown
+        verdict = f"yet {ahead} wins significantly more trials than it loses ({evidence})"
+    return f"{start}, {name} has an area of {area:.4f}, {comparison}; {verdict}."
+
+
+def qnc_note(results: Mapping[str, Any]) -> str:
+    """The line under the table saying in words what QNC and "k/N reached" mean."""
+    n = results["trials"]
+    return (
+        "QNC (quality-neutral cost) is the lowest cost at which a router's curve reaches the "
+        "accuracy of the most accurate test LLM, as a % of that LLM's cost (100 when it does not "
+        f'get there more cheaply); "k/{n} reached" means the curve reached that accuracy, at '
+        f"some cost, in k of the {n} {_trials(n)}."
+    )
 
 
 def paired_table_markdown(results: Mapping[str, Any]) -> str:
@@ -229,23 +381,66 @@ def calibration_table_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _markdown_document(results: Mapping[str, Any], title: str) -> str:
+def _markdown_document(results: Mapping[str, Any], title: str | None = None) -> str:
+    n = results["trials"]
+    title = title or (
+        f"{results['dataset']} ({results['encoder']}): {n} {_trials(n)} with "
+        f"{results['test_models']} unseen test LLMs"
+    )
     setting = (
         f"Data set `{results['dataset']}`, encoder `{results['encoder']}`, "
-        f"{results['test_models']} unseen test LLMs, {results['trials']} trials, "
+        f"{results['test_models']} unseen test LLMs, {n} {_trials(n)}, "
         f"seed {results['seed']}. Values are mean ± sample std over trials; the sign test "
         f"compares the per-trial {SIGN_TEST_METRIC} with K-NN's (two-sided, ties ignored)."
     )
     table = results_table_markdown(results)
-    sections = [f"# {title}\n\n{setting}\n\n{table}"]
+    sections = [f"# {title}\n\n{opening_sentence(results)}\n\n{setting}\n\n{table}"]
+    sections.append(qnc_note(results) + "\n")
     paired = paired_table_markdown(results)
     if paired:
         sections.append(f"Paired per-trial differences (full evidence):\n\n{paired}")
+    if paired_difference_panels(results):
+        sections.append(
+            "Per-trial area differences of the UniRoute routers (one dot per trial, bar: mean; "
+            "W/L/T and sign test p in the legend):\n\n"
+            "![paired area differences](paired_differences.png)\n"
+        )
     for extra in (evidence_tables_markdown(results), calibration_table_markdown(results)):
         if extra:
             sections.append(extra)
-    sections.append("![deferral curves](deferral.png)\n")
+    sections.append(
+        f"Mean deferral curves over the {n} {_trials(n)} (band: ± 1 std across trials; cost "
+        "divided by each trial's most expensive test LLM's cost) and each single test LLM "
+        "(mean ± 1 std over the trials it was tested in, count in brackets):\n\n"
+        "![mean deferral curves](deferral.png)\n"
+    )
     return "\n".join(sections)
+
+
+def _trials(n: int) -> str:
+    return "trial" if n == 1 else "trials"
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _floats(values: Any) -> np.ndarray:
+    """Per-trial values as floats, null (NaN written to JSON) as NaN."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def _headline_pair(results: Mapping[str, Any]) -> tuple[str, str, Mapping[str, Any]] | None:
+    """(router, baseline, its sign test) the opening sentence is about, or None."""
+    routers = results["routers"]
+    uniroute = [n for n in routers if n.startswith(UNIROUTE_PREFIX)]
+    others = [n for n in routers if n not in uniroute and n not in NOT_HEADLINE]
+    for name in [*uniroute, *others, "knn"]:
+        tests = (routers.get(name) or {}).get("sign_tests") or {}
+        for baseline in BASELINE_NAMES:
+            if baseline != name and baseline in routers and tests.get(baseline):
+                return name, baseline, tests[baseline]
+    return None
 
 
 def _mean_pm_std(summary: Mapping[str, Any], decimals: int, *, general: bool = False) -> str:
