@@ -10,11 +10,13 @@ attributes, so a new error needs no new catch list anywhere::
     │   │   ├── OnboardingError        an endpoint could not be onboarded (unreachable, garbage)
     │   │   └── GradingError           an answer or a reference cannot be graded
     │   ├── RouterError                a router used wrongly (shapes, not fitted, empty pool)
+    │   │   ├── NoCapableModelError    no model can take the request (capabilities, context)
     │   │   └── CalibrationError       a calibration target cannot be met by the pool
     │   ├── RegistryError              a registry change that cannot be made
     │   │   ├── ModelNotFoundError     no such model (HTTP 404)
     │   │   ├── ModelExistsError       the model is already registered (HTTP 409)
-    │   │   └── JobRunningError        a job about that model is unfinished (HTTP 409)
+    │   │   ├── JobRunningError        a job about that model is unfinished (HTTP 409)
+    │   │   └── KeyNotFoundError       no client key with that id (HTTP 404)
     │   └── ConfigError                a gateway configuration value is invalid
     └── StateError (ValueError)        a saved state (artifact, registry) is missing, corrupt,
                                        locked or of another version; exit 2, HTTP 503
@@ -70,6 +72,12 @@ class RouterError(UsageError):
     """Bad use of a router: unknown model, wrong shapes, not fitted, empty pool."""
 
 
+class NoCapableModelError(RouterError):
+    """No model the router may pick can take the request (its capabilities or its context)."""
+
+    code = "no_capable_model"
+
+
 class CalibrationError(RouterError):
     """A calibration target cannot be met by the current pool (or is malformed)."""
 
@@ -101,6 +109,13 @@ class JobRunningError(RegistryError):
 
     http_status = 409
     code = "job_running"
+
+
+class KeyNotFoundError(RegistryError):
+    """The registry has no client key with that id."""
+
+    http_status = 404
+    code = "key_not_found"
 
 
 class ConfigError(UsageError):

@@ -2,7 +2,8 @@
 
 A ``Pool`` is an immutable value. Per model it holds its name, expected cost per query, its
 scores on the representative prompts, its feature vector Psi(h) (computed from those scores by
-the router that routes over this pool) and, when the gateway can call it, its endpoint. Routers
+the router that routes over this pool), what it can do beyond plain text with its token limits
+(``Capabilities``) and, when the gateway can call it, its endpoint. Routers
 never store a pool: they take one in ``predict_error(X, pool)``. The deployed router reads a new
 pool from the registry when the registry's revision changes and swaps it in whole, so a request
 always sees one consistent pool.
@@ -28,15 +29,45 @@ class Endpoint:
     upstream_model: str | None = None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do beyond plain text (``names``: "tools", "vision", "json") and its
+    token limits (None: not known, so not limited)."""
+
+    names: frozenset[str] = frozenset()
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        names = frozenset(self.names)
+        if not all(isinstance(n, str) and n for n in names):
+            raise RouterError(f"capabilities must be non-empty names, got {sorted(names, key=str)}")
+        object.__setattr__(self, "names", names)
+        for label in ("context_window", "max_output_tokens"):
+            value = getattr(self, label)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise RouterError(f"{label} must be a whole number of tokens >= 1, got {value!r}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+
+#: A model that declares nothing: no capability, no known limit.
+NO_CAPABILITIES = Capabilities()
+
+
 @dataclass(frozen=True, eq=False)
 class Pool:
     """Models to route among, column ``j`` of every array describing ``names[j]``.
 
     ``costs`` (m,) are expected costs per query, ``scores`` (n_representative, m) the scores on
     the representative prompts (NaN = missing), ``features`` (m, F) the Psi rows, ``endpoints``
-    one entry per model (None when the gateway cannot call it). ``revision`` is the registry
-    revision the pool was read at (0 for a pool built in memory). For estimators whose features
-    are per-cluster errors, ``evidence`` (m, F) counts the representative prompts behind each
+    one entry per model (None when the gateway cannot call it), ``capabilities`` one
+    ``Capabilities`` per model (default: none declared). ``revision`` is the registry revision
+    the pool was read at (0 for a pool built in memory). For estimators whose features are
+    per-cluster errors, ``evidence`` (m, F) counts the representative prompts behind each
     feature and ``feature_std`` (m, F) is its uncertainty (posterior std); None otherwise.
     """
 
@@ -49,6 +80,7 @@ class Pool:
     evidence: np.ndarray | None = None
     feature_std: np.ndarray | None = None
     answers: np.ndarray | None = None
+    capabilities: tuple[Capabilities, ...] = ()
     _index: dict[str, int] = field(init=False, repr=False)
     _servable: tuple[str, ...] = field(init=False, repr=False)
 
@@ -76,6 +108,9 @@ class Pool:
         endpoints = tuple(self.endpoints) if self.endpoints else (None,) * m
         if len(endpoints) != m:
             raise RouterError(f"{len(endpoints)} endpoints for {m} models")
+        capabilities = tuple(self.capabilities) if self.capabilities else (NO_CAPABILITIES,) * m
+        if len(capabilities) != m or not all(isinstance(c, Capabilities) for c in capabilities):
+            raise RouterError(f"capabilities must be one Capabilities per model ({m})")
         evidence = self._per_feature(self.evidence, features.shape, "evidence")
         feature_std = self._per_feature(self.feature_std, features.shape, "feature_std")
         answers = None
@@ -99,6 +134,7 @@ class Pool:
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "endpoints", endpoints)
+        object.__setattr__(self, "capabilities", capabilities)
         object.__setattr__(self, "_index", {name: j for j, name in enumerate(names)})
         servable = tuple(n for n, e in zip(names, endpoints, strict=True) if e is not None)
         object.__setattr__(self, "_servable", servable)
@@ -140,6 +176,10 @@ class Pool:
         """Where the gateway calls a pool model, or None when it cannot."""
         return self.endpoints[self.index(name)]
 
+    def capabilities_of(self, name: str) -> Capabilities:
+        """What a pool model can do beyond plain text, and its token limits."""
+        return self.capabilities[self.index(name)]
+
     @property
     def servable(self) -> tuple[str, ...]:
         """Models the gateway can call (those with an endpoint), in pool order."""
@@ -158,6 +198,7 @@ class Pool:
             evidence=None if self.evidence is None else self.evidence[columns],
             feature_std=None if self.feature_std is None else self.feature_std[columns],
             answers=None if self.answers is None else self.answers[:, columns],
+            capabilities=tuple(self.capabilities[j] for j in columns),
         )
 
     def pessimistic(self, z: float) -> Pool:

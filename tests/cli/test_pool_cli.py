@@ -19,6 +19,7 @@ from uniroute.cli.main import main
 from uniroute.data.dataset import RoutingDataset
 from uniroute.data.loading import load_dataset
 from uniroute.data.paths import default_data_dir
+from uniroute.onboarding.probes import PROBED_CAPABILITIES
 from uniroute.registry.store import Registry
 
 ARC_TEST = default_data_dir() / "routerbench" / "arc_challenge_test.csv"
@@ -585,7 +586,8 @@ def test_models_add_can_skip_tasks_that_cannot_be_graded(arc_and_mbpp, capsys, t
         f"skipped task(s) that cannot be graded: mbpp ({len(mbpp)} prompts); "
         f"{left} of {len(prompts)} representative prompts left to grade"
     ) in out
-    assert asked == left  # the first, refused run asked nothing
+    # The first, refused run asked nothing; this one each prompt and one probe per capability.
+    assert asked == left + len(PROBED_CAPABILITIES)
     with Registry(registry) as opened:
         scores = opened.get_scores("gpt-4-1106-preview")
     # Skipped prompts stay missing, never 0.

@@ -15,6 +15,7 @@ import pytest
 from starlette.responses import JSONResponse
 
 from tests.gateway.support import ADMIN_TOKEN, COSTS, HELD_OUT, POOL, chat_body, pool_gateway
+from uniroute.onboarding.probes import PROBED_CAPABILITIES
 from uniroute.registry import Registry
 from uniroute.testing.harness import recorded_scores, serve_in_thread, sse_events, wait_for_job
 from uniroute.testing.replay import create_replay_app, recorded_answers
@@ -196,7 +197,7 @@ def test_onboarding_job_asks_the_endpoint_by_its_upstream_name(setup, upstream):
     assert job["status"] == "succeeded", job
     assert job["result"]["model"]["upstream_model"] == SERVED_NAME
     # The pool name was never sent: the endpoint would have refused it.
-    assert checker.requested == [SERVED_NAME] * n_prompts
+    assert checker.requested == [SERVED_NAME] * (n_prompts + len(PROBED_CAPABILITIES))
     with Registry(registry) as reopened:
         assert reopened.get_model(name).upstream_model == SERVED_NAME
         assert len(reopened.get_scores(name)) == job["result"]["scores"]

@@ -97,10 +97,13 @@ def test_routed_requests_reach_the_routed_upstream(deployment, client, prompts, 
     assert {m: after[m] - before[m] for m in POOL} == {m: expected.count(m) for m in POOL}
 
 
-def test_router_embeds_the_last_user_message(deployment, client, prompts, answers):
+def test_router_embeds_the_last_user_message_after_earlier_user_turns(
+    deployment, client, prompts, answers
+):
     _, router = deployment
     first, last = prompts[0], prompts[1]
-    model = router.route(last).model
+    # The earlier user turn is context (at most 600 characters, its end), the assistant's is not.
+    model = router.route(f"{first.strip()[-600:]}\n{last}").model
     completion = client.chat.completions.create(
         model="uniroute",
         messages=[{"role": "system", "content": "Answer with one letter."},

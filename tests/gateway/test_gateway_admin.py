@@ -21,6 +21,7 @@ from tests.gateway.support import (
     chat_body,
 )
 from uniroute.deployment import Router
+from uniroute.onboarding.probes import PROBED_CAPABILITIES
 from uniroute.registry import Registry
 from uniroute.testing.harness import (
     free_port,
@@ -125,7 +126,10 @@ def test_onboarding_job_queries_the_endpoint_and_makes_the_model_routable(setup,
     assert job["progress"]["total"] == n_prompts and job["progress"]["done"] == n_prompts
     assert job["result"]["scores"] > 0.9 * n_prompts
     asked = replays[TO_ONBOARD].stats()["chat_completions"] - asked_before
-    assert asked == n_prompts
+    # Every representative prompt once, and one probe per probed capability (none declared).
+    assert asked == n_prompts + len(PROBED_CAPABILITIES)
+    probed = {outcome["capability"] for outcome in job["result"]["probes"]["outcomes"]}
+    assert probed == set(PROBED_CAPABILITIES)
     listed = {m["name"]: m for m in _admin(gateway, "GET", "/models").json()["models"]}
     assert listed[TO_ONBOARD]["n_scores"] == job["result"]["scores"]
     assert TO_ONBOARD in _served(gateway)

@@ -74,7 +74,8 @@ def test_a_job_of_a_killed_replica_is_finished_by_another_asking_nothing_twice(
     fleet: Fleet,
 ) -> None:
     fleet.endpoint.set_fault(delay_ms=60, reset_stats=True)
-    options = {"concurrency": 2, "timeout": 60, "retries": 0}
+    # No capability probes: the endpoint's counts are then the representative prompts alone.
+    options = {"concurrency": 2, "timeout": 60, "retries": 0, "probe_capabilities": False}
     body = {"name": TO_ONBOARD, "cost": 0.0004, "endpoint": fleet.endpoint.v1_url,
             "onboard": True, "onboarding": options}  # fmt: skip
     started = httpx.post(f"{fleet.a.base_url}/admin/models", json=body, headers=AUTH, timeout=30)

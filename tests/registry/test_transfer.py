@@ -65,6 +65,8 @@ def _fill(location: str | Path) -> None:
                                    lease_s=30.0)  # fmt: skip
         registry.jobs.renew(job.id, "a", lease_s=30.0, done=1, total=2, message="asking")
         registry.answer_cache.put("new", "http://x/v1", "p0", "Q?", "B", {"max_tokens": 8})
+        key = registry.keys.create("ci", team="red", allowed_models=["mid"], rpm_limit=5).key
+        registry.keys.charge(key.id, 0.125)  # a day row and a month row
 
 
 def _pool_view(location: str | Path) -> dict:
@@ -88,6 +90,8 @@ def _pool_view(location: str | Path) -> dict:
             "cached": registry.answer_cache.get_many(
                 "new", "http://x/v1", [("p0", "Q?")], {"max_tokens": 8}
             ),
+            "keys": registry.keys.list(),
+            "key_usage": registry.keys.usage(),
         }
 
 
@@ -126,12 +130,12 @@ def test_copy_sqlite_to_postgres_and_back_is_identical(
     report = copy_registry(source, url)
     assert dict(report.counts) == {
         "meta": 4, "models": 3, "scores": 13, "features": 4, "answers": 3, "policy": 1,
-        "jobs": 1, "answer_cache": 1, "client_keys": 0, "key_usage": 0, "sessions": 0,
+        "jobs": 1, "answer_cache": 1, "client_keys": 1, "key_usage": 2, "sessions": 0,
     }  # fmt: skip
     assert report.pool_version == expected["pool_version"] and not report.replaced
     assert (
         "copied 4 meta rows, 3 models, 13 scores, 4 Ψ rows, 3 answers, 1 policy rows, 1 jobs, "
-        "1 cached answers, 0 client keys, 0 usage rows, 0 sessions"
+        "1 cached answers, 1 client keys, 2 usage rows, 0 sessions"
     ) in report.describe()
     assert expected["cached"] == {"p0": "B"} and expected["jobs"][0].done == 1
     assert "verified row by row" in report.describe()

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "uniroute.cli.calibrate_cmd",
     "uniroute.cli.serve_cmd",
     "uniroute.cli.registry_cmd",
+    "uniroute.cli.keys_cmd",
 ]
 
 

@@ -1,4 +1,5 @@
-"""`uniroute models`: add, list, show, remove, enable, disable and re-price pool models."""
+"""`uniroute models`: add, list, show, remove, enable, disable, re-price and update (capabilities
+and token limits of) pool models."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uniroute.cli.arg_types import int_at_least, positive_float
 from uniroute.cli.pool_options import (
@@ -26,6 +27,53 @@ if TYPE_CHECKING:
 
 # How many unknown prompt ids of a scores file are named in the report.
 _SHOWN_UNKNOWN_IDS = 5
+
+
+def capability_list(text: str) -> tuple[str, ...]:
+    """``--capabilities``: comma-separated names of ``CAPABILITIES`` ("" declares none)."""
+    from uniroute.registry.records import CAPABILITIES
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CAPABILITIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown capability {unknown[0]!r}; known: {', '.join(CAPABILITIES)} "
+            '(comma-separated, or "" for none)'
+        )
+    return tuple(sorted(set(names)))
+
+
+def token_limit(text: str) -> int | None:
+    """``--context-window`` / ``--max-output-tokens``: a whole number of tokens >= 1, or
+    ``none`` (not known, so not limited)."""
+    if text.strip().lower() == "none":
+        return None
+    return int_at_least(1)(text)
+
+
+def _add_capability_arguments(parser: argparse.ArgumentParser, *, clearable: bool) -> None:
+    none = " ('none': not known)" if clearable else ""
+    # Updating, an option left out keeps its value: it is then absent from the namespace.
+    default = argparse.SUPPRESS if clearable else None
+    parser.add_argument(
+        "--capabilities",
+        type=capability_list,
+        default=default,
+        help="what the model can do beyond text, comma-separated: tools, vision, json "
+        '("" for none); routing sends requests that need one only to models that have it',
+    )
+    parser.add_argument(
+        "--context-window",
+        type=token_limit if clearable else int_at_least(1),
+        default=default,
+        help=f"the model's context window in tokens{none}; longer requests skip it",
+    )
+    parser.add_argument(
+        "--max-output-tokens",
+        type=token_limit if clearable else int_at_least(1),
+        default=default,
+        help=f"the longest answer the model gives, in tokens{none}",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="skip tasks none of whose prompts can be graded (e.g. coding tasks without unit "
         "tests) instead of failing; their scores stay missing",
     )
+    _add_capability_arguments(add, clearable=False)
     add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     add.add_argument("--disabled", action="store_true", help="add it disabled")
     add.add_argument("--replace", action="store_true", help="replace a model of the same name")
@@ -111,6 +160,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_location_arguments(price, artifact=False)
     price.set_defaults(func=run_set_cost)
 
+    update = actions.add_parser(
+        "update",
+        help="change a model's capabilities and token limits",
+        description='Change what a model can do (--capabilities tools,vision,json; "" clears '
+        "them) and its token limits; an option left out keeps its value.",
+    )
+    update.add_argument("name")
+    _add_capability_arguments(update, clearable=True)
+    add_location_arguments(update, artifact=False)
+    update.set_defaults(func=run_update)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -137,6 +197,9 @@ def run_add(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env,
         tags=tuple(args.tag),
         enabled=not args.disabled,
+        capabilities=args.capabilities or (),
+        context_window=args.context_window,
+        max_output_tokens=args.max_output_tokens,
     )
     # Adding a model never embeds a prompt: the encoder is not even read.
     artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
@@ -169,8 +232,12 @@ def run_add(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             retries=args.retries,
             skip_ungradeable_tasks=args.skip_ungradeable_tasks,
+            # Declared capabilities (even none, with --capabilities "") are not probed.
+            probe_capabilities=False if args.capabilities is not None else None,
         )
         print(onboarded.result.summary())
+        if onboarded.probes is not None:
+            print(f"  {onboarded.probes.summary()}")
         if onboarded.result.skipped:
             print(describe_skipped(artifact.representative_prompts, onboarded.result.skipped))
         added = onboarded.added
@@ -184,6 +251,7 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"  {describe_answers(added.n_answers, added.n_answer_keys, added.n_representative)}")
     if record.upstream_model is not None:
         print(f"  requests to {record.endpoint} name the model {record.upstream_model!r}")
+    print(f"  {describe_capabilities(added.record.to_dict())}")
     if added.unknown_ids:
         shown = ", ".join(added.unknown_ids[:_SHOWN_UNKNOWN_IDS])
         more = " ..." if len(added.unknown_ids) > _SHOWN_UNKNOWN_IDS else ""
@@ -202,6 +270,19 @@ def run_add(args: argparse.Namespace) -> int:
     if snapshot.policy_stale_reason is not None:
         print(f"warning: default policy is stale: {snapshot.policy_stale_reason}")
     return 0
+
+
+def describe_capabilities(record: Mapping[str, Any]) -> str:
+    """One line: a record's capabilities and token limits."""
+    capabilities = ", ".join(record.get("capabilities") or ()) or "none declared"
+
+    def tokens(value: int | None) -> str:
+        return "-" if value is None else f"{value:,} tokens"
+
+    return (
+        f"capabilities {capabilities}; context window {tokens(record.get('context_window'))}; "
+        f"max output {tokens(record.get('max_output_tokens'))}"
+    )
 
 
 def describe_answers(n_answers: int, n_keys: int, n_representative: int | None) -> str:
@@ -246,15 +327,27 @@ def run_list(args: argparse.Namespace) -> int:
         print("the registry has no models")
         return 0
     width = max(len(r.name) for r in records)
-    print(f"{'model':<{width}}  enabled  {'price':<28} scores  endpoint")
+    print(f"{'model':<{width}}  enabled  {'price':<28} scores  {'capabilities':<16} endpoint")
     for r in records:
+        abilities = ",".join(r.capabilities) or "-"
+        if r.context_window is not None:
+            abilities += f" ({_short_tokens(r.context_window)})"
         print(
             f"{r.name:<{width}}  {'yes' if r.enabled else 'no':<7}  {r.cost.describe():<28} "
-            f"{counts.get(r.name, 0):>6}  {r.endpoint or '-'}"
+            f"{counts.get(r.name, 0):>6}  {abilities:<16} {r.endpoint or '-'}"
         )
     if policy is not None:
         print(f"default policy: lambda={policy.lam:.6g} for {policy.target.describe()}")
     return 0
+
+
+def _short_tokens(value: int) -> str:
+    """A token count in a narrow column: 8192 -> 8k, 128000 -> 128k, 1000000 -> 1M."""
+    if value >= 1_000_000 and value % 1_000_000 == 0:
+        return f"{value // 1_000_000}M"
+    if value >= 1000:
+        return f"{round(value / 1000)}k"
+    return str(value)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -300,6 +393,12 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"  upstream    {upstream}")
     print(f"  api key env {record.api_key_env or '-'}")
     print(f"  tags        {', '.join(record.tags) or '-'}")
+    print(f"  capable of  {', '.join(record.capabilities) or '- (none declared)'}")
+    for label, value in (
+        ("context", record.context_window),
+        ("max output", record.max_output_tokens),
+    ):
+        print(f"  {label:<11} {'-' if value is None else f'{value:,} tokens'}")
     mean = "-" if info["mean_score"] is None else f"{info['mean_score']:.3f}"
     print(f"  scores      {len(scores)} (mean {mean})")
     for task, entry in info.get("accuracy_per_task", {}).items():
@@ -351,4 +450,22 @@ def run_set_cost(args: argparse.Namespace) -> int:
     with Registry(registry_path(args)) as registry:
         record = set_cost(registry, args.name, cost)
     print(f"{record.name!r} now costs {record.cost.describe()}")
+    return 0
+
+
+def run_update(args: argparse.Namespace) -> int:
+    """Change one model's capabilities and token limits (a registry change: no artifact read)."""
+    from uniroute.deployment.pool_changes import set_capabilities
+    from uniroute.registry import Registry
+
+    # The options are left unset when not given (argparse.SUPPRESS): "none" given clears a limit.
+    keys = ("capabilities", "context_window", "max_output_tokens")
+    changes = {key: getattr(args, key) for key in keys if hasattr(args, key)}
+    if not changes:
+        raise RegistryError(
+            "nothing to update: give --capabilities, --context-window or --max-output-tokens"
+        )
+    with Registry(registry_path(args)) as registry:
+        record = set_capabilities(registry, args.name, **changes)
+    print(f"{record.name!r}: {describe_capabilities(record.to_dict())}")
     return 0

@@ -22,6 +22,11 @@ class DecisionBatch:
     allowed: np.ndarray
     weights: np.ndarray | None
     error_std: np.ndarray | None = None
+    #: Which models can take the request (its capabilities, its context), when the routing call
+    #: restricted the candidates to them (None: no restriction).
+    capable: np.ndarray | None = None
+    #: Per row, the column the argmin picks without that restriction (None: no restriction).
+    unrestricted_choice: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +46,10 @@ class Decision:
     ``cluster`` is the prompt's (dominant) cluster and ``cluster_weights`` its Phi(x), for the
     cluster-based routers. ``policy`` says where ``lam`` came from ("default", "explicit",
     "max_cost" or "uncalibrated"); ``warning`` is set when the default policy is missing or stale.
+    When the routing call named the models that can take the request (``capable``: tools,
+    images, JSON mode, its context), only those are allowed: ``not_capable`` lists the others
+    and ``capability_rule_changed_pick`` says whether the pick without that rule
+    (``unrestricted_model``) differs.
     The per-model mappings are built on first access, so routing a large batch costs no
     per-model Python work until a decision is inspected.
 
@@ -107,6 +116,30 @@ class Decision:
         return [n for n in self.pool.names if self.pool.endpoint(n) is None]
 
     @functools.cached_property
+    def not_capable(self) -> list[str]:
+        """Models left out because they cannot take the request (its capabilities, context)."""
+        if self.batch.capable is None:
+            return []
+        excluded = set(self.not_servable)
+        return [
+            n
+            for n, ok in zip(self.pool.names, self.batch.capable, strict=True)
+            if not ok and n not in excluded
+        ]
+
+    @property
+    def unrestricted_model(self) -> str:
+        """The model the argmin picks without the capability rule (``model`` without one)."""
+        if self.batch.unrestricted_choice is None:
+            return self.model
+        return self.pool.names[int(self.batch.unrestricted_choice[self.row])]
+
+    @property
+    def capability_rule_changed_pick(self) -> bool:
+        """Whether restricting to the models that can take the request changed the pick."""
+        return self.unrestricted_model != self.model
+
+    @functools.cached_property
     def estimated_errors(self) -> dict[str, float]:
         """Estimated error of every pool model on this prompt."""
         return dict(zip(self.pool.names, self.batch.errors[self.row].tolist(), strict=True))
@@ -139,7 +172,7 @@ class Decision:
     @functools.cached_property
     def over_budget(self) -> list[str]:
         """Models left out because their cost exceeds ``max_cost``."""
-        excluded = set(self.not_servable)
+        excluded = set(self.not_servable) | set(self.not_capable)
         return [
             n
             for n, ok in zip(self.pool.names, self.batch.allowed, strict=True)
@@ -153,8 +186,16 @@ class Decision:
             return None
         return self.batch.weights[self.row].tolist()
 
+    def capability_dict(self) -> dict[str, Any]:
+        """What the capability rule did to this decision (JSON-serialisable)."""
+        return {
+            "not_capable": self.not_capable,
+            "capability_rule_changed_pick": self.capability_rule_changed_pick,
+            "unrestricted_model": self.unrestricted_model,
+        }
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form with every field."""
+        """JSON-serialisable form with every field (the capability rule's: ``capability_dict``)."""
         return {
             "model": self.model,
             "estimated_error": self.estimated_error,

@@ -1,5 +1,5 @@
 """Changes to the pool: the one place the CLI and the admin API add, onboard, remove, enable,
-re-price and calibrate models.
+re-price, describe the capabilities of and calibrate models.
 
 No function here writes an endpoint the rule of :mod:`uniroute.onboarding.endpoints` refuses (a
 record is checked when built) or one whose host the caller's
@@ -9,18 +9,22 @@ link-local and cloud metadata hosts): :func:`check_endpoint_allowed` runs before
 
 Each function writes the registry (one transaction: no reader ever sees a model half-described)
 and then refreshes the router, so the change is routed on return. Other processes see it when
-they next refresh. The changes that need no artifact (removing, enabling, re-pricing) also take
-a bare :class:`~uniroute.registry.Registry`, for callers that hold no router (the CLI's
-``models remove|enable|disable|set-cost``); routers see such a change at their next refresh.
+they next refresh. The changes that need no artifact (removing, enabling, re-pricing, setting
+capabilities) also take a bare :class:`~uniroute.registry.Registry`, for callers that hold no
+router (the CLI's ``models remove|enable|disable|set-cost|update``); routers see such a change
+at their next refresh.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +50,9 @@ if TYPE_CHECKING:  # the onboarding client (and its HTTP stack) loads only to on
     from uniroute.data.representative import RepresentativePrompt
     from uniroute.onboarding.client import OnboardingResult
     from uniroute.onboarding.graders import Grader
+    from uniroute.onboarding.probes import ProbeReport
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,13 @@ class AddedModel:
 
 @dataclass(frozen=True)
 class OnboardedModel:
-    """Outcome of onboarding a model from its endpoint: the answers' grading and the addition."""
+    """Outcome of onboarding a model from its endpoint: the answers' grading and the addition;
+    ``probes`` says what the capability probes found (None: capabilities were declared, so
+    nothing was probed)."""
 
     result: OnboardingResult
     added: AddedModel
+    probes: ProbeReport | None = None
 
 
 def check_can_add(router: Router, name: str, replace: bool) -> None:
@@ -215,10 +225,16 @@ def onboard_model(
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     endpoint_policy: EndpointPolicy | None = None,
+    probe_capabilities: bool | None = None,
     **settings: Any,
 ) -> OnboardedModel:
     """Ask the model's endpoint the representative prompts, grade the answers, add the model
     with its scores and its answers (raw text and canonical key).
+
+    When the record declares no capability (and ``probe_capabilities`` is not False; True
+    probes even then), the endpoint is probed for tools and JSON mode
+    (:mod:`uniroute.onboarding.probes`) after it answered, and the record stores what the probes
+    found; a probe that fails only means "not capable", never a failed onboarding.
 
     ``settings`` are the onboarding options (api_style, concurrency, timeout, retries,
     max_tokens, skip_ungradeable_tasks, max_failure_rate). The endpoint is checked against
@@ -248,6 +264,12 @@ def onboard_model(
         endpoint_policy=endpoint_policy,
         **settings,
     )
+    probes = None
+    wanted = not record.capabilities if probe_capabilities is None else probe_capabilities
+    if wanted:
+        probes = _probe(record, endpoint_policy, settings)
+        found = tuple(sorted({*record.capabilities, *probes.capabilities}))
+        record = dataclasses.replace(record, capabilities=found)
     # Every answer the endpoint gave (cached ones included) is kept with the scores.
     added = add_scored_model(
         router,
@@ -259,7 +281,32 @@ def onboard_model(
         endpoint_policy=endpoint_policy,
         graders=settings.get("graders"),
     )
-    return OnboardedModel(result, added)
+    return OnboardedModel(result, added, probes)
+
+
+def _probe(
+    record: ModelRecord, endpoint_policy: EndpointPolicy | None, settings: Mapping[str, Any]
+) -> ProbeReport:
+    """The capability probes of a record's endpoint; whatever goes wrong, a report (never an
+    error: a probe decides a capability, not whether the model joins the pool)."""
+    from uniroute.onboarding.probes import MAX_PROBE_SECONDS, ProbeReport, probe_capabilities
+
+    if settings.get("api_style", "chat") != "chat":
+        return ProbeReport(
+            skipped="the probes speak the chat API; this model is onboarded on /completions"
+        )
+    assert record.endpoint is not None
+    try:
+        return probe_capabilities(
+            record.endpoint,
+            record.upstream_model or record.name,
+            api_key_env=record.api_key_env,
+            timeout=min(float(settings.get("timeout", MAX_PROBE_SECONDS)), MAX_PROBE_SECONDS),
+            endpoint_policy=endpoint_policy,
+        )
+    except Exception as exc:  # a bug or an unforeseen answer must not cost the onboarding
+        logger.exception("capability probes of model %r failed", record.name)
+        return ProbeReport(skipped=f"the probes failed ({type(exc).__name__})")
 
 
 def remove_model(router: Router | Registry, name: str) -> None:
@@ -278,6 +325,25 @@ def set_enabled(router: Router | Registry, name: str, enabled: bool) -> ModelRec
 def set_cost(router: Router | Registry, name: str, cost: ModelCost) -> ModelRecord:
     """Change a model's price."""
     record = _registry_of(router).set_cost(name, cost)
+    _refresh(router)
+    return record
+
+
+def set_capabilities(
+    router: Router | Registry,
+    name: str,
+    *,
+    capabilities: Iterable[str] | EllipsisType = ...,
+    context_window: int | None | EllipsisType = ...,
+    max_output_tokens: int | None | EllipsisType = ...,
+) -> ModelRecord:
+    """Change what a model can do and its token limits (a field left out is kept)."""
+    record = _registry_of(router).set_capabilities(
+        name,
+        capabilities=capabilities,
+        context_window=context_window,
+        max_output_tokens=max_output_tokens,
+    )
     _refresh(router)
     return record
 

@@ -8,7 +8,10 @@ away from) without a restart, and a request never sees a half-applied change.
 
 A decision minimises ``err(x, h) + lambda * cost(h)`` over the enabled models (ties go to the
 cheaper model). ``lambda`` is the caller's, or the calibrated default policy's; with a
-``max_cost`` only models whose expected per-query cost is at most that are considered.
+``max_cost`` only models whose expected per-query cost is at most that are considered; with
+``capable`` (the models that can take the request: tools, images, JSON mode, its context) only
+those are, so the argmin is the best capable model and the fallback ranking holds capable ones
+only.
 Changes to the pool go through :mod:`uniroute.deployment.pool_changes`.
 
 With a hard K-means estimator a prompt's decision depends on it only through its cluster: for a
@@ -21,7 +24,7 @@ field for field. A pool change brings a new snapshot, and with it new tables.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -34,7 +37,7 @@ from uniroute.deployment.decision import Decision, DecisionBatch
 from uniroute.deployment.snapshot import Snapshot, SnapshotReader
 from uniroute.deployment.verify import VerifyPlan, verify_plans
 from uniroute.embeddings.base import inline_char_limit
-from uniroute.errors import RouterError, StateError
+from uniroute.errors import NoCapableModelError, RouterError, StateError
 from uniroute.pool import Pool
 from uniroute.registry import Registry, prompts_fingerprint
 from uniroute.routers.uniroute_kmeans import ClusterProfileRouter, UniRouteKMeans
@@ -218,11 +221,15 @@ class Router:
         max_cost: float | None = None,
         risk: float = 0.0,
         snapshot: Snapshot | None = None,
+        capable: Collection[str] | None = None,
     ) -> list[Decision]:
         """Route pre-embedded prompts (one row each) over one snapshot (default: the current).
 
         ``risk`` > 0 decides on ``estimate + risk * std`` (an upper bound of each error) where
         the estimator gives uncertainties, so thin evidence is not taken for a low error.
+        ``capable`` names the models that can take these prompts (None: every model can): the
+        argmin and the ranking are over those only; none of them servable is a
+        ``NoCapableModelError``.
         """
         snapshot = snapshot or self._snapshot
         pool = snapshot.pool
@@ -238,15 +245,18 @@ class Router:
         if max_cost is not None:
             max_cost = non_negative_number(max_cost, "max_cost", RouterError)
         policy = _Policy(lam_value, policy_label, warning, max_cost, risk)
+        mask = None if capable is None else _capable_mask(pool, capable)
         estimator = self.artifact.router
         if self.decision_tables and isinstance(estimator, UniRouteKMeans):
+            # The capable set is part of the key: each set of models has its own argmins.
+            mask_key = None if mask is None else tuple(np.flatnonzero(mask).tolist())
             table = snapshot.derived.get(
-                ("decisions", *policy.key()),
-                lambda: self._decision_table(estimator, snapshot, policy),
+                ("decisions", *policy.key(), mask_key),
+                lambda: self._decision_table(estimator, snapshot, policy, mask),
                 cells=3 * estimator.n_clusters_ * len(pool),  # errors, objective, error std
             )
             return [table[k] for k in estimator.error_rows(X, pool).tolist()]
-        return self._compute_decisions(X, snapshot, policy)
+        return self._compute_decisions(X, snapshot, policy, mask)
 
     def verify_plans(
         self, X: np.ndarray, *, lam: float | None = None, snapshot: Snapshot | None = None
@@ -262,39 +272,55 @@ class Router:
             self.artifact.router, self.artifact.representative_prompts, snapshot, X, lam_value
         )
 
-    def _allowed(self, pool: Pool, max_cost: float | None) -> np.ndarray:
-        """Which models a decision may pick: the servable ones (all if none is), within budget."""
+    def _allowed(
+        self, pool: Pool, max_cost: float | None, capable: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Which models a decision may pick: the servable ones (all if none is) that can take
+        the request, within budget; and the same without the capability rule (None without
+        one), to tell whether that rule changed the pick."""
         costs = pool.costs
         # The gateway can only call models with an endpoint: when the pool has any, the others
         # are not candidates, so the decision names the model that will really be called.
         servable = np.array([e is not None for e in pool.endpoints], dtype=bool)
         allowed = servable.copy() if servable.any() else np.ones(len(costs), dtype=bool)
+        unrestricted = None
+        if capable is not None:
+            if not (allowed & capable).any():
+                considered = [n for n, ok in zip(pool.names, allowed, strict=True) if ok]
+                raise NoCapableModelError(
+                    f"no model can take this request; considered {considered}"
+                )
+            unrestricted = allowed.copy()
+            allowed = allowed & capable
         if max_cost is not None:
             within = costs <= max_cost * (1 + _MAX_COST_SLACK)
             if not (allowed & within).any():
                 cheapest = int(np.argmin(np.where(allowed, costs, np.inf)))
+                which = "enabled model" if capable is None else "model that can take the request"
                 raise RouterError(
-                    f"no enabled model costs at most {max_cost:g} per query; the cheapest is "
+                    f"no {which} costs at most {max_cost:g} per query; the cheapest is "
                     f"{pool.names[cheapest]!r} at {costs[cheapest]:g}"
                 )
             allowed &= within
-        return allowed
+            if unrestricted is not None:
+                unrestricted &= within
+        return allowed, unrestricted
 
     def _compute_decisions(
-        self, X: np.ndarray, snapshot: Snapshot, policy: _Policy
+        self, X: np.ndarray, snapshot: Snapshot, policy: _Policy, capable: np.ndarray | None = None
     ) -> list[Decision]:
         """Every prompt's decision computed from its estimated errors (any estimator)."""
         pool = snapshot.pool
         costs = pool.costs
-        allowed = self._allowed(pool, policy.max_cost)
+        allowed, unrestricted = self._allowed(pool, policy.max_cost, capable)
         estimator = self.artifact.router
         risk = policy.risk
         errors = estimator.predict_error(X, pool.pessimistic(risk) if risk else pool)
         weights = (
             estimator.cluster_weights(X) if isinstance(estimator, ClusterProfileRouter) else None
         )
-        batch = _decision_batch(pool, errors, allowed, policy.lam, weights)
         choice = _choices(errors, costs, allowed, policy.lam)
+        batch = _decision_batch(pool, errors, allowed, policy.lam, weights, capable, unrestricted)
         clusters = None if weights is None else weights.argmax(axis=1).tolist()
         return [
             _decision(pool.names[j], policy, None if clusters is None else clusters[i], batch, i)
@@ -302,7 +328,11 @@ class Router:
         ]
 
     def _decision_table(
-        self, estimator: UniRouteKMeans, snapshot: Snapshot, policy: _Policy
+        self,
+        estimator: UniRouteKMeans,
+        snapshot: Snapshot,
+        policy: _Policy,
+        capable: np.ndarray | None = None,
     ) -> tuple[Decision, ...]:
         """The decision for a prompt of each cluster (row k: cluster k), for one policy.
 
@@ -310,26 +340,46 @@ class Router:
         of cluster k are row k of ``cluster_errors``, its weights the one-hot row k.
         """
         pool = snapshot.pool
-        allowed = self._allowed(pool, policy.max_cost)
+        allowed, unrestricted = self._allowed(pool, policy.max_cost, capable)
         risk = policy.risk
         errors = estimator.cluster_errors(pool.pessimistic(risk) if risk else pool)
         weights = np.eye(estimator.n_clusters_)
-        batch = _decision_batch(pool, errors, allowed, policy.lam, weights)
         choice = _choices(errors, pool.costs, allowed, policy.lam)
+        batch = _decision_batch(pool, errors, allowed, policy.lam, weights, capable, unrestricted)
         return tuple(
             _decision(pool.names[j], policy, k, batch, k) for k, j in enumerate(choice.tolist())
         )
 
 
+def _capable_mask(pool: Pool, capable: Collection[str]) -> np.ndarray:
+    """Which pool columns are named in ``capable`` (names not in the pool are ignored)."""
+    if isinstance(capable, str):
+        raise RouterError("capable must be a collection of model names, not one string")
+    names = set(capable)
+    return np.array([name in names for name in pool.names], dtype=bool)
+
+
 def _decision_batch(
-    pool: Pool, errors: np.ndarray, allowed: np.ndarray, lam: float, weights: np.ndarray | None
+    pool: Pool,
+    errors: np.ndarray,
+    allowed: np.ndarray,
+    lam: float,
+    weights: np.ndarray | None,
+    capable: np.ndarray | None = None,
+    unrestricted: np.ndarray | None = None,
 ) -> DecisionBatch:
-    """The arrays the decisions of these rows of errors share."""
+    """The arrays the decisions of these rows of errors share (with the capability rule: the
+    capable models and each row's pick without the rule)."""
     objective = errors + lam * pool.costs[None, :]
     error_std = None
     if weights is not None and pool.feature_std is not None:
         error_std = weights @ pool.feature_std.T  # Phi(x) . std(Psi(h)): an upper bound
-    return DecisionBatch(pool, errors, objective, allowed, weights, error_std)
+    unrestricted_choice = None
+    if unrestricted is not None:
+        unrestricted_choice = _choices(errors, pool.costs, unrestricted, lam)
+    return DecisionBatch(
+        pool, errors, objective, allowed, weights, error_std, capable, unrestricted_choice
+    )
 
 
 def _choices(errors: np.ndarray, costs: np.ndarray, allowed: np.ndarray, lam: float) -> np.ndarray:

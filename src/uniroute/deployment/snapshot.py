@@ -23,7 +23,7 @@ import numpy as np
 from uniroute.artifact import Artifact
 from uniroute.errors import CalibrationError, StateError
 from uniroute.onboarding.endpoints import base_url
-from uniroute.pool import Endpoint, Pool
+from uniroute.pool import Capabilities, Endpoint, Pool
 from uniroute.registry import ModelRecord, Registry, pool_fingerprint
 from uniroute.registry.calibration import Policy, Target, solve_target
 from uniroute.registry.costs import mean_input_tokens
@@ -78,7 +78,8 @@ class DerivedValues:
 class Snapshot:
     """The routable pool at one registry revision and the default policy in force for it.
 
-    ``pool`` holds the enabled models (with their endpoints, when they have one); ``records``
+    ``pool`` holds the enabled models (with their endpoints, when they have one, and their
+    capabilities and token limits, read from the records); ``records``
     their registry records in pool order; ``policy_stale_reason`` says why the stored policy
     could not be solved again for this pool (None when it is current, or when there is none).
     A record with a ``problem`` (an endpoint or key variable stored by an older version that
@@ -248,6 +249,7 @@ class SnapshotReader:
                 evidence=evidence,
                 feature_std=feature_std,
                 answers=self._answers_of(records),
+                capabilities=tuple(capabilities_of(r) for r in records),
             )
         else:
             pool = Pool.empty(len(self._prompt_ids), revision)
@@ -285,6 +287,13 @@ class SnapshotReader:
         with contextlib.suppress(StateError):
             self.registry.set_policy(policy, notify=False)
         return policy, None
+
+
+def capabilities_of(record: ModelRecord) -> Capabilities:
+    """A record's declared (or probed) capabilities and token limits, as the pool holds them."""
+    return Capabilities(
+        frozenset(record.capabilities), record.context_window, record.max_output_tokens
+    )
 
 
 def _endpoint_of(record: ModelRecord) -> Endpoint | None:

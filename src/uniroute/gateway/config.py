@@ -99,6 +99,18 @@ class GatewayConfig:
     job_lease_s: float = 30.0
     #: Attempts (by any replicas) before a job whose replicas keep dying is failed.
     job_max_attempts: int = 3
+    #: Characters of a chat's earlier user turns routed with its last user message, as context
+    #: (0: the last user message alone).
+    routing_context_chars: int = 600
+    #: Where conversations' sessions live: "memory" (per replica), "registry" (shared by every
+    #: replica on it), or "auto": the registry when it is PostgreSQL, else memory.
+    session_store: str = "auto"
+    #: Seconds a conversation keeps its model after its last turn.
+    session_ttl_s: float = 1800.0
+    #: A turn leaves its conversation's model only for one estimated better by this much error.
+    session_margin: float = 0.05
+    #: Most sessions kept in memory (the least recently used go first).
+    max_sessions: int = 100_000
     #: Level of the gateway's own logs (access logs are always written at INFO).
     log_level: str = "INFO"
     #: Seconds after SIGTERM during which the gateway still accepts and serves requests but
@@ -124,6 +136,7 @@ class GatewayConfig:
             "header_read_timeout_s",
             "body_read_timeout_s",
             "job_lease_s",
+            "session_ttl_s",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -141,10 +154,21 @@ class GatewayConfig:
             "max_upstream_connections",
             "upstream_client_shards",
             "job_max_attempts",
+            "max_sessions",
         )
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.routing_context_chars < 0:
+            raise ConfigError(
+                f"routing_context_chars must be >= 0, got {self.routing_context_chars!r}"
+            )
+        if not 0 <= self.session_margin <= 1:
+            raise ConfigError(f"session_margin must lie in [0, 1], got {self.session_margin!r}")
+        if self.session_store not in ("auto", "memory", "registry"):
+            raise ConfigError(
+                f"session_store must be auto, memory or registry, got {self.session_store!r}"
+            )
         if self.connect_retries < 0:
             raise ConfigError(f"connect_retries must be >= 0, got {self.connect_retries!r}")
         if len(self.replica_name) > 200 or not self.replica_name.isprintable():

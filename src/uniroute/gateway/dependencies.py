@@ -23,7 +23,7 @@ import anyio.to_thread
 from starlette.requests import HTTPConnection
 
 from uniroute.deployment import Decision, Router, Snapshot, VerifyPlan
-from uniroute.errors import RouterError
+from uniroute.errors import NoCapableModelError, RouterError
 from uniroute.gateway.access_log import GATEWAY_LOGGER
 from uniroute.gateway.admin.jobs import JobTracker
 from uniroute.gateway.admin.onboarding import ONBOARDING_JOB, onboarding_runner
@@ -31,8 +31,11 @@ from uniroute.gateway.batching import RouteItem, RoutingBatcher
 from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.fallback import CLOSED, BreakerBoard
+from uniroute.gateway.keys import CALLER_KEY, KeyGuard
 from uniroute.gateway.metrics import GatewayMetrics
 from uniroute.gateway.openai.policy import ROUTED_ALIAS, RoutingPolicy
+from uniroute.gateway.openai.requirements import Requirements
+from uniroute.gateway.sessions import SessionCache
 from uniroute.gateway.upstream import UpstreamClient
 from uniroute.onboarding.upstream_hosts import EndpointPolicy
 
@@ -101,6 +104,15 @@ class Gateway:
         self.endpoint_policy = EndpointPolicy(config.upstream_allowlist)
         self.jobs.runners[ONBOARDING_JOB] = onboarding_runner(
             router, self.endpoint_policy, self.observe_soon
+        )
+        #: The registry's virtual client keys: who is calling, their limits and spend.
+        self.keys = KeyGuard(router.registry.keys, self.metrics)
+        #: Conversations' sessions: which model answered each one's last turn.
+        self.sessions = SessionCache(
+            router.registry,
+            config.session_store,
+            ttl_s=config.session_ttl_s,
+            max_sessions=config.max_sessions,
         )
         self._upstream: UpstreamClient | None = None
         #: True from a shutdown signal on: /readyz answers 503 so that no new traffic comes.
@@ -241,38 +253,85 @@ class Gateway:
         return self._reference[1]
 
     # ------------------------------------------------------------------ routing
-    async def decide(self, text: str, policy: RoutingPolicy, snapshot: Snapshot) -> Decision:
+    async def decide(
+        self,
+        text: str,
+        policy: RoutingPolicy,
+        snapshot: Snapshot,
+        required: Requirements | None = None,
+    ) -> Decision:
         """The router's decision for one prompt over ``snapshot`` (inline or batched in a thread).
 
         With a cheap encoder (TF-IDF) a prompt of ordinary length is embedded and routed right
         here on the event loop, in a fraction of a millisecond; anything else (MiniLM, long
-        prompts) is batched in the routing threads, so it never blocks the loop.
+        prompts) is batched in the routing threads, so it never blocks the loop. ``required``
+        (what the request needs: capabilities, a context) restricts the decision to the models
+        that can take it; none can is a 400 ``no_capable_model``.
         """
         started = time.perf_counter()
-        item = RouteItem(text, policy.lam, policy.max_cost, snapshot, policy.risk)
+        capable = None if required is None else required.capable(snapshot)
         try:
-            decision = await self.batcher.decide(item)
+            if capable is None:
+                item = RouteItem(text, policy.lam, policy.max_cost, snapshot, policy.risk)
+                decision = await self.batcher.decide(item)
+            else:
+                # The batcher groups by policy only: a restricted decision is routed on its own,
+                # inline when the encoder is cheap for the text, else in a routing thread.
+                def work() -> Decision:
+                    return self.router.route_embeddings(
+                        self.router.embed([text]),
+                        lam=policy.lam,
+                        max_cost=policy.max_cost,
+                        risk=policy.risk,
+                        snapshot=snapshot,
+                        capable=capable,
+                    )[0]
+
+                limit = self.batcher.inline_max_chars
+                if limit and len(text) <= limit:
+                    decision = work()
+                else:
+                    decision = await anyio.to_thread.run_sync(work, limiter=self.routing_limiter)
+        except NoCapableModelError as exc:
+            raise ApiError(400, str(exc), code="no_capable_model") from None
         except RouterError as exc:
             raise _routing_error(exc, policy, snapshot) from None
         self.metrics.routing_latency.observe(time.perf_counter() - started)
         return decision
 
     async def decide_verified(
-        self, text: str, policy: RoutingPolicy, snapshot: Snapshot
+        self,
+        text: str,
+        policy: RoutingPolicy,
+        snapshot: Snapshot,
+        required: Requirements | None = None,
     ) -> VerifiedDecision:
         """The decision and the verify-and-escalate plan for one prompt, from one embedding
         (inline for a cheap encoder, else in a routing thread); the plan trades error against
-        cost with the decision's lambda (explicit or default)."""
+        cost with the decision's lambda (explicit or default). With ``required``, the decision
+        is among the models that can take the request, and a plan asking any other is dropped
+        (the request is then routed as usual)."""
+        capable = None if required is None else required.capable(snapshot)
 
         def work() -> VerifiedDecision:
             X = self.router.embed([text])
             decision = self.router.route_embeddings(
-                X, lam=policy.lam, max_cost=policy.max_cost, risk=policy.risk, snapshot=snapshot
+                X,
+                lam=policy.lam,
+                max_cost=policy.max_cost,
+                risk=policy.risk,
+                snapshot=snapshot,
+                capable=capable,
             )[0]
             try:
                 plan = self.router.verify_plans(X, lam=decision.lam, snapshot=snapshot)[0]
             except RouterError as exc:  # no plan: the request is routed as usual, and says why
                 return VerifiedDecision(decision, None, str(exc))
+            if capable is not None:
+                unable = [m for m in (*plan.candidates, plan.target) if m and m not in capable]
+                if unable:
+                    reason = f"the plan asks {unable}, which cannot take this request"
+                    return VerifiedDecision(decision, None, reason)
             return VerifiedDecision(decision, plan, "")
 
         started = time.perf_counter()
@@ -282,6 +341,8 @@ class Gateway:
                 verified = work()
             else:
                 verified = await anyio.to_thread.run_sync(work, limiter=self.routing_limiter)
+        except NoCapableModelError as exc:
+            raise ApiError(400, str(exc), code="no_capable_model") from None
         except RouterError as exc:
             raise _routing_error(exc, policy, snapshot) from None
         self.metrics.routing_latency.observe(time.perf_counter() - started)
@@ -325,19 +386,14 @@ def _same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def check_client_key(request: HTTPConnection) -> Gateway:
-    """The gateway, once the request carries an accepted client key (when keys are set)."""
+async def check_client_key(request: HTTPConnection) -> Gateway:
+    """The gateway, once the request carries an accepted client key (when any key exists: a
+    static one from ``client_keys_env``, or a virtual one in the registry); the caller is
+    kept in the request's scope (``uniroute.gateway.keys.caller_of``) for its limits and spend."""
     gateway = gateway_of(request)
-    keys = gateway.config.client_keys()
-    if not keys:
-        return gateway
     key = _bearer_token(request) or request.headers.get("api-key") or None
-    if key is None:
-        raise ApiError(
-            401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
-        )
-    if not any(_same_secret(key, accepted) for accepted in keys):
-        raise ApiError(401, "invalid API key", code="invalid_api_key")
+    caller = await gateway.keys.authenticate(key, gateway.config.client_keys())
+    request.scope[CALLER_KEY] = caller
     return gateway
 
 

@@ -124,6 +124,43 @@ class GatewayMetrics:
             buckets=UPSTREAM_BUCKETS,
             registry=self.registry,
         )
+        # Virtual client keys: labelled by key id (never a secret) and team, so there is one
+        # series per key created, whatever the traffic.
+        self.key_spend = Counter(
+            "uniroute_key_spend",
+            "Spend of answered requests per virtual client key and team (USD), by how it was "
+            "found: usage (the upstream's token counts x the price), per_query (the price), "
+            "estimated (usage missing or malformed: estimated from the text)",
+            ["key", "team", "basis"],
+            registry=self.registry,
+        )
+        self.team_spend = Counter(
+            "uniroute_team_spend",
+            "Spend of answered requests per team of virtual client keys (USD; 'none': keys "
+            "without a team)",
+            ["team"],
+            registry=self.registry,
+        )
+        self.key_requests = Counter(
+            "uniroute_key_requests",
+            "Requests admitted per virtual client key and team (answered or not)",
+            ["key", "team"],
+            registry=self.registry,
+        )
+        self.key_refusals = Counter(
+            "uniroute_key_refusals",
+            "Requests refused for a virtual client key's limits, by reason (rate_limit, "
+            "daily_budget, monthly_budget, model_not_allowed)",
+            ["key", "reason"],
+            registry=self.registry,
+        )
+        self.key_estimated_usage = Counter(
+            "uniroute_key_estimated_usage",
+            "Answers on virtual keys whose cost was estimated because the upstream's usage was "
+            "missing or malformed, by model and reason",
+            ["model", "reason"],
+            registry=self.registry,
+        )
         # Labelled children by (metric, label values): prometheus_client's labels() checks and
         # locks on every call, which every request would otherwise pay four or five times.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -190,6 +227,24 @@ class GatewayMetrics:
             self.estimated_saving.inc(saving)
         else:
             self.estimated_overspend.inc(-saving)
+
+    def record_key_spend(self, key: str, team: str, amount: float, basis: str) -> None:
+        """Count one answer's spend against its key and team."""
+        if amount > 0:
+            self._child(self.key_spend, key, team, basis).inc(amount)
+            self._child(self.team_spend, team).inc(amount)
+
+    def count_key_request(self, key: str, team: str) -> None:
+        """Count one admitted request of a virtual key."""
+        self._child(self.key_requests, key, team).inc()
+
+    def count_key_refusal(self, key: str, reason: str) -> None:
+        """Count one request refused for a key's limits."""
+        self._child(self.key_refusals, key, reason).inc()
+
+    def count_estimated_usage(self, model: str, reason: str) -> None:
+        """Count one answer whose usage had to be estimated (``missing`` or ``malformed``)."""
+        self._child(self.key_estimated_usage, model, reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -37,7 +37,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from uniroute import __version__
-from uniroute.gateway.admin.protocol import AddModelRequest, PriceRequest, RecalibrateRequest
+from uniroute.gateway.admin.protocol import (
+    AddModelRequest,
+    CapabilitiesRequest,
+    CreateKeyRequest,
+    PriceRequest,
+    RecalibrateRequest,
+)
+from uniroute.gateway.openai.conversation import MAX_SESSION_ID_CHARS, SESSION_HEADER
 from uniroute.gateway.openai.policy import LAMBDA_HEADER, MAX_COST_HEADER, RISK_HEADER
 from uniroute.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, RouteRequest
 from uniroute.registry.score_files import MAX_FILE_ANSWER_CHARS
@@ -258,6 +265,18 @@ _HAND_WRITTEN: dict[str, Schema] = {
             ),
             "cluster": {"type": ["integer", "null"]},
             "cluster_weights": _nullable({"type": "array", "items": {"type": "number"}}),
+            "routing_text": {"type": "string", "description": "What the prompt was routed on."},
+            "session": {
+                "type": "object",
+                "properties": {
+                    "rule": {"enum": ["new", "kept", "escalated", "previous_unavailable"]},
+                    "previous": {"type": ["string", "null"]},
+                },
+            },
+            "required": {"type": "object", "description": "What the request needs."},
+            "not_capable": {"type": "array", "items": {"type": "string"}},
+            "unrestricted_model": {"type": ["string", "null"]},
+            "capability_rule_changed_pick": {"type": "boolean"},
             "servable_model": {"type": ["string", "null"]},
         },
     },
@@ -417,6 +436,8 @@ _HAND_WRITTEN: dict[str, Schema] = {
             "message": {"type": "string"},
             "error": {"type": ["string", "null"]},
             "result": {"type": ["object", "null"]},
+            "replica": {"type": ["string", "null"]},
+            "attempts": {"type": "integer", "minimum": 0},
             "seconds": {"type": "number"},
         },
     },
@@ -430,6 +451,54 @@ _HAND_WRITTEN: dict[str, Schema] = {
         "type": "object",
         "required": ["jobs"],
         "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+    },
+    "ClientKey": {
+        "type": "object",
+        "required": ["id", "name", "revoked"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "team": {"type": ["string", "null"]},
+            "allowed_models": {"type": ["array", "null"], "items": {"type": "string"}},
+            "rpm_limit": {"type": ["integer", "null"]},
+            "daily_spend_limit": {"type": ["number", "null"]},
+            "monthly_spend_limit": {"type": ["number", "null"]},
+            "revoked": {"type": "boolean"},
+            "created_at": {"type": "string"},
+            "revoked_at": {"type": ["string", "null"]},
+        },
+    },
+    "KeyList": {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": _ref("ClientKey")}},
+    },
+    "KeyChange": {"type": "object", "required": ["key"], "properties": {"key": _ref("ClientKey")}},
+    "KeyCreated": {
+        "type": "object",
+        "required": ["key", "secret"],
+        "properties": {
+            "key": _ref("ClientKey"),
+            "secret": {"type": "string", "description": "Shown in this answer only."},
+        },
+    },
+    "KeyUsage": {
+        "type": "object",
+        "required": ["key", "today", "this_month", "usage"],
+        "properties": {
+            "key": _ref("ClientKey"),
+            "today": {"type": "object"},
+            "this_month": {"type": "object"},
+            "usage": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "TeamSpend": {
+        "type": "object",
+        "required": ["periods", "teams"],
+        "properties": {
+            "periods": {"type": "array", "items": {"type": "string"}},
+            "teams": {"type": "array", "items": {"type": "object"}},
+        },
     },
     "OpenApiDocument": {
         "type": "object",
@@ -529,6 +598,8 @@ _REFINEMENTS: dict[type[BaseModel], Schema] = {
         "anyOf": [{"required": ["messages"]}, {"required": ["prompt"]}],
     },
     PriceRequest: {"properties": _PRICE_FIELDS, **_PRICE_RULE},
+    CreateKeyRequest: {},
+    CapabilitiesRequest: {},
     AddModelRequest: {
         "properties": {
             **_PRICE_FIELDS,
@@ -694,6 +765,15 @@ _ANSWER_HEADERS = {
     "x-uniroute-verify-plan": "Verified requests: the plan, 'a' or 'a+b->e'.",
     "x-uniroute-called": "Verified requests: every model called, in order.",
     "x-uniroute-verify-reason": "Verified requests: why the answer came from that model.",
+    "x-uniroute-estimated-error": "Routed: the answering model's estimated error on the prompt.",
+    "x-uniroute-cost": "Routed: the answering model's expected cost per query.",
+    "x-uniroute-lambda": "Routed: the trade-off lambda the decision used.",
+    "x-uniroute-cluster": "Routed: the prompt's cluster (cluster routers).",
+    "x-uniroute-evidence": "Routed: representative prompts behind the estimate on that cluster.",
+    "x-uniroute-saving": "Routed: estimated saving against the most accurate servable model.",
+    "x-uniroute-routed-to": "Routed: the router's own pick, before the session rule.",
+    "x-uniroute-changed-by": "Routed: rules that changed the pick (capability, session) or none.",
+    "x-uniroute-session": "Routed, in a session: new, kept, escalated or previous_unavailable.",
 }
 
 
@@ -711,12 +791,26 @@ _POLICY_HEADERS = [
     _header(LAMBDA_HEADER, "The trade-off lambda (with model 'uniroute')."),
     _header(MAX_COST_HEADER, "The most a query may cost (with model 'uniroute')."),
     _header(RISK_HEADER, "Standard deviations added to each estimated error."),
+    {
+        "name": SESSION_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "The conversation this request continues (else its start identifies it).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SESSION_ID_CHARS},
+    },
 ]
 _NAME_PARAMETER: Schema = {
     "name": "name",
     "in": "path",
     "required": True,
     "description": "The model's name in the pool (it may contain '/').",
+    "schema": {"type": "string", "minLength": 1},
+}
+_KEY_ID_PARAMETER: Schema = {
+    "name": "key_id",
+    "in": "path",
+    "required": True,
+    "description": "The key's id (key-…), never its secret.",
     "schema": {"type": "string", "minLength": 1},
 }
 _CLIENT: list[Schema] = [{"clientKey": []}, {"clientApiKey": []}]
@@ -910,6 +1004,17 @@ def _paths() -> dict[str, Schema]:
                 parameters=[_NAME_PARAMETER],
             )
         },
+        "/admin/models/{name}/capabilities": {
+            "post": _operation(
+                "adminSetCapabilities",
+                "Declare a model's capabilities and token limits (a field left out is kept).",
+                "admin",
+                {"200": _ok("Updated.", _ref("ModelChange"))},
+                security=_ADMIN,
+                body="CapabilitiesRequest",
+                parameters=[_NAME_PARAMETER],
+            )
+        },
         "/admin/models/{name}/cost": {
             "post": _operation(
                 "adminSetCost",
@@ -930,6 +1035,63 @@ def _paths() -> dict[str, Schema]:
                 security=_ADMIN,
                 body="RecalibrateRequest",
                 body_required=False,
+            )
+        },
+        "/admin/keys": {
+            "get": _operation(
+                "adminListKeys",
+                "Every client key (never its secret).",
+                "admin",
+                {"200": _ok("The keys.", _ref("KeyList"))},
+                security=_ADMIN,
+            ),
+            "post": _operation(
+                "adminCreateKey",
+                "Create a client key with optional team, models and limits.",
+                "admin",
+                {"201": _ok("The key and its secret, shown this once.", _ref("KeyCreated"))},
+                security=_ADMIN,
+                body="CreateKeyRequest",
+            ),
+        },
+        "/admin/keys/{key_id}": {
+            "delete": _operation(
+                "adminRevokeKey",
+                "Revoke a client key.",
+                "admin",
+                {"200": _ok("Revoked.", _ref("KeyChange"))},
+                security=_ADMIN,
+                parameters=[_KEY_ID_PARAMETER],
+            )
+        },
+        "/admin/keys/{key_id}/usage": {
+            "get": _operation(
+                "adminKeyUsage",
+                "A key's spend and requests, today, this month and per period.",
+                "admin",
+                {"200": _ok("The usage.", _ref("KeyUsage"))},
+                security=_ADMIN,
+                parameters=[_KEY_ID_PARAMETER],
+            )
+        },
+        "/admin/teams": {
+            "get": _operation(
+                "adminTeamSpend",
+                "Spend and requests per team, today and this month (or one period).",
+                "admin",
+                {"200": _ok("Spend per team.", _ref("TeamSpend"))},
+                security=_ADMIN,
+                parameters=[
+                    {
+                        "name": "period",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            "pattern": r"^(day:\d{4}-\d{2}-\d{2}|month:\d{4}-\d{2})$",
+                        },
+                    }
+                ],
             )
         },
         "/admin/jobs": {

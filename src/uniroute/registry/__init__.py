@@ -13,6 +13,13 @@ from uniroute.registry.costs import (
     estimate_tokens,
     mean_input_tokens,
 )
+from uniroute.registry.keys import (
+    ClientKey,
+    CreatedKey,
+    KeyStore,
+    Reservation,
+    UsageRow,
+)
 from uniroute.registry.records import (
     MAX_ANSWER_KEY_CHARS,
     MAX_RAW_ANSWER_CHARS,
@@ -46,13 +53,18 @@ __all__ = [
     "REGISTRY_SCHEMA_VERSION",
     "AlignedScores",
     "Binding",
+    "ClientKey",
+    "CreatedKey",
+    "KeyStore",
     "Migration",
     "ModelAnswer",
     "ModelCost",
     "ModelRecord",
     "NewModel",
     "Registry",
+    "Reservation",
     "ScoresFile",
+    "UsageRow",
     "align_scores",
     "check_api_key_env",
     "check_model_name",

@@ -71,6 +71,11 @@ class Backend(Protocol):
         """One write transaction, writers taking turns; committed on success, else rolled back."""
         ...
 
+    def write_rows(self) -> AbstractContextManager[Any]:
+        """A write transaction for rows outside the pool, without the pool's writer lock where
+        the database allows it (PostgreSQL); each statement in it must be atomic on its own."""
+        ...
+
     def read(self) -> AbstractContextManager[Any]:
         """One read transaction on a consistent snapshot."""
         ...

@@ -215,6 +215,21 @@ class PostgresBackend:
                 yield connection
 
     @contextlib.contextmanager
+    def write_rows(self) -> Iterator[PostgresConnection]:
+        """One write transaction that does not take the pool's writer lock: for rows no pool
+        change reads (sessions), whose statements are atomic on their own, so that writing
+        them at the request rate never queues behind, or holds up, a change to the pool."""
+        doing = "write failed"
+        with self._connection(doing) as connection:
+            try:
+                connection.execute("BEGIN")
+            except psycopg.Error as exc:
+                self._rollback(connection)
+                raise self.failure(exc, "cannot start a write") from None
+            with committed(connection, psycopg.Error, self.failure, self._rollback, doing):
+                yield connection
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[PostgresConnection]:
         """A read-only transaction on one snapshot, so several SELECTs agree."""
         doing = "cannot read the registry"

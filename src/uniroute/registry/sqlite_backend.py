@@ -106,6 +106,10 @@ class SqliteBackend:
             with committed(connection, sqlite3.Error, self.failure, self._rollback, "write failed"):
                 yield connection
 
+    def write_rows(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write of rows outside the pool: on SQLite, the same as ``write`` (one writer)."""
+        return self.write()
+
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so several SELECTs see one consistent snapshot."""

@@ -42,6 +42,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace as with_fields
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ from uniroute.registry.backend import Backend, OnChange, Watcher
 from uniroute.registry.calibration import Policy
 from uniroute.registry.costs import ModelCost
 from uniroute.registry.jobs import JobStore
+from uniroute.registry.keys import KeyStore
 from uniroute.registry.records import (
     Binding,
     ModelAnswer,
@@ -72,6 +74,7 @@ from uniroute.registry.schema import (
     record_from_row,
     record_row,
 )
+from uniroute.registry.sessions import SessionStore
 from uniroute.registry.sqlite_backend import SqliteBackend
 
 # Both dialects read CAST(... AS INTEGER) and store the counter back as text in meta.value.
@@ -124,6 +127,10 @@ class Registry:
         self.jobs = JobStore(self._backend)
         #: The answers endpoints gave during onboarding, so no prompt is asked twice.
         self.answer_cache = RegistryAnswerCache(self._backend)
+        #: Virtual client keys, their limits and what they used (every replica's requests).
+        self.keys = KeyStore(self._backend)
+        #: Conversations' sessions (the model that answered their last turn).
+        self.sessions = SessionStore(self._backend)
 
     # -------------------------------------------------------------- connection plumbing
     def close(self) -> None:
@@ -317,6 +324,47 @@ class Registry:
             )
             if cursor.rowcount == 0:
                 raise self._unknown(connection, name)
+        return self.get_model(name)
+
+    def set_capabilities(
+        self,
+        name: str,
+        *,
+        capabilities: Iterable[str] | EllipsisType = ...,
+        context_window: int | None | EllipsisType = ...,
+        max_output_tokens: int | None | EllipsisType = ...,
+    ) -> ModelRecord:
+        """Change what a model can do (``CAPABILITIES``; an empty list clears them) and its
+        token limits (None: not known); a field left out (``...``) is kept. One transaction:
+        the record is read, checked with the record's own rules and written."""
+        changes: dict[str, Any] = {}
+        if capabilities is not ...:
+            if isinstance(capabilities, str) or not isinstance(capabilities, Iterable):
+                raise RegistryError(
+                    f"model {name!r}: capabilities must be a list of names, got {capabilities!r}"
+                )
+            changes["capabilities"] = tuple(capabilities)
+        if context_window is not ...:
+            changes["context_window"] = context_window
+        if max_output_tokens is not ...:
+            changes["max_output_tokens"] = max_output_tokens
+        with self._write() as connection:
+            row = connection.execute(f"{SELECT_MODELS} WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise self._unknown(connection, name)
+            # Built with the record's own checks: an unknown capability or a bad limit is refused.
+            record = with_fields(record_from_row(row), **changes)
+            connection.execute(
+                "UPDATE models SET capabilities = ?, context_window = ?, max_output_tokens = ?,"
+                " updated_at = ? WHERE name = ?",
+                (
+                    json.dumps(list(record.capabilities)),
+                    record.context_window,
+                    record.max_output_tokens,
+                    now(),
+                    name,
+                ),
+            )
         return self.get_model(name)
 
     def get_model(self, name: str) -> ModelRecord:

@@ -9,6 +9,14 @@ error rate, first-N errors, a fixed answer, hostile answers after a 200) from th
 or ``POST /admin/fault`` (a JSON object of ``FaultConfig`` fields, plus ``"seed": N`` to
 reseed the random failures and ``"reset_stats": true`` to zero the counters).
 
+With ``--capabilities tools,vision,json`` it also stands for a model that can (or cannot) do
+more than text: a chat request defining ``tools`` is answered with a call of its first tool (not
+streamed), one
+with ``response_format`` ``json_object`` / ``json_schema`` with the recorded answer wrapped in a
+JSON object, and one needing a capability not listed (tools, an image part, JSON mode) is
+refused with a 400, as a real endpoint refuses a field it does not support. Without the option
+those fields are ignored and the recorded text comes back.
+
 Run it with ``python -m uniroute.testing.replay --data DIR --format routerbench --model NAME
 --port 0``; it prints ``listening on http://HOST:PORT`` once it accepts connections.
 """
@@ -160,8 +168,11 @@ class _ReplayState:
         api_key: str | None,
         seed: int,
         unknown_answer: str,
+        capabilities: frozenset[str] | None = None,
     ) -> None:
         self.model = model
+        #: What the model stands for beyond text (None: the fields are ignored).
+        self.capabilities = capabilities
         self.answers = answers
         self.by_normalised: dict[str, str] = {}
         for text, answer in answers.items():
@@ -190,6 +201,42 @@ class _ReplayState:
             self.faults.fail_first -= 1
             return True
         return self.faults.fail_rate > 0 and self.rng.random() < self.faults.fail_rate
+
+
+#: What the replay can stand for beyond text (``--capabilities``).
+REPLAY_CAPABILITIES = ("tools", "vision", "json")
+
+
+def _needed_capabilities(body: dict) -> set[str]:
+    """What a chat request needs beyond text: tools, image input, JSON mode."""
+    needed = set()
+    if body.get("tools") or body.get("functions"):
+        needed.add("tools")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
+        needed.add("json")
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content
+        ):
+            needed.add("vision")
+    return needed
+
+
+def _first_tool_name(body: dict) -> str:
+    """The name of the first tool (or function) a request defines ("tool" if it has none)."""
+    for entry in body.get("tools") or ():
+        function = entry.get("function") if isinstance(entry, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return function["name"]
+    for function in body.get("functions") or ():
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return function["name"]
+    return "tool"
 
 
 def _error(status: int, message: str, error_type: str, code: str | None = None) -> JSONResponse:
@@ -245,12 +292,19 @@ def create_replay_app(
     api_key: str | None = None,
     seed: int = 0,
     unknown_answer: str = UNKNOWN_ANSWER,
+    capabilities: Sequence[str] | None = None,
 ) -> ASGIApp:
     """An ASGI app replaying ``model``'s recorded answers in ``dataset`` (see the module doc).
 
     ``strict`` answers unknown prompts with 404 instead of ``unknown_answer``; ``api_key``, when
     given, is required as ``Authorization: Bearer KEY`` on the /v1 routes (401 otherwise).
+    ``capabilities`` (of ``REPLAY_CAPABILITIES``) makes it answer tool and JSON-mode requests as
+    a capable model does and refuse what it lacks (None: such fields are ignored).
     """
+    if capabilities is not None:
+        unknown = sorted(set(capabilities) - set(REPLAY_CAPABILITIES))
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown}; known: {list(REPLAY_CAPABILITIES)}")
     state = _ReplayState(
         model,
         recorded_answers(dataset, model),
@@ -259,6 +313,7 @@ def create_replay_app(
         api_key=api_key,
         seed=seed,
         unknown_answer=unknown_answer,
+        capabilities=None if capabilities is None else frozenset(capabilities),
     )
 
     async def read_body(request: Request) -> dict | Response:
@@ -304,6 +359,13 @@ def create_replay_app(
         if state.faults.hostile is not None:
             state.stats["hostile_answers"] += 1
             return _hostile_answer(state, request, bool(body.get("stream")))
+        needed = _needed_capabilities(body) if kind == "chat_completions" else set()
+        if state.capabilities is not None and needed - state.capabilities:
+            state.stats["capability_refusals"] += 1
+            missing = ", ".join(sorted(needed - state.capabilities))
+            return _error(
+                400, f"model {state.model!r} does not support: {missing}", "invalid_request_error"
+            )
         answers = []
         for prompt in prompts:
             fixed = state.faults.fixed_answer
@@ -317,6 +379,13 @@ def create_replay_app(
         state.stats["answered"] += 1
         state.answered_prompts.update(normalise_whitespace(prompt) for prompt in prompts)
         ident = f"{'chatcmpl' if kind == 'chat_completions' else 'cmpl'}-replay-{next(state.ids)}"
+        capable = state.capabilities or frozenset()
+        if "tools" in needed and "tools" in capable and not body.get("stream"):
+            state.stats["tool_calls"] += 1
+            return JSONResponse(_tool_call_response(state.model, ident, _first_tool_name(body)))
+        if "json" in needed and "json" in capable:
+            state.stats["json_answers"] += 1
+            answers = [json.dumps({"answer": answer}) for answer in answers]
         if body.get("stream"):
             state.stats["streamed"] += 1
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -347,6 +416,7 @@ def create_replay_app(
         keys = (
             "requests", "chat_completions", "completions", "answered", "streamed",
             "failures_injected", "unknown_prompts", "bad_requests", "auth_failures",
+            "capability_refusals", "tool_calls", "json_answers",
         )  # fmt: skip
         counts = state.answered_prompts.values()
         prompts = {
@@ -441,6 +511,25 @@ def _full_response(
         "model": model,
         "choices": choices,
         "usage": usage,
+    }
+
+
+def _tool_call_response(model: str, ident: str, tool: str) -> dict:
+    """A chat completion whose message calls ``tool`` (arguments ``{}``), as a tools model
+    answers a request that defines it."""
+    call = {
+        "id": f"call-{ident}",
+        "type": "function",
+        "function": {"name": tool, "arguments": "{}"},
+    }
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
 
@@ -590,6 +679,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="require the key held by this environment variable (Authorization: Bearer KEY)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random failures")
+    parser.add_argument(
+        "--capabilities",
+        default=None,
+        help="comma-separated capabilities to stand for (tools,vision,json): answer tool and "
+        "JSON-mode requests as a capable model does, refuse (400) what is not listed",
+    )
     parser.add_argument("--log-level", default="warning")
     return parser
 
@@ -614,10 +709,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_key = os.environ.get(args.api_key_env)
             if not api_key:
                 raise ValueError(f"environment variable {args.api_key_env} is not set")
+        capabilities = None
+        if args.capabilities is not None:
+            capabilities = [c.strip() for c in args.capabilities.split(",") if c.strip()]
         dataset = load_dataset(args.data, args.format)
         app = create_replay_app(
-            dataset, args.model, strict=args.strict, faults=faults, api_key=api_key, seed=args.seed
-        )
+            dataset, args.model, strict=args.strict, faults=faults, api_key=api_key,
+            seed=args.seed, capabilities=capabilities,
+        )  # fmt: skip
         serve(app, args.host, args.port, args.log_level)
     except (DataError, ValueError, OSError) as exc:
         print(f"replay: error: {exc}", file=sys.stderr)

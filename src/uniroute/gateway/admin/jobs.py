@@ -134,8 +134,8 @@ class JobTracker:
         """A job by id (from any replica), or None."""
         return self.store.get(job_id)
 
-    def list(self) -> list[JobRecord]:
-        """The registry's newest jobs, oldest first."""
+    def recent(self) -> list[JobRecord]:
+        """The registry's newest jobs (every replica's), oldest first."""
         return self.store.list()
 
     def running_here(self) -> list[str]:

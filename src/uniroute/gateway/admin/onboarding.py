@@ -63,6 +63,8 @@ def onboarding_runner(
             "answers": onboarded.added.n_answers,
             "answer_keys": onboarded.added.n_answer_keys,
             "evidence_warnings": onboarded.added.evidence_warnings,
+            # None: the model's capabilities were declared, so nothing was probed.
+            "probes": None if onboarded.probes is None else onboarded.probes.to_dict(),
         }
 
     return run

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,7 +27,20 @@ from uniroute.gateway.errors import invalid
 from uniroute.onboarding.endpoints import check_endpoint
 from uniroute.registry import ModelCost, ModelRecord
 from uniroute.registry.calibration import Target, make_target
+from uniroute.registry.keys import (
+    check_allowed_models,
+    check_budget,
+    check_key_name,
+    check_rpm,
+    check_team,
+)
+from uniroute.registry.records import CAPABILITIES, MAX_TOKEN_LIMIT
 from uniroute.registry.score_files import MAX_FILE_ANSWER_CHARS
+
+#: The names of ``registry.records.CAPABILITIES``, spelled out so the schema lists them.
+Capability = Literal["tools", "vision", "json"]
+#: A token limit as the schema shows it (the validators check the same bounds first).
+TokenLimit = Annotated[int, Field(ge=1, le=MAX_TOKEN_LIMIT)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 _PRICE_FIELDS = ("cost", "cost_per_1k_input", "cost_per_1k_output", "expected_output_tokens")
@@ -125,6 +138,78 @@ def _answers(value: Any) -> dict[str, str]:
     return checked
 
 
+def _capabilities(value: Any) -> list[str]:
+    """A list of capability names (``CAPABILITIES``), sorted, each once; [] declares none."""
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise invalid(
+            "invalid_capabilities",
+            f"'capabilities' must be a list of names from {list(CAPABILITIES)} ([] for none)",
+            "capabilities",
+        )
+    unknown = [c for c in value if c not in CAPABILITIES]
+    if unknown:
+        raise invalid(
+            "invalid_capabilities",
+            f"unknown capability {unknown[0][:60]!r}; known: {list(CAPABILITIES)}",
+            "capabilities",
+        )
+    return sorted(set(value))
+
+
+def _token_limit(value: Any, field: str) -> int | None:
+    """A context window or output length: null (not known) or a whole number of tokens."""
+    if value is None:
+        return None
+    # JSON has one number type: 8192.0 is the whole number 8192 (as JSON Schema's integers say).
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_TOKEN_LIMIT:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKEN_LIMIT:
+        shown = repr(value)[:60]
+        raise invalid(
+            "invalid_type",
+            f"'{field}' must be null or a whole number of tokens from 1 to {MAX_TOKEN_LIMIT:,}, "
+            f"got {shown}",
+            field,
+        )
+    return value
+
+
+class CapabilitiesRequest(BaseModel):
+    """``POST /admin/models/{name}/capabilities``: any of ``capabilities`` (a list; [] clears
+    them), ``context_window`` and ``max_output_tokens`` (null: not known); a field left out is
+    kept."""
+
+    model_config = _STRICT
+
+    capabilities: list[Capability] | None = None
+    context_window: TokenLimit | None = None
+    max_output_tokens: TokenLimit | None = None
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> list[str]:
+        return _capabilities(value)
+
+    @field_validator("context_window", "max_output_tokens", mode="before")
+    @classmethod
+    def _limit(cls, value: Any, info: ValidationInfo) -> int | None:
+        return _token_limit(value, info.field_name or "context_window")
+
+    @model_validator(mode="after")
+    def _something(self) -> CapabilitiesRequest:
+        if not self.model_fields_set:
+            raise invalid(
+                "missing_field",
+                "give 'capabilities', 'context_window' or 'max_output_tokens'",
+                "capabilities",
+            )
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, as keyword arguments of ``pool_changes.set_capabilities``."""
+        return {key: getattr(self, key) for key in sorted(self.model_fields_set)}
+
+
 class PriceRequest(BaseModel):
     """A price: ``cost`` per query, or ``cost_per_1k_input`` and ``cost_per_1k_output``
     (with ``expected_output_tokens``, default the registry's); the body of
@@ -179,6 +264,8 @@ class OnboardingOptions(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     skip_ungradeable_tasks: bool | None = None
     max_failure_rate: float | None = Field(default=None, ge=0, le=1)
+    #: Probe the endpoint for tools and JSON mode (default: when no capability is declared).
+    probe_capabilities: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -207,6 +294,9 @@ class AddModelRequest(PriceRequest):
     upstream_model: str | None = None
     api_key_env: str | None = None
     tags: list[str] = Field(default_factory=list)
+    capabilities: list[Capability] | None = None
+    context_window: TokenLimit | None = None
+    max_output_tokens: TokenLimit | None = None
     enabled: bool = True
     replace: bool = False
     scores: dict[str, float] | None = None
@@ -272,6 +362,16 @@ class AddModelRequest(PriceRequest):
             raise invalid("invalid_type", "'tags' must be a list of strings", "tags")
         return value
 
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capabilities(cls, value: Any) -> list[str] | None:
+        return None if value is None else _capabilities(value)
+
+    @field_validator("context_window", "max_output_tokens", mode="before")
+    @classmethod
+    def _limit(cls, value: Any, info: ValidationInfo) -> int | None:
+        return _token_limit(value, info.field_name or "context_window")
+
     @field_validator("enabled", "replace", "onboard", mode="before")
     @classmethod
     def _flag(cls, value: Any, info: ValidationInfo) -> bool:
@@ -319,7 +419,14 @@ class AddModelRequest(PriceRequest):
             api_key_env=self.api_key_env,
             tags=tuple(self.tags),
             enabled=self.enabled,
+            capabilities=tuple(self.capabilities or ()),
+            context_window=self.context_window,
+            max_output_tokens=self.max_output_tokens,
         )
+        # Declared capabilities (even []) are not probed, unless the body asks for probes.
+        options = self.onboarding
+        if self.capabilities is not None and options.probe_capabilities is None:
+            options.probe_capabilities = False
         return self
 
     @property
@@ -379,3 +486,56 @@ class RecalibrateRequest(BaseModel):
     def target(self) -> Target | None:
         """The target given, or None (solve the stored target again)."""
         return self._target
+
+
+def _checked(check: Any, value: Any, field: str, *extra: Any) -> Any:
+    """A field checked by the registry's own rule; its refusal is a 400 naming the field."""
+    try:
+        return check(value, *extra)
+    except RegistryError as exc:
+        raise invalid("invalid_key_field", str(exc), field) from None
+
+
+class CreateKeyRequest(BaseModel):
+    """``POST /admin/keys``: a name, and optionally a team, the models and the limits."""
+
+    model_config = _STRICT
+
+    name: str
+    team: str | None = None
+    allowed_models: list[str] | None = None
+    rpm_limit: int | None = None
+    daily_spend_limit: float | None = None
+    monthly_spend_limit: float | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return _checked(check_key_name, value, "name")
+
+    @field_validator("team", mode="before")
+    @classmethod
+    def _team(cls, value: Any) -> Any:
+        return _checked(check_team, value, "team")
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+            raise invalid(
+                "invalid_key_field", "'allowed_models' must be a list of model names",
+                "allowed_models",
+            )  # fmt: skip
+        return list(_checked(check_allowed_models, value, "allowed_models"))
+
+    @field_validator("rpm_limit", mode="before")
+    @classmethod
+    def _rpm(cls, value: Any) -> Any:
+        return _checked(check_rpm, value, "rpm_limit")
+
+    @field_validator("daily_spend_limit", "monthly_spend_limit", mode="before")
+    @classmethod
+    def _budget(cls, value: Any, info: Any) -> Any:
+        return _checked(check_budget, value, info.field_name, info.field_name)

@@ -18,6 +18,8 @@ endpoint rule (400 naming ``endpoint``) and by the gateway's ``endpoint_policy``
 ``POST   /admin/models/{name}/enable``      put a model back in rotation
 ``POST   /admin/models/{name}/disable``     take a model out of rotation (kept in the registry)
 ``POST   /admin/models/{name}/cost``        change its price
+``POST   /admin/models/{name}/capabilities``  change its ``capabilities``, ``context_window``
+                                            or ``max_output_tokens``
 ``POST   /admin/recalibrate``               solve a target for the current pool (or the stored
                                             target again, with an empty body)
 ``GET    /admin/jobs`` / ``/admin/jobs/{id}``  onboarding jobs and their progress, from
@@ -38,8 +40,14 @@ from starlette.routing import Route
 
 from uniroute.deployment import pool_changes
 from uniroute.errors import RegistryError
+from uniroute.gateway.admin.keys import key_routes
 from uniroute.gateway.admin.onboarding import ONBOARDING_JOB, onboarding_request
-from uniroute.gateway.admin.protocol import AddModelRequest, PriceRequest, RecalibrateRequest
+from uniroute.gateway.admin.protocol import (
+    AddModelRequest,
+    CapabilitiesRequest,
+    PriceRequest,
+    RecalibrateRequest,
+)
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, require_admin
 from uniroute.gateway.errors import ApiError
@@ -168,6 +176,17 @@ async def set_cost(request: Request) -> Response:
     return JSONResponse({"model": record.to_dict()})
 
 
+async def set_capabilities(request: Request) -> Response:
+    """POST /admin/models/{name}/capabilities with any of ``capabilities``, ``context_window``
+    and ``max_output_tokens``."""
+    gateway = require_admin(request)
+    body = validate(CapabilitiesRequest, await json_body(request, gateway.config))
+    record = await gateway.change_pool(
+        pool_changes.set_capabilities, gateway.router, _model_name(request), **body.changes()
+    )
+    return JSONResponse({"model": record.to_dict()})
+
+
 async def recalibrate(request: Request) -> Response:
     """POST /admin/recalibrate with one target, or an empty body for the stored target."""
     gateway = require_admin(request)
@@ -197,7 +216,7 @@ async def recalibrate(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     """GET /admin/jobs."""
     gateway = require_admin(request)
-    jobs = await anyio.to_thread.run_sync(gateway.jobs.list)
+    jobs = await anyio.to_thread.run_sync(gateway.jobs.recent)
     return JSONResponse({"jobs": [job.to_dict() for job in jobs]})
 
 
@@ -220,8 +239,10 @@ def admin_routes() -> list[Route]:
         Route("/admin/models/{name:path}/enable", _set_enabled(True), methods=["POST"]),
         Route("/admin/models/{name:path}/disable", _set_enabled(False), methods=["POST"]),
         Route("/admin/models/{name:path}/cost", set_cost, methods=["POST"]),
+        Route("/admin/models/{name:path}/capabilities", set_capabilities, methods=["POST"]),
         Route("/admin/models/{name:path}", remove_model, methods=["DELETE"]),
         Route("/admin/recalibrate", recalibrate, methods=["POST"]),
         Route("/admin/jobs", list_jobs, methods=["GET"]),
         Route("/admin/jobs/{job_id}", get_job, methods=["GET"]),
+        *key_routes(),  # /admin/keys and /admin/teams (uniroute.gateway.admin.keys)
     ]

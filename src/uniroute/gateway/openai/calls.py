@@ -7,12 +7,12 @@ Shared by the plain path (``routes``) and verify-and-escalate (``verify``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
 
-from uniroute.deployment import Snapshot
+from uniroute.deployment import Decision, Snapshot
 from uniroute.gateway.access_log import GATEWAY_LOGGER, request_id_of
 from uniroute.gateway.dependencies import Gateway
 from uniroute.gateway.errors import ApiError
@@ -29,6 +29,43 @@ def answer_headers(model: str, request: Request, attempts: int) -> dict[str, str
         "x-uniroute-attempts": str(attempts),
         "x-request-id": request_id_of(request),
     }
+
+
+def error_of(decision: Decision, model: str) -> float:
+    """A pool model's estimated error in a decision (without building the per-model mapping)."""
+    return float(decision.batch.errors[decision.row, decision.pool.index(model)])
+
+
+def decision_headers(
+    decision: Decision,
+    model: str,
+    snapshot: Snapshot,
+    reference_cost: float | None,
+    changed_by: Sequence[str] = (),
+    session_rule: str | None = None,
+) -> dict[str, str]:
+    """Why a routed answer came from ``model`` (the model that answered, after any fallback):
+    its estimated error and cost, the lambda used, the prompt's cluster, how many
+    representative prompts back the estimate, the estimated saving against the most accurate
+    servable model, and which rules (session, capability) changed the router's pick."""
+    pool = decision.pool
+    column = pool.index(model)
+    headers = {
+        "x-uniroute-estimated-error": f"{error_of(decision, model):.4f}",
+        "x-uniroute-cost": f"{snapshot.pool.cost(model):.6g}",
+        "x-uniroute-lambda": f"{decision.lam:.6g}",
+        "x-uniroute-routed-to": decision.model,
+        "x-uniroute-changed-by": ",".join(changed_by) or "none",
+    }
+    if decision.cluster is not None:
+        headers["x-uniroute-cluster"] = str(decision.cluster)
+    if pool.evidence is not None and decision.cluster is not None:
+        headers["x-uniroute-evidence"] = str(int(pool.evidence[column, decision.cluster]))
+    if reference_cost is not None:
+        headers["x-uniroute-saving"] = f"{reference_cost - snapshot.pool.cost(model):.6g}"
+    if session_rule is not None:
+        headers["x-uniroute-session"] = session_rule
+    return headers
 
 
 def all_failed_error(exc: AllModelsFailedError) -> ApiError:

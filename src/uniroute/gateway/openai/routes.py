@@ -18,18 +18,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from uniroute.deployment import Decision, Snapshot
 from uniroute.gateway.access_log import GATEWAY_LOGGER, note, request_id_of
 from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, check_client_key
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.fallback import AllModelsFailedError, UpstreamError, call_with_fallback
-from uniroute.gateway.openai.calls import all_failed_error, answer_headers, model_caller
+from uniroute.gateway.keys import admit, metered, settle_after, settle_stream, tap_usage
+from uniroute.gateway.openai.calls import (
+    all_failed_error,
+    answer_headers,
+    decision_headers,
+    error_of,
+    model_caller,
+)
+from uniroute.gateway.openai.conversation import Turn, conversation_text, session_turn
 from uniroute.gateway.openai.policy import ROUTED_ALIAS, parse_model_choice
 from uniroute.gateway.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     RouteRequest,
 )
+from uniroute.gateway.openai.requirements import Requirements
 from uniroute.gateway.openai.verify import answer_verified, refuse_stream
 from uniroute.gateway.upstream import UpstreamAnswer, UpstreamStream
 
@@ -43,7 +53,7 @@ async def _completion(
     request: Request, path: str, kind: type[ChatCompletionRequest | CompletionRequest]
 ) -> Response:
     note(request, endpoint="chat" if path == CHAT_PATH else "completions")
-    gateway = check_client_key(request)
+    gateway = await check_client_key(request)
     body = await json_body(request, gateway.config)
     parsed = validate(kind, body)
     choice = parse_model_choice(parsed.model, request.headers)
@@ -53,14 +63,21 @@ async def _completion(
         raise refuse_stream()
     # One snapshot for the whole request: decision, candidates, endpoints and costs agree.
     snapshot = gateway.router.snapshot
-    verified = None
+    required = Requirements.of(parsed)  # tools, images, JSON mode, context: who can answer
+    verified = decision = turn = None
+    text = ""  # what a routed request is routed on (a chat: its last user turn after the others)
     if choice.policy is not None:
+        text = conversation_text(parsed, gateway.config.routing_context_chars)
         if verify:
-            verified = await gateway.decide_verified(parsed.routing_text(), choice.policy, snapshot)
+            verified = await gateway.decide_verified(text, choice.policy, snapshot, required)
             decision = verified.decision
+            candidates = decision.servable_ranking
         else:
-            decision = await gateway.decide(parsed.routing_text(), choice.policy, snapshot)
-        candidates = decision.servable_ranking
+            decision = await gateway.decide(text, choice.policy, snapshot, required)
+            # A conversation stays on its model unless this turn's pick is clearly better.
+            turn = await session_turn(gateway, request.headers, parsed, decision)
+            candidates = turn.choice.ranking
+            note(request, session=turn.choice.rule)
         note(request, policy=choice.policy.describe(), routed_to=decision.model, lam=decision.lam)
         if decision.warning:
             note(request, policy_warning=decision.warning)
@@ -74,15 +91,24 @@ async def _completion(
     else:
         assert choice.direct_model is not None
         gateway.check_direct_model(choice.direct_model, snapshot)
+        required.check_model(choice.direct_model, snapshot)
         candidates, max_models = [choice.direct_model], 1
         note(request, policy="direct")
 
+    # A virtual key: only the models it may use, within its limits (its cost reserved).
+    direct = choice.policy is None
+    candidates, verified, body = await admit(
+        request, snapshot, body, candidates, verified, direct=direct
+    )
     call = model_caller(gateway, snapshot, path, body, parsed.stream, request_id_of(request))
+    call = metered(request, call)  # each answer's cost counted against the key
     if verified is not None:
         try:
-            return await answer_verified(
-                gateway, request, parsed.routing_text(), verified, snapshot, call
-            )
+            response = await answer_verified(gateway, request, text, verified, snapshot, call)
+            answered = response.headers["x-uniroute-model"]
+            explained = _explained(gateway, request, verified.decision, answered, snapshot, None)
+            response.headers.update(explained)
+            return response
         except UpstreamError as failure:  # the upstream rejected the request itself
             note(request, upstream_status=failure.status)
             return Response(
@@ -113,6 +139,10 @@ async def _completion(
     headers = answer_headers(
         model, request, len([a for a in result.attempts if a.outcome != "skipped"])
     )
+    if decision is not None:
+        headers.update(_explained(gateway, request, decision, model, snapshot, turn))
+        if turn is not None and turn.key is not None:
+            gateway.sessions.record_soon(turn.key, model, error_of(decision, model))
     answer = result.value
     if isinstance(answer, UpstreamAnswer):
         gateway.metrics.observe_upstream_latency(model, answer.seconds)
@@ -125,6 +155,33 @@ async def _completion(
         media_type="text/event-stream",
         headers={**headers, "cache-control": "no-cache"},
     )
+
+
+def _explained(
+    gateway: Gateway,
+    request: Request,
+    decision: Decision,
+    model: str,
+    snapshot: Snapshot,
+    turn: Turn | None,
+) -> dict[str, str]:
+    """The decision headers of a routed answer, also written to its access-log line."""
+    changed_by = ["capability"] if decision.capability_rule_changed_pick else []
+    if turn is not None and turn.choice.changed_pick:
+        changed_by.append("session")
+    rule = None if turn is None or turn.key is None else turn.choice.rule
+    headers = decision_headers(
+        decision, model, snapshot, gateway.reference_cost(snapshot), changed_by, rule
+    )
+    note(
+        request,
+        estimated_error=error_of(decision, model),
+        cluster=decision.cluster,
+        evidence=headers.get("x-uniroute-evidence"),
+        estimated_saving=headers.get("x-uniroute-saving"),
+        changed_by=changed_by,
+    )
+    return headers
 
 
 async def _relay(
@@ -141,7 +198,7 @@ async def _relay(
     sent = 0
     settled = False
     try:
-        async for chunk in stream.chunks():
+        async for chunk in tap_usage(request, stream.chunks()):
             sent += len(chunk)
             yield chunk
         breaker.record_success()
@@ -167,22 +224,23 @@ async def _relay(
         note(request, bytes_streamed=sent)
         with contextlib.suppress(Exception):
             await stream.aclose()
+        await settle_stream(request)  # the key's spend, from the stream's usage
 
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
-    return await _completion(request, CHAT_PATH, ChatCompletionRequest)
+    return await settle_after(request, _completion(request, CHAT_PATH, ChatCompletionRequest))
 
 
 async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions)."""
-    return await _completion(request, COMPLETIONS_PATH, CompletionRequest)
+    return await settle_after(request, _completion(request, COMPLETIONS_PATH, CompletionRequest))
 
 
 async def route(request: Request) -> Response:
     """POST /v1/route: the routing decision for a prompt, without calling any model."""
     note(request, endpoint="route")
-    gateway = check_client_key(request)
+    gateway = await check_client_key(request)
     parsed = validate(RouteRequest, await json_body(request, gateway.config))
     policy = parse_model_choice(parsed.model, request.headers).policy
     if policy is None:
@@ -193,16 +251,25 @@ async def route(request: Request) -> Response:
             code="invalid_routing_policy",
         )
     snapshot = gateway.router.snapshot
-    verified = None
+    verified = turn = None
+    text = conversation_text(parsed, gateway.config.routing_context_chars)
+    required = Requirements.of(parsed)
     if policy.verify:
-        verified = await gateway.decide_verified(parsed.routing_text(), policy, snapshot)
+        verified = await gateway.decide_verified(text, policy, snapshot, required)
         decision = verified.decision
+        servable = decision.servable_ranking
     else:
-        decision = await gateway.decide(parsed.routing_text(), policy, snapshot)
+        decision = await gateway.decide(text, policy, snapshot, required)
+        # What the session rule would do with this turn (nothing is recorded for a decision).
+        turn = await session_turn(gateway, request.headers, parsed, decision)
+        servable = turn.choice.ranking
     payload: dict[str, Any] = decision.to_dict()
-    servable = decision.servable_ranking
     payload["policy"] = policy.describe()
+    payload["routing_text"] = text
     payload["servable_model"] = servable[0] if servable else None
+    payload.update(required=required.describe(), **decision.capability_dict())
+    if turn is not None:
+        payload["session"] = {"rule": turn.choice.rule, "previous": turn.choice.previous}
     if verified is not None:
         payload["verify_plan"] = None if verified.plan is None else verified.plan.to_dict()
         if verified.plan is None:
@@ -213,7 +280,7 @@ async def route(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     """GET /v1/models: the routing alias and every servable pool model."""
-    gateway = check_client_key(request)
+    gateway = await check_client_key(request)
     snapshot = gateway.router.snapshot
     data: list[dict[str, Any]] = [
         {
