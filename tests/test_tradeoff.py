@@ -374,3 +374,15 @@ def test_area_is_the_mean_envelope_quality_up_to_the_budget():
     assert mean_quality_up_to(curve, 1.0) == pytest.approx(0.6, abs=1e-12)
     with pytest.raises(ValueError, match="cost budget must be a finite number > 0"):
         mean_quality_up_to(curve, 0.0)
+
+
+def test_a_free_model_as_good_as_a_paid_one_wins_at_every_lambda():
+    # A self-hosted model at $0 with the same estimated error as a paid API, and a better,
+    # dearer one: at lambda 0 the best wins; from any lambda > 0 on, never the paid equal.
+    errors = np.array([[0.2, 0.2, 0.1]])
+    costs = np.array([0.002, 0.0, 0.03])
+    assert route_argmin(errors, costs, 0.0).tolist() == [2]
+    for lam in (1e-9, 1.0, 1e6):
+        assert route_argmin(errors, costs, lam).tolist() == [1 if lam > 3.4 else 2]
+    # Exactly as good and free: chosen even at lambda 0 over the paid twin.
+    assert route_argmin(errors[:, :2], costs[:2], 0.0).tolist() == [1]

@@ -192,7 +192,25 @@ def test_list_show_disable_enable_set_cost_remove(paths, capsys) -> None:
 
     code, out, _ = _run(capsys, "models", "set-cost", "claude-v1", "--cost-per-1k-input", "0.5",
                         "--cost-per-1k-output", "1.5", "--expected-output-tokens", "4")  # fmt: skip
-    assert code == 0 and "0.5/1k in + 1.5/1k out" in out
+    assert code == 0 and "0.5/1k in + 1.5/1k out (500/1M in + 1500/1M out" in out
+    # The artifact is given: the price is costed per query, and this one is far above the pool's
+    # (as a price per 1M tokens given per 1k would be), which is said.
+    expected = _expected_token_cost(paths[0], 0.5, 1.5, 4)
+    code, out, err = _run(capsys, "models", "show", "claude-v1")
+    assert f"per query   ~{expected:.6g} per query" in out
+    code, out, err = _run(capsys, "models", "set-cost", "claude-v1", "--cost-per-1k-input",
+                          "0.5", "--cost-per-1k-output", "1.5", "--expected-output-tokens",
+                          "4")  # fmt: skip
+    assert f"~{expected:.6g} per query" in out
+    assert "warning: model 'claude-v1'" in err and "check the unit" in err
+    # The same model at a realistic price, given per 1M tokens: stored per 1k, no warning.
+    code, out, err = _run(capsys, "models", "set-cost", "claude-v1", "--cost-per-1m-input",
+                          "0.5", "--cost-per-1m-output", "1.5", "--expected-output-tokens",
+                          "4")  # fmt: skip
+    assert code == 0 and "0.0005/1k in + 0.0015/1k out (0.5/1M in + 1.5/1M out" in out
+    assert err == ""
+    _run(capsys, "models", "set-cost", "claude-v1", "--cost-per-1k-input", "0.5",
+         "--cost-per-1k-output", "1.5", "--expected-output-tokens", "4")  # fmt: skip
     listed = json.loads(_run(capsys, "models", "list", "--json")[1])
     record = next(m for m in listed["models"] if m["name"] == "claude-v1")
     assert record["cost_per_query"] is None and record["cost_per_1k_output"] == 1.5
@@ -426,7 +444,7 @@ def test_a_literal_key_is_refused_and_not_echoed(paths, dataset, capsys, tmp_pat
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["models", "add", "m", "--scores", "x.csv"], "give --cost C, or --cost-per-1k-input"),
+        (["models", "add", "m", "--scores", "x.csv"], "give --cost C, or the input and output"),
         (["models", "add", "m", "--cost", "1"], "give --scores FILE, or --endpoint URL"),
         (
             [
@@ -445,6 +463,36 @@ def test_a_literal_key_is_refused_and_not_echoed(paths, dataset, capsys, tmp_pat
             "not both",
         ),
         (["models", "add", "m", "--cost-per-1k-input", "1", "--scores", "x.csv"], "needs both"),
+        (
+            [
+                "models",
+                "add",
+                "m",
+                "--cost-per-1k-input",
+                "1",
+                "--cost-per-1m-input",
+                "1",
+                "--cost-per-1m-output",
+                "2",
+                "--scores",
+                "x.csv",
+            ],
+            "give the input price per 1k tokens or per 1M tokens, not both",
+        ),  # fmt: skip
+        (
+            [
+                "models",
+                "add",
+                "m",
+                "--cost-per-1m-input",
+                "-1",
+                "--cost-per-1m-output",
+                "2",
+                "--scores",
+                "x.csv",
+            ],
+            "cost per 1M input tokens",
+        ),  # fmt: skip
     ],
 )
 def test_bad_price_options(paths, capsys, argv, message) -> None:

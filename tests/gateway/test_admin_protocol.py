@@ -28,6 +28,16 @@ def test_a_valid_body_gives_the_record_price_and_scores() -> None:
     assert (body.onboard, body.replace, body.onboarding.settings()) == (False, False, {})
     tokens = validate(PriceRequest, {"cost_per_1k_input": 1, "cost_per_1k_output": 2}).price
     assert tokens == ModelCost(per_1k_input=1.0, per_1k_output=2.0)
+    # Prices per 1M tokens, as providers list them, are stored per 1k; one side may use each.
+    per_1m = {"cost_per_1m_input": 2.5, "cost_per_1k_output": 0.01}
+    price = validate(PriceRequest, per_1m).price
+    assert price == ModelCost(per_1k_input=0.0025, per_1k_output=0.01)
+
+
+def test_a_token_price_given_both_per_1k_and_per_1m_is_refused() -> None:
+    both = {"cost_per_1k_input": 1, "cost_per_1m_input": 1000, "cost_per_1m_output": 3}
+    refusal = _refusal(PriceRequest, both)
+    assert refusal.param == "cost" and "per 1k tokens or per 1M tokens, not both" in str(refusal)
 
 
 def test_answers_come_in_the_score_rows_or_as_an_object() -> None:

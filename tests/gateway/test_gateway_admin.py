@@ -173,6 +173,9 @@ def test_cost_change_moves_traffic(setup, unique_prompts):
     assert decision["model"] in (CHEAP, HELD_OUT)
     response = _admin(gateway, "POST", f"/models/{CHEAP}/cost", json={"cost": 1.0})
     assert response.status_code == 200 and response.json()["model"]["cost_per_query"] == 1.0
+    # $1 a query is far above the rest of the pool: the answer says so.
+    assert response.json()["cost_per_query"] == 1.0
+    assert "check the unit" in response.json()["price_warning"]
     try:
         decision = httpx.post(f"{gateway.v1_url}/route", json={"prompt": unique_prompts[0]}).json()
         assert decision["costs"][CHEAP] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -157,7 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     price = actions.add_parser("set-cost", help="change a model's price")
     price.add_argument("name")
     add_cost_arguments(price)
-    add_location_arguments(price, artifact=False)
+    add_location_arguments(price)  # the artifact, when given, costs a token price per query
     price.set_defaults(func=run_set_cost)
 
     update = actions.add_parser(
@@ -247,6 +248,16 @@ def run_add(args: argparse.Namespace) -> int:
         f"representative prompts, price {cost.describe()} "
         f"(~{cost.per_query_cost(router.mean_input_tokens):.6g} per query)"
     )
+    from uniroute.registry.costs import price_warning
+
+    pool = router.snapshot.pool
+    warning = price_warning(
+        args.name,
+        cost.per_query_cost(router.mean_input_tokens),
+        dict(zip(pool.names, pool.costs.tolist(), strict=True)),
+    )
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if added.n_answers:
         print(f"  {describe_answers(added.n_answers, added.n_answer_keys, added.n_representative)}")
     if record.upstream_model is not None:
@@ -370,6 +381,8 @@ def run_show(args: argparse.Namespace) -> int:
         from uniroute.deployment.evidence import cluster_evidence, task_warnings
 
         artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
+        info["mean_input_tokens"] = artifact_input_tokens(artifact)
+        info["cost_per_query"] = record.cost.per_query_cost(info["mean_input_tokens"])
         per_task: dict[str, list[float]] = {}
         for prompt in artifact.representative_prompts:
             if prompt.prompt_id in scores:
@@ -387,6 +400,7 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{record.name}  ({'enabled' if record.enabled else 'disabled'})")
     print(f"  price       {record.cost.describe()}")
+    print(f"  per query   {describe_query_cost(record.cost, info.get('mean_input_tokens'))}")
     print(f"  endpoint    {record.endpoint or '-'}")
     if record.endpoint:
         upstream = record.upstream_model or f"{record.name} (the pool name)"
@@ -447,10 +461,44 @@ def run_set_cost(args: argparse.Namespace) -> int:
     from uniroute.registry import Registry
 
     cost = parse_cost(args)
+    tokens = None
+    if artifact_given(args):
+        from uniroute.artifact import Artifact
+
+        tokens = artifact_input_tokens(Artifact.load(artifact_path(args), lazy_encoder=True))
     with Registry(registry_path(args)) as registry:
         record = set_cost(registry, args.name, cost)
-    print(f"{record.name!r} now costs {record.cost.describe()}")
+        others = {
+            other.name: other.cost.per_query_cost(tokens or 0.0)
+            for other in registry.list_models(enabled_only=True)
+            if tokens is not None or not other.cost.is_per_token
+        }
+    per_query = describe_query_cost(cost, tokens)
+    print(f"{record.name!r} now costs {record.cost.describe()}, {per_query}")
+    if tokens is not None or not cost.is_per_token:
+        from uniroute.registry.costs import price_warning
+
+        warning = price_warning(record.name, cost.per_query_cost(tokens or 0.0), others)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def artifact_input_tokens(artifact: Any) -> float:
+    """The mean estimated length of an artifact's representative prompts, in tokens: what a
+    token price is turned into a cost per query with."""
+    from uniroute.registry.costs import mean_input_tokens
+
+    return mean_input_tokens(p.text for p in artifact.representative_prompts)
+
+
+def describe_query_cost(cost: Any, mean_tokens: float | None) -> str:
+    """A price's cost per query, or what is needed to know it."""
+    if not cost.is_per_token:
+        return f"{cost.per_query:.6g} per query"
+    if mean_tokens is None:
+        return "per query: give --artifact (a token price is costed on its representative prompts)"
+    return f"~{cost.per_query_cost(mean_tokens):.6g} per query (~{mean_tokens:.0f} input tokens)"
 
 
 def run_update(args: argparse.Namespace) -> int:

@@ -85,10 +85,12 @@ def registry_path(args: argparse.Namespace, *, must_exist: bool = True) -> str |
 
 def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --cost or --cost-per-1k-input/--cost-per-1k-output (+ --expected-output-tokens)."""
-    group = parser.add_argument_group("price (per query, or per 1k tokens)")
+    group = parser.add_argument_group("price (per query, or per 1k or 1M tokens)")
     group.add_argument("--cost", type=float, help="cost of one query")
     group.add_argument("--cost-per-1k-input", type=float, help="price of 1,000 input tokens")
     group.add_argument("--cost-per-1k-output", type=float, help="price of 1,000 output tokens")
+    group.add_argument("--cost-per-1m-input", type=float, help="price of 1M input tokens")
+    group.add_argument("--cost-per-1m-output", type=float, help="price of 1M output tokens")
     group.add_argument(
         "--expected-output-tokens",
         type=float,
@@ -101,20 +103,29 @@ def parse_cost(args: argparse.Namespace) -> ModelCost:
     # Imported here, not at the top: the registry package loads numpy and sqlite3, and every
     # command module imports this one, so a top-level import would slow `uniroute --help`.
     from uniroute.registry import ModelCost
+    from uniroute.registry.costs import per_1k_price
 
-    by_token = args.cost_per_1k_input is not None or args.cost_per_1k_output is not None
+    try:
+        per_1k_input = per_1k_price(args.cost_per_1k_input, args.cost_per_1m_input, "input")
+        per_1k_output = per_1k_price(args.cost_per_1k_output, args.cost_per_1m_output, "output")
+    except ValueError as exc:
+        raise RegistryError(f"bad price: {exc}") from None
+    by_token = per_1k_input is not None or per_1k_output is not None
     if args.cost is None and not by_token:
-        raise RegistryError("give --cost C, or --cost-per-1k-input X and --cost-per-1k-output Y")
+        raise RegistryError(
+            "give --cost C, or the input and output token prices (--cost-per-1k-input X "
+            "--cost-per-1k-output Y, or --cost-per-1m-input X --cost-per-1m-output Y)"
+        )
     if args.expected_output_tokens is not None and not by_token:
-        raise RegistryError("--expected-output-tokens only applies to per-1k-token prices")
+        raise RegistryError("--expected-output-tokens only applies to token prices")
     tokens = {}
     if args.expected_output_tokens is not None:
         tokens["expected_output_tokens"] = args.expected_output_tokens
     try:
         return ModelCost(
             per_query=args.cost,
-            per_1k_input=args.cost_per_1k_input,
-            per_1k_output=args.cost_per_1k_output,
+            per_1k_input=per_1k_input,
+            per_1k_output=per_1k_output,
             **tokens,
         )
     except ValueError as exc:

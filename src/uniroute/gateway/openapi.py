@@ -385,13 +385,19 @@ _HAND_WRITTEN: dict[str, Schema] = {
             "n_unknown_prompt_ids": {"type": "integer", "minimum": 0},
             "evidence_warnings": {"type": "array", "items": {"type": "string"}},
             "seconds_to_routable": {"type": "number"},
+            "cost_per_query": {"type": "number"},
+            "price_warning": {"type": ["string", "null"]},
             "servable": {"type": "boolean"},
         },
     },
     "ModelChange": {
         "type": "object",
         "required": ["model"],
-        "properties": {"model": _ref("ModelRecord")},
+        "properties": {
+            "model": _ref("ModelRecord"),
+            "cost_per_query": {"type": "number", "description": "After a price change."},
+            "price_warning": {"type": ["string", "null"]},
+        },
     },
     "ModelRemoved": {
         "type": "object",
@@ -508,31 +514,51 @@ _HAND_WRITTEN: dict[str, Schema] = {
 }
 
 # ---------------------------------------------------------------------------- refinements
-# A price is `cost`, or both per-1k prices (with optional expected_output_tokens), not both.
+# A price is `cost`, or an input and an output token price, each per 1k or per 1M tokens
+# (with optional expected_output_tokens), never two of one kind.
+_TOKEN_PRICES = (
+    "cost_per_1k_input",
+    "cost_per_1m_input",
+    "cost_per_1k_output",
+    "cost_per_1m_output",
+)
+
+
+def _token_price_rule(input_field: str, output_field: str) -> Schema:
+    return {
+        "required": [input_field, output_field],
+        "properties": {
+            "cost": {"type": "null"},
+            **{
+                field: {"type": "number" if field in (input_field, output_field) else "null"}
+                for field in _TOKEN_PRICES
+            },
+        },
+    }
+
+
 _PRICE_RULE: Schema = {
     "anyOf": [
         {
             "required": ["cost"],
             "properties": {
                 "cost": {"type": "number"},
-                "cost_per_1k_input": {"type": "null"},
-                "cost_per_1k_output": {"type": "null"},
+                **{field: {"type": "null"} for field in _TOKEN_PRICES},
             },
         },
-        {
-            "required": ["cost_per_1k_input", "cost_per_1k_output"],
-            "properties": {
-                "cost": {"type": "null"},
-                "cost_per_1k_input": {"type": "number"},
-                "cost_per_1k_output": {"type": "number"},
-            },
-        },
+        *(
+            _token_price_rule(f"cost_per_{i}_input", f"cost_per_{o}_output")
+            for i in ("1k", "1m")
+            for o in ("1k", "1m")
+        ),
     ]
 }
 _PRICE_FIELDS: Schema = {
     "cost": _NON_NEGATIVE,
     "cost_per_1k_input": _NON_NEGATIVE,
     "cost_per_1k_output": _NON_NEGATIVE,
+    "cost_per_1m_input": _NON_NEGATIVE,
+    "cost_per_1m_output": _NON_NEGATIVE,
     "expected_output_tokens": _NON_NEGATIVE,
 }
 # A model name as the registry accepts it (no surrounding whitespace, printable, at most 200

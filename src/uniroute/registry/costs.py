@@ -15,7 +15,8 @@ the workload: a multiple-choice workload answers in a few tokens, a chat workloa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from uniroute._checks import non_negative_number
@@ -25,6 +26,10 @@ from uniroute.errors import DataError, UsageError
 CHARS_PER_TOKEN = 4.0
 #: Output length assumed for token-priced models when none is given.
 DEFAULT_OUTPUT_TOKENS = 256
+#: Prices per 1M tokens are this many times the stored prices per 1k tokens.
+PER_1M_OVER_PER_1K = 1000.0
+#: A price this many times above or below the pool's median cost per query is worth a warning.
+OUTLIER_RATIO = 100.0
 
 
 def _check_price(value: float | None, label: str) -> float | None:
@@ -75,14 +80,49 @@ class ModelCost:
         return tokens / 1000.0 * per_1k_input + self.expected_output_tokens / 1000.0 * per_1k_output
 
     def describe(self) -> str:
-        """Short human-readable price, e.g. '0.002/query' or '0.5/1k in + 1.5/1k out'."""
+        """Short human-readable price, e.g. '0.002/query' or '0.5/1k in + 1.5/1k out (500/1M
+        in + 1500/1M out, ~256 output tokens)'."""
         if self.per_query is not None:
             return f"{self.per_query:g}/query"
         per_1k_input, per_1k_output = self._token_prices()
         return (
             f"{per_1k_input:g}/1k in + {per_1k_output:g}/1k out "
-            f"(~{self.expected_output_tokens:g} output tokens)"
+            f"({per_1k_input * PER_1M_OVER_PER_1K:g}/1M in + "
+            f"{per_1k_output * PER_1M_OVER_PER_1K:g}/1M out, "
+            f"~{self.expected_output_tokens:g} output tokens)"
         )
+
+
+def per_1k_price(per_1k: float | None, per_1m: float | None, side: str) -> float | None:
+    """A token price per 1k tokens from one given per 1k or per 1M (not both) for ``side``
+    ("input" or "output"); None when neither is given."""
+    if per_1k is not None and per_1m is not None:
+        raise DataError(f"give the {side} price per 1k tokens or per 1M tokens, not both")
+    if per_1m is not None:
+        return non_negative_number(per_1m, f"cost per 1M {side} tokens", DataError) / (
+            PER_1M_OVER_PER_1K
+        )
+    return per_1k
+
+
+def price_warning(name: str, query_cost: float, others: Mapping[str, float]) -> str | None:
+    """A warning when a model's cost per query lies ``OUTLIER_RATIO`` times or more above or
+    below the median of the other models' (paid) costs — most often a price per 1M tokens
+    given as per 1k, or per token given as per query; None otherwise. A $0 model (self-hosted)
+    is never an outlier."""
+    paid = [cost for other, cost in others.items() if other != name and cost > 0]
+    if query_cost <= 0 or not paid:
+        return None
+    median = statistics.median(paid)
+    ratio = query_cost / median
+    if 1 / OUTLIER_RATIO < ratio < OUTLIER_RATIO:
+        return None
+    side = "above" if ratio > 1 else "below"
+    return (
+        f"model {name!r}: ~{query_cost:.6g} per query is {max(ratio, 1 / ratio):,.0f}x {side} "
+        f"the median of the other {len(paid)} paid models ({median:.6g}): check the unit (a "
+        f"price per 1M tokens given per 1k tokens is 1,000x too high)"
+    )
 
 
 def estimate_tokens(text: str) -> float:

@@ -27,6 +27,7 @@ from uniroute.gateway.errors import invalid
 from uniroute.onboarding.endpoints import check_endpoint
 from uniroute.registry import ModelCost, ModelRecord
 from uniroute.registry.calibration import Target, make_target
+from uniroute.registry.costs import per_1k_price
 from uniroute.registry.keys import (
     check_allowed_models,
     check_budget,
@@ -43,7 +44,14 @@ Capability = Literal["tools", "vision", "json"]
 TokenLimit = Annotated[int, Field(ge=1, le=MAX_TOKEN_LIMIT)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-_PRICE_FIELDS = ("cost", "cost_per_1k_input", "cost_per_1k_output", "expected_output_tokens")
+_PRICE_FIELDS = (
+    "cost",
+    "cost_per_1k_input",
+    "cost_per_1k_output",
+    "cost_per_1m_input",
+    "cost_per_1m_output",
+    "expected_output_tokens",
+)
 
 
 def _finite_number(value: Any, field: str) -> float | None:
@@ -211,15 +219,18 @@ class CapabilitiesRequest(BaseModel):
 
 
 class PriceRequest(BaseModel):
-    """A price: ``cost`` per query, or ``cost_per_1k_input`` and ``cost_per_1k_output``
-    (with ``expected_output_tokens``, default the registry's); the body of
-    ``POST /admin/models/{name}/cost``."""
+    """A price: ``cost`` per query, or an input and an output token price, each per 1k tokens
+    (``cost_per_1k_input``, ``cost_per_1k_output``) or per 1M (``cost_per_1m_input``,
+    ``cost_per_1m_output``), with ``expected_output_tokens`` (default the registry's); the
+    body of ``POST /admin/models/{name}/cost``."""
 
     model_config = _STRICT
 
     cost: float | None = None
     cost_per_1k_input: float | None = None
     cost_per_1k_output: float | None = None
+    cost_per_1m_input: float | None = None
+    cost_per_1m_output: float | None = None
     expected_output_tokens: float | None = None
     _price: ModelCost = PrivateAttr()
 
@@ -231,15 +242,21 @@ class PriceRequest(BaseModel):
     @model_validator(mode="after")
     def _build_price(self) -> PriceRequest:
         prices: dict[str, float] = {}
-        for key, value in (
-            ("per_query", self.cost),
-            ("per_1k_input", self.cost_per_1k_input),
-            ("per_1k_output", self.cost_per_1k_output),
-            ("expected_output_tokens", self.expected_output_tokens),
-        ):
-            if value is not None:
-                prices[key] = value
         try:
+            for key, value in (
+                ("per_query", self.cost),
+                (
+                    "per_1k_input",
+                    per_1k_price(self.cost_per_1k_input, self.cost_per_1m_input, "input"),
+                ),
+                (
+                    "per_1k_output",
+                    per_1k_price(self.cost_per_1k_output, self.cost_per_1m_output, "output"),
+                ),
+                ("expected_output_tokens", self.expected_output_tokens),
+            ):
+                if value is not None:
+                    prices[key] = value
             self._price = ModelCost(**prices)
         except ValueError as exc:
             raise invalid("invalid_cost", f"cost: {exc}", "cost") from None

@@ -52,6 +52,7 @@ from uniroute.gateway.body import json_body, validate
 from uniroute.gateway.dependencies import Gateway, require_admin
 from uniroute.gateway.errors import ApiError
 from uniroute.registry import ModelRecord
+from uniroute.registry.costs import price_warning
 
 
 def _model_name(request: Request) -> str:
@@ -123,6 +124,7 @@ async def add_model(request: Request) -> Response:
             "answers": added.n_answers,
             "answer_keys": added.n_answer_keys,
             "seconds_to_routable": round(time.perf_counter() - started, 4),
+            **_price_check(gateway, added.record),
             "servable": record.name in router.snapshot.pool.servable,
         },
         status_code=201,
@@ -173,7 +175,17 @@ async def set_cost(request: Request) -> Response:
     record = await gateway.change_pool(
         pool_changes.set_cost, gateway.router, _model_name(request), body.price
     )
-    return JSONResponse({"model": record.to_dict()})
+    return JSONResponse({"model": record.to_dict(), **_price_check(gateway, record)})
+
+
+def _price_check(gateway: Gateway, record: ModelRecord) -> dict[str, Any]:
+    """A model's cost per query as the router reckons it, and a warning when it is far from
+    the rest of the pool's (often a price per 1M tokens given per 1k)."""
+    router = gateway.router
+    cost = record.cost.per_query_cost(router.mean_input_tokens)
+    pool = router.snapshot.pool
+    others = dict(zip(pool.names, pool.costs.tolist(), strict=True))
+    return {"cost_per_query": cost, "price_warning": price_warning(record.name, cost, others)}
 
 
 async def set_capabilities(request: Request) -> Response:
