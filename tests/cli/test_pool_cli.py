@@ -377,6 +377,23 @@ def test_calibrate_stores_the_default_policy(paths, capsys) -> None:
     assert code == 2 and "below the cheapest possible expected cost" in err
 
 
+def test_calibrate_stores_a_latency_weight_that_later_calibrations_keep(paths, capsys) -> None:
+    code, out, err = _run(capsys, "calibrate", "--target-cost", "0.0005", "--latency-weight", "0.2")
+    assert code == 0, err
+    assert "latency weight = 0.2 per second" in out
+    assert _route_json(capsys)["latency_weight"] == 0.2  # the default policy's mu
+    code, _, err = _run(capsys, "calibrate", "--target-cost", "0.0004")
+    assert code == 0, err
+    with Registry(paths[1]) as registry:
+        assert registry.get_policy().latency_weight == 0.2  # kept when not given
+    assert _run(capsys, "calibrate", "--target-cost", "0.0004", "--latency-weight", "0")[0] == 0
+    with Registry(paths[1]) as registry:
+        assert registry.get_policy().latency_weight == 0.0
+    with pytest.raises(SystemExit) as refused:  # a bad option value is argparse's refusal
+        _run(capsys, "calibrate", "--target-cost", "0.0004", "--latency-weight", "-1")
+    assert refused.value.code == 2 and "--latency-weight" in capsys.readouterr().err
+
+
 def test_calibrate_solves_over_the_models_with_an_endpoint(paths, dataset, capsys, tmp_path):
     # An unseen model and a training model (replaced) get an endpoint; the 8 others have none.
     added = [("gpt-4-1106-preview", ["--cost", "0.006"]),

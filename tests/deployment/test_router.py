@@ -146,6 +146,8 @@ def test_decision_is_json_serialisable(router: Router, arc_dataset: RoutingDatas
         "over_budget",
         "cluster",
         "cluster_weights",
+        "latency_weight",
+        "expected_latency",
     }
     assert data["model"] == decision.model and data["max_cost"] == 0.0004
     assert data["estimated_error"] == data["estimated_errors"][decision.model]
@@ -469,3 +471,38 @@ def test_routers_without_clusters_give_no_cluster(
     weights = np.array([d.cluster_weights for d in router.route_embeddings(X, lam=0.0)])
     np.testing.assert_array_equal(weights, arc_artifact.router.cluster_weights(X))
     assert weights.shape == (4, 6)
+
+
+def test_latency_in_the_objective_steers_away_from_a_slow_model(router: Router) -> None:
+    # mu * seconds is added to each model's objective: a large weight on one slow model moves
+    # every prompt that chose it to another; mu = 0, or no latencies, changes nothing.
+    prompts = [str(p.text) for p in router.artifact.representative_prompts[:40]]
+    base = router.route(prompts, lam=0.0)
+    slow = max({d.model for d in base}, key=[d.model for d in base].count)
+    latencies = {name: 1.0 for name in router.snapshot.pool.names}
+    latencies[slow] = 30.0
+    weighed = router.route_embeddings(
+        router.embed(prompts), lam=0.0, latency_weight=0.1, latencies=latencies
+    )
+    assert slow not in {d.model for d in weighed}
+    assert weighed[0].latency_weight == 0.1 and weighed[0].expected_latency() == 1.0
+    assert weighed[0].expected_latency(slow) == pytest.approx(30.0)
+    assert weighed[0].objectives[slow] == pytest.approx(weighed[0].estimated_errors[slow] + 3.0)
+    same = router.route_embeddings(router.embed(prompts), lam=0.0, latency_weight=0.0,
+                                   latencies=latencies)  # fmt: skip
+    assert [d.model for d in same] == [d.model for d in base]
+    unknown = router.route_embeddings(router.embed(prompts), lam=0.0, latency_weight=5.0,
+                                      latencies={"not-in-the-pool": 9.0})  # fmt: skip
+    assert [d.model for d in unknown] == [d.model for d in base]
+    with pytest.raises(RouterError, match="latency weight"):
+        router.route_embeddings(router.embed(prompts[:1]), latency_weight=-1.0)
+
+
+def test_a_model_without_a_latency_counts_the_median_of_the_others(router: Router) -> None:
+    prompt = str(router.artifact.representative_prompts[0].text)
+    names = router.snapshot.pool.names
+    latencies = {name: float(i) for i, name in enumerate(names[1:], start=1)}  # names[0] unknown
+    decision = router.route_embeddings(
+        router.embed([prompt]), lam=0.0, latency_weight=1.0, latencies=latencies
+    )[0]
+    assert decision.expected_latency(names[0]) == pytest.approx(np.median(list(latencies.values())))

@@ -132,6 +132,8 @@ def test_onboarding_job_queries_the_endpoint_and_makes_the_model_routable(setup,
     assert probed == set(PROBED_CAPABILITIES)
     listed = {m["name"]: m for m in _admin(gateway, "GET", "/models").json()["models"]}
     assert listed[TO_ONBOARD]["n_scores"] == job["result"]["scores"]
+    # Its endpoint's median seconds per answer, measured while onboarding, seed its latency.
+    assert 0 < listed[TO_ONBOARD]["latency_s"] < 10
     assert TO_ONBOARD in _served(gateway)
     direct = httpx.post(f"{gateway.v1_url}/chat/completions",
                         json=chat_body("What is 2+2?", model=TO_ONBOARD))  # fmt: skip
@@ -228,6 +230,16 @@ def test_recalibrate_sets_the_default_lambda(setup):
     assert again.status_code == 200 and again.json()["policy"]["lam"] == pytest.approx(
         policy["lam"]
     )
+    # A latency weight is stored with the policy, kept when the target is solved again.
+    weighted = _admin(gateway, "POST", "/recalibrate", json={"latency_weight": 0.5})
+    assert weighted.status_code == 200 and weighted.json()["policy"]["latency_weight"] == 0.5
+    assert Registry(registry).get_policy().latency_weight == 0.5
+    assert _admin(gateway, "POST", "/recalibrate").json()["policy"]["latency_weight"] == 0.5
+    refused = _admin(gateway, "POST", "/recalibrate", json={"latency_weight": -1})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "latency_weight"
+    _admin(gateway, "POST", "/recalibrate", json={"latency_weight": 0})
+    # This replica's latencies, from the answers it relayed in the tests before.
+    assert all(v["total_s"] > 0 for v in _admin(gateway, "GET", "/pool").json()["latency"].values())
 
 
 def test_changes_made_by_another_process_are_noticed(setup):

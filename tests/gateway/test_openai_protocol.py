@@ -28,6 +28,26 @@ def test_risk_averse_policies() -> None:
     assert header == RoutingPolicy(risk=2.0)
 
 
+def test_latency_weighted_policies() -> None:
+    latency = parse_model_choice("uniroute:latency=0.05", {}).policy
+    assert (
+        latency == RoutingPolicy(latency_weight=0.05)
+        and latency.describe() == "default,latency=0.05"
+    )
+    both = parse_model_choice("uniroute:lambda=2,latency=0.1", {}).policy
+    assert both == RoutingPolicy(lam=2.0, latency_weight=0.1)
+    header = parse_model_choice("uniroute", {"x-uniroute-latency": "0.2"}).policy
+    assert header == RoutingPolicy(latency_weight=0.2)
+    assert parse_model_choice("uniroute", {}).policy.latency_weight is None  # the default's
+    for bad, headers in (
+        ("uniroute:latency=-1", {}),
+        ("uniroute:latency=1", {"x-uniroute-latency": "2"}),
+    ):
+        with pytest.raises(ApiError) as info:
+            parse_model_choice(bad, headers)
+        assert info.value.http_status == 400
+
+
 def test_policy_headers() -> None:
     assert parse_model_choice("uniroute", {"x-uniroute-lambda": "2"}).policy == RoutingPolicy(lam=2)
     assert parse_model_choice("uniroute", {"x-uniroute-max-cost": "0.5"}).policy == RoutingPolicy(

@@ -429,7 +429,7 @@ def _write_v1_registry(backend: RegistryBackend, path: str | Path) -> None:
 def test_new_file_is_at_the_current_schema_version(backend: RegistryBackend) -> None:
     path = backend.new_location()
     with Registry(path) as registry:
-        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 6
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 7
         assert registry.dialect == backend.name
     if backend.name == "sqlite":
         assert backend.execute(path, "PRAGMA journal_mode")[0][0] == "wal"

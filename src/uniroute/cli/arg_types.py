@@ -70,6 +70,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a weight)."""
+    wanted = "a finite number >= 0"
+    value = _finite(text, wanted)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+    return value
+
+
 def open_fraction(text: str) -> float:
     """A number strictly between 0 and 1 (a share of the prompts)."""
     wanted = "a number strictly between 0 and 1"

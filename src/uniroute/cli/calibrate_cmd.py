@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from uniroute.cli.arg_types import non_negative_float
 from uniroute.cli.pool_options import add_location_arguments, artifact_path, registry_path
 from uniroute.errors import CalibrationError
 
@@ -32,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("MODEL", "P"),
         help="send a share P in [0, 1] of the traffic to MODEL",
     )
+    parser.add_argument(
+        "--latency-weight",
+        type=non_negative_float,
+        metavar="MU",
+        help="weight of expected latency (seconds) in the objective, error + lambda * cost + "
+        "MU * latency, for requests that give none (default: keep the stored one, else 0)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="solve but do not store")
     parser.add_argument("--json", action="store_true", help="print the policy as JSON")
     add_location_arguments(parser)
@@ -58,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     # Calibrating never embeds a prompt: the encoder is not even read.
     artifact = Artifact.load(artifact_path(args), lazy_encoder=True)
     router = Router.load(artifact, registry_path(args))
-    policy = calibrate(router, target, store=not args.dry_run)
+    policy = calibrate(router, target, store=not args.dry_run, latency_weight=args.latency_weight)
     left_out = policy.left_out(router.snapshot.pool.names)
     if args.json:
         body = {**policy.to_dict(), "left_out_no_endpoint": left_out, "stored": not args.dry_run}
@@ -66,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"target: {policy.target.describe()}")
     print(f"lambda = {policy.lam:.6g}")
+    if policy.latency_weight:
+        print(f"latency weight = {policy.latency_weight:.6g} per second (figures below: at 0)")
     print(f"expected cost per query: {policy.expected_cost:.6g}")
     print(f"expected quality:        {policy.expected_quality:.4f}")
     if policy.target.kind == "share":

@@ -27,6 +27,8 @@ class DecisionBatch:
     capable: np.ndarray | None = None
     #: Per row, the column the argmin picks without that restriction (None: no restriction).
     unrestricted_choice: np.ndarray | None = None
+    #: mu times each model's expected latency, in the objective (None: latency had no part).
+    latency_penalty: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +70,8 @@ class Decision:
     batch: DecisionBatch = field(repr=False)
     row: int = field(repr=False)
     risk: float = 0.0
+    #: mu, the weight of expected latency in the objective (0: latency had no part).
+    latency_weight: float = 0.0
 
     @property
     def pool(self) -> Pool:
@@ -83,6 +87,14 @@ class Decision:
     def cost(self) -> float:
         """The chosen model's expected cost per query."""
         return self.pool.cost(self.model)
+
+    def expected_latency(self, model: str | None = None) -> float | None:
+        """A model's (default: the chosen one's) expected seconds per answer as the objective
+        counted it (None: latency had no part in this decision)."""
+        penalty = self.batch.latency_penalty
+        if penalty is None or self.latency_weight == 0:
+            return None
+        return float(penalty[self.pool.index(model or self.model)]) / self.latency_weight
 
     @property
     def evidence(self) -> int | None:
@@ -204,6 +216,8 @@ class Decision:
             "cost": self.cost,
             "lam": self.lam,
             "risk": self.risk,
+            "latency_weight": self.latency_weight,
+            "expected_latency": self.expected_latency(),
             "max_cost": self.max_cost,
             "policy": self.policy,
             "warning": self.warning,

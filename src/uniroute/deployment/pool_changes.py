@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from pathlib import Path
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -270,6 +271,9 @@ def onboard_model(
         probes = _probe(record, endpoint_policy, settings)
         found = tuple(sorted({*record.capabilities, *probes.capabilities}))
         record = dataclasses.replace(record, capabilities=found)
+    # The endpoint's measured latency routes it until traffic is seen (unless one was given).
+    if record.latency_s is None and result.median_answer_s is not None:
+        record = with_fields(record, latency_s=result.median_answer_s)
     # Every answer the endpoint gave (cached ones included) is kept with the scores.
     added = add_scored_model(
         router,
@@ -357,13 +361,22 @@ def _refresh(router: Router | Registry) -> None:
         router.refresh()
 
 
-def calibrate(router: Router, target: Target, *, store: bool = True) -> Policy:
-    """Solve a target on the representative prompts for the current pool; store as default."""
+def calibrate(
+    router: Router, target: Target, *, store: bool = True, latency_weight: float | None = None
+) -> Policy:
+    """Solve a target on the representative prompts for the current pool; store as default.
+
+    ``latency_weight`` (mu) is stored with it for requests that give none; None keeps the
+    stored policy's (0 when there is none).
+    """
     router.refresh()
     snapshot = router.snapshot
     if not len(snapshot.pool):
         raise CalibrationError(f"no enabled model in the registry {router.registry.path}")
     policy = calibrate_pool(router.artifact, snapshot.pool, target, snapshot.fingerprint)
+    if latency_weight is None and snapshot.policy is not None:
+        latency_weight = snapshot.policy.latency_weight
+    policy = with_fields(policy, latency_weight=latency_weight or 0.0)
     if store:
         router.registry.set_policy(policy)
         router.refresh()

@@ -24,7 +24,7 @@ field for field. A pool change brings a new snapshot, and with it new tables.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -62,6 +62,9 @@ class _Policy:
     warning: str | None
     max_cost: float | None
     risk: float
+    #: mu, and mu times each pool model's expected latency (None: latency plays no part).
+    latency_weight: float = 0.0
+    penalty: np.ndarray | None = None
 
     def key(self) -> tuple[object, ...]:
         """What identifies the policy's decisions; -0.0 and 0.0 differ, as they print apart."""
@@ -222,8 +225,15 @@ class Router:
         risk: float = 0.0,
         snapshot: Snapshot | None = None,
         capable: Collection[str] | None = None,
+        latency_weight: float | None = None,
+        latencies: Mapping[str, float] | None = None,
     ) -> list[Decision]:
         """Route pre-embedded prompts (one row each) over one snapshot (default: the current).
+
+        With ``latencies`` (expected seconds per answer, by model) and a latency weight mu
+        (``latency_weight``, else the default policy's, else 0), the objective is
+        ``error + lam * cost + mu * latency``; a model with no latency counts the median of the
+        others'.
 
         ``risk`` > 0 decides on ``estimate + risk * std`` (an upper bound of each error) where
         the estimator gives uncertainties, so thin evidence is not taken for a low error.
@@ -244,10 +254,13 @@ class Router:
         risk = non_negative_number(risk, "risk", RouterError)
         if max_cost is not None:
             max_cost = non_negative_number(max_cost, "max_cost", RouterError)
-        policy = _Policy(lam_value, policy_label, warning, max_cost, risk)
+        mu = _resolve_latency_weight(snapshot, latency_weight)
+        penalty = None if mu == 0 else _latency_penalty(pool, latencies, mu)
+        policy = _Policy(lam_value, policy_label, warning, max_cost, risk, mu, penalty)
         mask = None if capable is None else _capable_mask(pool, capable)
         estimator = self.artifact.router
-        if self.decision_tables and isinstance(estimator, UniRouteKMeans):
+        # Latencies move with traffic: a decision with them is computed, not looked up.
+        if self.decision_tables and isinstance(estimator, UniRouteKMeans) and penalty is None:
             # The capable set is part of the key: each set of models has its own argmins.
             mask_key = None if mask is None else tuple(np.flatnonzero(mask).tolist())
             table = snapshot.derived.get(
@@ -319,8 +332,11 @@ class Router:
         weights = (
             estimator.cluster_weights(X) if isinstance(estimator, ClusterProfileRouter) else None
         )
-        choice = _choices(errors, costs, allowed, policy.lam)
-        batch = _decision_batch(pool, errors, allowed, policy.lam, weights, capable, unrestricted)
+        shifted = errors if policy.penalty is None else errors + policy.penalty[None, :]
+        choice = _choices(shifted, costs, allowed, policy.lam)
+        batch = _decision_batch(
+            pool, errors, allowed, policy.lam, weights, capable, unrestricted, policy.penalty
+        )
         clusters = None if weights is None else weights.argmax(axis=1).tolist()
         return [
             _decision(pool.names[j], policy, None if clusters is None else clusters[i], batch, i)
@@ -367,19 +383,25 @@ def _decision_batch(
     weights: np.ndarray | None,
     capable: np.ndarray | None = None,
     unrestricted: np.ndarray | None = None,
+    penalty: np.ndarray | None = None,
 ) -> DecisionBatch:
     """The arrays the decisions of these rows of errors share (with the capability rule: the
-    capable models and each row's pick without the rule)."""
+    capable models and each row's pick without the rule; with a latency ``penalty``, mu times
+    each model's latency, added to the objective)."""
     objective = errors + lam * pool.costs[None, :]
+    if penalty is not None:
+        objective = objective + penalty[None, :]
     error_std = None
     if weights is not None and pool.feature_std is not None:
         error_std = weights @ pool.feature_std.T  # Phi(x) . std(Psi(h)): an upper bound
     unrestricted_choice = None
     if unrestricted is not None:
-        unrestricted_choice = _choices(errors, pool.costs, unrestricted, lam)
+        shifted = errors if penalty is None else errors + penalty[None, :]
+        unrestricted_choice = _choices(shifted, pool.costs, unrestricted, lam)
     return DecisionBatch(
-        pool, errors, objective, allowed, weights, error_std, capable, unrestricted_choice
-    )
+        pool, errors, objective, allowed, weights, error_std, capable, unrestricted_choice,
+        penalty,
+    )  # fmt: skip
 
 
 def _choices(errors: np.ndarray, costs: np.ndarray, allowed: np.ndarray, lam: float) -> np.ndarray:
@@ -401,7 +423,29 @@ def _decision(
         batch=batch,
         row=row,
         risk=policy.risk,
+        latency_weight=policy.latency_weight,
     )
+
+
+def _resolve_latency_weight(snapshot: Snapshot, latency_weight: float | None) -> float:
+    """mu: the request's, else the default policy's, else 0."""
+    if latency_weight is not None:
+        return non_negative_number(latency_weight, "latency weight", RouterError)
+    return 0.0 if snapshot.policy is None else snapshot.policy.latency_weight
+
+
+def _latency_penalty(
+    pool: Pool, latencies: Mapping[str, float] | None, mu: float
+) -> np.ndarray | None:
+    """mu times each pool model's expected latency (unknown ones: the median of the known);
+    None when no model's latency is known, so latency cannot tell the models apart."""
+    if not latencies:
+        return None
+    known = {n: float(v) for n, v in latencies.items() if n in pool and np.isfinite(v) and v >= 0}
+    if not known:
+        return None
+    median = float(np.median(list(known.values())))
+    return mu * np.array([known.get(name, median) for name in pool.names])
 
 
 def _resolve_lambda(

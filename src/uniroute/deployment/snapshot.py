@@ -12,6 +12,7 @@ every such value with it, without any invalidation to get wrong.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -281,6 +282,8 @@ class SnapshotReader:
             return stored, "the pool changed since the policy was calibrated"
         try:
             policy = calibrate_pool(self.artifact, pool, stored.target, fingerprint)
+            # The operator's latency weight is not solved: it carries over.
+            policy = dataclasses.replace(policy, latency_weight=stored.latency_weight)
         except CalibrationError as exc:
             return stored, f"the pool changed and the target can no longer be met: {exc}"
         # Solving again is deterministic, so other processes need not be told (notify=False).

@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -32,6 +32,7 @@ from uniroute.gateway.config import GatewayConfig
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.fallback import CLOSED, BreakerBoard
 from uniroute.gateway.keys import CALLER_KEY, KeyGuard
+from uniroute.gateway.latency import LatencyBoard
 from uniroute.gateway.metrics import GatewayMetrics
 from uniroute.gateway.openai.policy import ROUTED_ALIAS, RoutingPolicy
 from uniroute.gateway.openai.requirements import Requirements
@@ -107,6 +108,8 @@ class Gateway:
         )
         #: The registry's virtual client keys: who is calling, their limits and spend.
         self.keys = KeyGuard(router.registry.keys, self.metrics)
+        #: How long each model takes to answer, on this replica's own calls.
+        self.latency = LatencyBoard()
         #: Conversations' sessions: which model answered each one's last turn.
         self.sessions = SessionCache(
             router.registry,
@@ -270,13 +273,15 @@ class Gateway:
         """
         started = time.perf_counter()
         capable = None if required is None else required.capable(snapshot)
+        latency = self._latency_terms(policy, snapshot)
         try:
-            if capable is None:
+            if capable is None and latency is None:
                 item = RouteItem(text, policy.lam, policy.max_cost, snapshot, policy.risk)
                 decision = await self.batcher.decide(item)
             else:
-                # The batcher groups by policy only: a restricted decision is routed on its own,
-                # inline when the encoder is cheap for the text, else in a routing thread.
+                # The batcher groups by policy only: a restricted decision, or one weighing
+                # latency, is routed on its own, inline when the encoder is cheap for the text,
+                # else in a routing thread.
                 def work() -> Decision:
                     return self.router.route_embeddings(
                         self.router.embed([text]),
@@ -285,6 +290,7 @@ class Gateway:
                         risk=policy.risk,
                         snapshot=snapshot,
                         capable=capable,
+                        **(latency or {}),
                     )[0]
 
                 limit = self.batcher.inline_max_chars
@@ -299,6 +305,16 @@ class Gateway:
         self.metrics.routing_latency.observe(time.perf_counter() - started)
         return decision
 
+    def _latency_terms(self, policy: RoutingPolicy, snapshot: Snapshot) -> dict[str, Any] | None:
+        """The latency arguments of a routing call (its weight mu and each model's expected
+        seconds on this replica), or None when mu is 0: the decision ignores latency."""
+        mu = policy.latency_weight
+        if mu is None:
+            mu = 0.0 if snapshot.policy is None else snapshot.policy.latency_weight
+        if mu == 0:
+            return None
+        return {"latency_weight": mu, "latencies": self.latency.expected(snapshot)}
+
     async def decide_verified(
         self,
         text: str,
@@ -312,6 +328,7 @@ class Gateway:
         is among the models that can take the request, and a plan asking any other is dropped
         (the request is then routed as usual)."""
         capable = None if required is None else required.capable(snapshot)
+        latency = self._latency_terms(policy, snapshot)
 
         def work() -> VerifiedDecision:
             X = self.router.embed([text])
@@ -322,6 +339,7 @@ class Gateway:
                 risk=policy.risk,
                 snapshot=snapshot,
                 capable=capable,
+                **(latency or {}),
             )[0]
             try:
                 plan = self.router.verify_plans(X, lam=decision.lam, snapshot=snapshot)[0]

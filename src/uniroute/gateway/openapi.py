@@ -45,7 +45,12 @@ from uniroute.gateway.admin.protocol import (
     RecalibrateRequest,
 )
 from uniroute.gateway.openai.conversation import MAX_SESSION_ID_CHARS, SESSION_HEADER
-from uniroute.gateway.openai.policy import LAMBDA_HEADER, MAX_COST_HEADER, RISK_HEADER
+from uniroute.gateway.openai.policy import (
+    LAMBDA_HEADER,
+    LATENCY_HEADER,
+    MAX_COST_HEADER,
+    RISK_HEADER,
+)
 from uniroute.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, RouteRequest
 from uniroute.registry.score_files import MAX_FILE_ANSWER_CHARS
 
@@ -82,9 +87,13 @@ _ROUTED_MODEL: Schema = {
         {"const": "uniroute"},
         {
             "type": "string",
-            "pattern": rf"^uniroute:(lambda|max-cost)={_NUMBER}(,risk={_NUMBER})?$",
+            "pattern": (
+                rf"^uniroute:(lambda|max-cost)={_NUMBER}(,risk={_NUMBER})?"
+                rf"(,latency={_NUMBER})?$"
+            ),
         },
-        {"type": "string", "pattern": rf"^uniroute:risk={_NUMBER}$"},
+        {"type": "string", "pattern": rf"^uniroute:risk={_NUMBER}(,latency={_NUMBER})?$"},
+        {"type": "string", "pattern": rf"^uniroute:latency={_NUMBER}$"},
         {"type": "string", "pattern": rf"^uniroute:verify(,lambda={_NUMBER})?$"},
     ]
 }
@@ -266,6 +275,8 @@ _HAND_WRITTEN: dict[str, Schema] = {
             "cluster": {"type": ["integer", "null"]},
             "cluster_weights": _nullable({"type": "array", "items": {"type": "number"}}),
             "routing_text": {"type": "string", "description": "What the prompt was routed on."},
+            "latency_weight": {"type": "number"},
+            "expected_latency": {"type": ["number", "null"]},
             "session": {
                 "type": "object",
                 "properties": {
@@ -372,6 +383,17 @@ _HAND_WRITTEN: dict[str, Schema] = {
             "servable_models": {"type": "array", "items": {"type": "string"}},
             "most_accurate_model": {"type": ["string", "null"]},
             "circuit_breakers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "latency": {
+                "type": "object",
+                "description": "This replica's moving averages per model (seconds).",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "first_byte_s": {"type": "number"},
+                        "total_s": {"type": "number"},
+                    },
+                },
+            },
         },
     },
     "AddedModel": {
@@ -800,6 +822,8 @@ _ANSWER_HEADERS = {
     "x-uniroute-routed-to": "Routed: the router's own pick, before the session rule.",
     "x-uniroute-changed-by": "Routed: rules that changed the pick (capability, session) or none.",
     "x-uniroute-session": "Routed, in a session: new, kept, escalated or previous_unavailable.",
+    "x-uniroute-latency-weight": "Routed, latency weighed: the weight mu used.",
+    "x-uniroute-expected-latency": "Routed, latency weighed: the model's expected seconds.",
 }
 
 
@@ -817,6 +841,7 @@ _POLICY_HEADERS = [
     _header(LAMBDA_HEADER, "The trade-off lambda (with model 'uniroute')."),
     _header(MAX_COST_HEADER, "The most a query may cost (with model 'uniroute')."),
     _header(RISK_HEADER, "Standard deviations added to each estimated error."),
+    _header(LATENCY_HEADER, "Weight of expected seconds per answer in the objective."),
     {
         "name": SESSION_HEADER,
         "in": "header",

@@ -18,9 +18,10 @@ import fnmatch
 import functools
 import math
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -72,6 +73,8 @@ class OnboardingResult:
     ungradeable: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    #: Median seconds the endpoint took per answer fetched now (None: every answer was cached).
+    median_answer_s: float | None = None
 
     def summary(self) -> str:
         """A short human-readable report: accuracy per task and what was fetched or skipped."""
@@ -451,6 +454,7 @@ class _Run:
         self.failures: list[PromptFailure] = []
         self.fetched = 0
         self.from_cache = 0
+        self.answer_seconds: list[float] = []
         self.completed = 0
         self.bar = tqdm(
             total=len(plans),
@@ -498,13 +502,20 @@ class _Run:
         self.failures.append(PromptFailure(plan.prompt.prompt_id, reason))
         self._advance()
 
+    async def timed(self, asking: Awaitable[str]) -> str:
+        """An answer, its seconds (retries included) kept for the endpoint's latency."""
+        started = time.perf_counter()
+        answer = await asking
+        self.answer_seconds.append(time.perf_counter() - started)
+        return answer
+
     async def fetch_all(
         self, client: httpx.AsyncClient, session: _Session, missing: list[_Plan], concurrency: int
     ) -> None:
         """Ask the first prompt alone (an unreachable endpoint fails fast), then the rest."""
         first, rest = missing[0], missing[1:]
         try:
-            answer = await session.ask(client, first.prompt)
+            answer = await self.timed(session.ask(client, first.prompt))
         except _PromptFailedError as exc:
             if exc.connection:
                 raise OnboardingError(
@@ -525,7 +536,7 @@ class _Run:
         async def one(plan: _Plan) -> None:
             async with semaphore:
                 try:
-                    answer = await session.ask(client, plan.prompt)
+                    answer = await self.timed(session.ask(client, plan.prompt))
                 except _PromptFailedError as exc:
                     self.fail(plan, exc.reason)
                     session.consecutive_failures += 1
@@ -594,6 +605,7 @@ class _Run:
             ungradeable=list(self.ungradeable),
             answers=dict(self.answers),
             elapsed_s=time.perf_counter() - started,
+            median_answer_s=statistics.median(self.answer_seconds) if self.answer_seconds else None,
         )
 
 

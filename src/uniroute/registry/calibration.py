@@ -115,9 +115,20 @@ class Policy:
     models: tuple[str, ...] = ()
     servable_only: bool = False
     n_estimated: int = 0
+    #: mu, the weight of expected latency (seconds) in the objective of requests that give none;
+    #: set by the operator, not solved: the expected figures above are for mu = 0.
+    latency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(str(name) for name in self.models))
+        weight = self.latency_weight
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not (math.isfinite(weight) and weight >= 0)
+        ):
+            raise CalibrationError(f"latency weight must be a number >= 0, got {weight!r}")
+        object.__setattr__(self, "latency_weight", float(weight))
 
     def describe_basis(self) -> str:
         """How the expected figures were measured, e.g. 'out-of-sample (5-fold cross-fitted)'."""
@@ -157,6 +168,7 @@ class Policy:
             models=tuple(str(name) for name in data.get("models", ())),
             servable_only=bool(data.get("servable_only", False)),
             n_estimated=int(data.get("n_estimated", 0)),
+            latency_weight=float(data.get("latency_weight", 0.0)),
         )
 
 

@@ -308,6 +308,9 @@ class ModelRecord:
     #: Its context window and longest answer, in tokens (None: not known, not limited).
     context_window: int | None = None
     max_output_tokens: int | None = None
+    #: Seconds its endpoint took to answer a representative prompt (median, measured during
+    #: onboarding; None: not measured): the latency it is routed with until traffic is seen.
+    latency_s: float | None = None
     #: Why a record read back from the registry cannot be served (None: nothing is wrong).
     problem: str | None = field(default=None, init=False)
 
@@ -346,6 +349,18 @@ class ModelRecord:
             raise RegistryError(f"model {self.name!r}: tags must be non-empty strings, got {tags}")
         object.__setattr__(self, "tags", tags)
         object.__setattr__(self, "capabilities", check_capabilities(self.name, self.capabilities))
+        if self.latency_s is not None:
+            latency = self.latency_s
+            if (
+                isinstance(latency, bool)
+                or not isinstance(latency, int | float)
+                or not (math.isfinite(latency) and latency >= 0)
+            ):
+                raise RegistryError(
+                    f"model {self.name!r}: latency_s must be a number of seconds >= 0, "
+                    f"got {latency!r}"
+                )
+            object.__setattr__(self, "latency_s", float(latency))
         for limit in ("context_window", "max_output_tokens"):
             value = check_token_limit(self.name, limit, getattr(self, limit))
             object.__setattr__(self, limit, value)
@@ -365,6 +380,7 @@ class ModelRecord:
             "capabilities": list(self.capabilities),
             "context_window": self.context_window,
             "max_output_tokens": self.max_output_tokens,
+            "latency_s": self.latency_s,
             "enabled": self.enabled,
             "revision": self.revision,
             "created_at": self.created_at,

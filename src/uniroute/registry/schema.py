@@ -211,6 +211,13 @@ def _add_client_keys_and_sessions(connection: Any) -> None:
     connection.execute("CREATE INDEX sessions_by_expiry ON sessions (expires)")
 
 
+def _add_latency(connection: Any) -> None:
+    # NULL for every existing model: its latency is learnt from live traffic alone.
+    connection.execute(
+        "ALTER TABLE models ADD COLUMN latency_s {real}".format(**column_types(connection))
+    )
+
+
 #: A migration step: given a connection of either dialect inside the step's transaction.
 Migration = Callable[[Any], None]
 
@@ -222,6 +229,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_jobs_and_answer_cache,
     _add_capabilities,
     _add_client_keys_and_sessions,
+    _add_latency,
 )
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -274,6 +282,7 @@ MODEL_COLUMN_NAMES = (
     "capabilities",
     "context_window",
     "max_output_tokens",
+    "latency_s",
     "enabled",
     "revision",
     "created_at",
@@ -301,6 +310,7 @@ def record_row(record: ModelRecord) -> tuple:
         json.dumps(list(record.capabilities)),
         record.context_window,
         record.max_output_tokens,
+        record.latency_s,
         int(record.enabled),
         record.revision,
         record.created_at,
@@ -323,6 +333,7 @@ def record_from_row(row: tuple) -> ModelRecord:
         capabilities,
         context_window,
         max_output_tokens,
+        latency_s,
         enabled,
         revision,
         created,
@@ -343,6 +354,7 @@ def record_from_row(row: tuple) -> ModelRecord:
         capabilities=tuple(json.loads(capabilities)),
         context_window=context_window,
         max_output_tokens=max_output_tokens,
+        latency_s=latency_s,
         enabled=bool(enabled),
         revision=int(revision),
         created_at=created,

@@ -462,19 +462,30 @@ class ShareTarget(BaseModel):
 
 
 class RecalibrateRequest(BaseModel):
-    """``POST /admin/recalibrate``: one target, or none (an empty body) for the stored one."""
+    """``POST /admin/recalibrate``: one target, or none (an empty body) for the stored one,
+    and optionally the ``latency_weight`` stored with it."""
 
     model_config = _STRICT
 
     target_cost: float | None = None
     target_quality: float | None = None
     target_share: ShareTarget | None = None
+    #: mu, stored with the policy (None: keep the stored one).
+    latency_weight: float | None = None
     _target: Target | None = PrivateAttr(default=None)
 
     @field_validator("target_cost", "target_quality", mode="before")
     @classmethod
     def _number(cls, value: Any, info: ValidationInfo) -> float | None:
         return _finite_number(value, info.field_name or "target")
+
+    @field_validator("latency_weight", mode="before")
+    @classmethod
+    def _weight(cls, value: Any) -> float | None:
+        weight = _finite_number(value, "latency_weight")
+        if weight is not None and weight < 0:
+            raise invalid("invalid_value", "'latency_weight' must be >= 0", "latency_weight")
+        return weight
 
     @field_validator("target_share", mode="before")
     @classmethod

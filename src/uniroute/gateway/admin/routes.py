@@ -68,6 +68,8 @@ async def pool_info(request: Request) -> Response:
     info["servable_models"] = sorted(snapshot.pool.servable)
     info["most_accurate_model"] = snapshot.pool.most_accurate()
     info["circuit_breakers"] = gateway.breakers.states()
+    # Per replica, like the breakers: what this replica's own calls showed.
+    info["latency"] = gateway.latency.to_dict()
     # Enabled models an older version stored with an endpoint or key variable refused today.
     info["not_served"] = snapshot.problems
     return JSONResponse(info)
@@ -203,7 +205,8 @@ async def recalibrate(request: Request) -> Response:
     """POST /admin/recalibrate with one target, or an empty body for the stored target."""
     gateway = require_admin(request)
     raw = await json_body(request, gateway.config, allow_empty=True)
-    target = validate(RecalibrateRequest, raw).target
+    body = validate(RecalibrateRequest, raw)
+    target = body.target
     if target is None:
         stored = gateway.router.snapshot.policy
         if stored is None:
@@ -213,7 +216,9 @@ async def recalibrate(request: Request) -> Response:
                 code="missing_field",
             )
         target = stored.target
-    policy = await gateway.change_pool(pool_changes.calibrate, gateway.router, target)
+    policy = await gateway.change_pool(
+        pool_changes.calibrate, gateway.router, target, latency_weight=body.latency_weight
+    )
     # The policy says how its figures were measured (out_of_sample, n_folds, n_estimated) and
     # over which models (models, servable_only); the enabled models it left out are named here.
     return JSONResponse(

@@ -47,7 +47,8 @@ def decision_headers(
     """Why a routed answer came from ``model`` (the model that answered, after any fallback):
     its estimated error and cost, the lambda used, the prompt's cluster, how many
     representative prompts back the estimate, the estimated saving against the most accurate
-    servable model, and which rules (session, capability) changed the router's pick."""
+    servable model, which rules (session, capability) changed the router's pick, and, when
+    latency had a part, its weight and the model's expected seconds."""
     pool = decision.pool
     column = pool.index(model)
     headers = {
@@ -65,6 +66,10 @@ def decision_headers(
         headers["x-uniroute-saving"] = f"{reference_cost - snapshot.pool.cost(model):.6g}"
     if session_rule is not None:
         headers["x-uniroute-session"] = session_rule
+    expected = decision.expected_latency(model)
+    if expected is not None:
+        headers["x-uniroute-latency-weight"] = f"{decision.latency_weight:.6g}"
+        headers["x-uniroute-expected-latency"] = f"{expected:.4f}"
     return headers
 
 

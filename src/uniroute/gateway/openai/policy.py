@@ -3,6 +3,10 @@
 * ``uniroute``: routed with the registry's calibrated default lambda;
 * ``uniroute:lambda=L``: routed with trade-off ``L >= 0`` (error + L * cost per query);
 * ``uniroute:max-cost=C``: routed to the most accurate model whose cost per query is <= ``C``;
+* ``latency=MU`` added to any of these (``uniroute:latency=0.05``,
+  ``uniroute:lambda=L,latency=MU``): the objective becomes error + L * cost + MU * expected
+  seconds per answer (the latency each model showed on this replica's traffic, or at
+  onboarding); without it, the default policy's latency weight (0 unless calibrated with one);
 * ``risk=Z`` added to either (``uniroute:risk=1.64``, ``uniroute:lambda=L,risk=Z``): decide on
   each estimated error plus ``Z`` standard deviations, so thin evidence is not taken for a low
   error (risk-averse routing);
@@ -12,7 +16,8 @@
   (:mod:`uniroute.gateway.openai.verify`);
 * the name of a pool model: sent straight to that model (no routing, no fallback).
 
-The headers ``x-uniroute-lambda``, ``x-uniroute-max-cost``, ``x-uniroute-risk`` and
+The headers ``x-uniroute-lambda``, ``x-uniroute-max-cost``, ``x-uniroute-latency``,
+``x-uniroute-risk`` and
 ``x-uniroute-verify`` (``true`` / ``false``) set the same parameters for clients that cannot
 change the model name; a header and the model string may not
 disagree, and lambda and max-cost may not be combined. They are ignored when the model is named
@@ -31,10 +36,16 @@ ROUTED_ALIAS = "uniroute"
 LAMBDA_HEADER = "x-uniroute-lambda"
 MAX_COST_HEADER = "x-uniroute-max-cost"
 RISK_HEADER = "x-uniroute-risk"
+LATENCY_HEADER = "x-uniroute-latency"
 VERIFY_HEADER = "x-uniroute-verify"
 VERIFY_OPTION = "verify"
 _TRUE, _FALSE = frozenset({"true", "1", "on", "yes"}), frozenset({"false", "0", "off", "no"})
-_PARAM_NAMES = {"lambda": "lam", "max-cost": "max_cost", "risk": "risk"}
+_PARAM_NAMES = {
+    "lambda": "lam",
+    "max-cost": "max_cost",
+    "risk": "risk",
+    "latency": "latency_weight",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class RoutingPolicy:
     max_cost: float | None = None
     risk: float = 0.0
     verify: bool = False
+    #: mu, the weight of expected seconds per answer (None: the default policy's).
+    latency_weight: float | None = None
 
     def describe(self) -> str:
         """A short label for logs: ``default``, ``lambda=0.3``, ``max-cost=0.001,risk=1.64``,
@@ -57,6 +70,8 @@ class RoutingPolicy:
             label = "default"
         if self.risk:
             label += f",risk={self.risk:g}"
+        if self.latency_weight is not None:
+            label += f",latency={self.latency_weight:g}"
         return f"{VERIFY_OPTION},{label}" if self.verify else label
 
 
@@ -123,7 +138,8 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
                 raise ApiError(
                     400,
                     f"unknown routing option {part!r} in model {model!r}; use "
-                    "'uniroute:lambda=L', 'uniroute:max-cost=C', 'risk=Z' and/or 'verify'",
+                    "'uniroute:lambda=L', 'uniroute:max-cost=C', 'latency=MU', 'risk=Z' and/or "
+                    "'verify'",
                     param="model",
                     code="invalid_routing_policy",
                 )
@@ -139,6 +155,7 @@ def parse_model_choice(model: str, headers: Mapping[str, str]) -> ModelChoice:
         (LAMBDA_HEADER, "lam"),
         (MAX_COST_HEADER, "max_cost"),
         (RISK_HEADER, "risk"),
+        (LATENCY_HEADER, "latency_weight"),
     ):
         header_value = headers.get(header)
         if header_value is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -146,6 +147,7 @@ async def _completion(
     answer = result.value
     if isinstance(answer, UpstreamAnswer):
         gateway.metrics.observe_upstream_latency(model, answer.seconds)
+        gateway.latency.observe(model, answer.seconds, answer.seconds)
         return Response(
             answer.body, status_code=200, media_type=answer.content_type, headers=headers
         )
@@ -197,12 +199,16 @@ async def _relay(
     breaker = gateway.breakers.get(stream.model)
     sent = 0
     settled = False
+    relayed_from = time.perf_counter()
     try:
         async for chunk in tap_usage(request, stream.chunks()):
             sent += len(chunk)
             yield chunk
         breaker.record_success()
         settled = True
+        # Only a stream that ended well tells how long the model takes to answer.
+        total = stream.seconds_to_headers + time.perf_counter() - relayed_from
+        gateway.latency.observe(stream.model, stream.seconds_to_headers, total)
     except Exception as exc:  # the status is already sent: report in-band
         if isinstance(exc, UpstreamError):
             failure = exc

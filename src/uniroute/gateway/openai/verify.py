@@ -188,6 +188,7 @@ def _respond(
         seconds,
     )
     gateway.metrics.observe_upstream_latency(result.model, answer.seconds)
+    gateway.latency.observe(result.model, answer.seconds, answer.seconds)
     note(
         request,
         model=result.model,
