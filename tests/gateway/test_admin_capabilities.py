@@ -115,11 +115,12 @@ def test_capabilities_declared_when_added_and_changed_later(setup) -> None:
     assert response.json()["model"]["context_window"] is None
     assert response.json()["model"]["capabilities"] == ["vision"]
     assert router.snapshot.pool.capabilities_of(HELD_OUT).context_window is None
-    # No model declares tools now: a tool request is routed as if nothing were known.
+    # No model declares tools now: a tool request is refused, saying how to declare one.
     routed = httpx.post(
         f"{url}/v1/route", json={"prompt": "weather?", "tools": [WEATHER]}, timeout=30
     )
-    assert routed.status_code == 200 and routed.json()["not_capable"] == []
+    assert routed.status_code == 400 and routed.json()["error"]["code"] == "no_capable_model"
+    assert "--capabilities" in routed.json()["error"]["message"]
     # It is routed on at once: an image request only reaches HELD_OUT now.
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
     messages = [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]

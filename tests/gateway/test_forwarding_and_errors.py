@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.gateway.support import ADMIN_TOKEN, CHEAP, COSTS, chat_body, make_registry
+from uniroute.deployment import pool_changes
 from uniroute.errors import StateError
 from uniroute.gateway.app import create_app
 from uniroute.gateway.config import GatewayConfig
@@ -66,6 +67,8 @@ def setup(tmp_path_factory, artifact_dir, arc_dataset):
             artifact_dir, tmp_path_factory.mktemp("forwarding") / "registry.db", arc_dataset,
             {CHEAP: f"{upstream_url}/v1"}, calibrate=False,
         )  # fmt: skip
+        # The bodies sent here use tools, images and JSON mode: the model says it can.
+        pool_changes.set_capabilities(router, CHEAP, capabilities=("json", "tools", "vision"))
         app = create_app(router, GatewayConfig(admin_token_env=ADMIN_TOKEN_ENV))
         with serve_in_thread(app) as gateway_url:
             yield gateway_url, upstream, router

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.gateway.support import ADMIN_TOKEN, CHEAP, make_registry
+from uniroute.deployment import pool_changes
 from uniroute.gateway.app import create_app
 from uniroute.gateway.config import GatewayConfig
 from uniroute.testing.harness import serve_in_thread
@@ -33,6 +34,8 @@ def gateway_url(tmp_path_factory, artifact_dir, arc_dataset):
             artifact_dir, tmp_path_factory.mktemp("limits") / "registry.db", arc_dataset,
             {CHEAP: f"{upstream_url}/v1"}, calibrate=False,
         )  # fmt: skip
+        # The bodies sent here use tools, images and JSON mode: the model says it can.
+        pool_changes.set_capabilities(router, CHEAP, capabilities=("json", "tools", "vision"))
         config = GatewayConfig(admin_token_env=ADMIN_TOKEN_ENV, max_body_bytes=200_000)
         with serve_in_thread(create_app(router, config)) as url:
             yield url

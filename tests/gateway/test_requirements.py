@@ -202,20 +202,22 @@ def test_none_capable_is_a_400_naming_the_need_and_every_model_considered() -> N
     assert "b (no tools)" in message and "c (" not in message
 
 
-def test_a_capability_no_model_declares_imposes_nothing() -> None:
-    # A pool described before capabilities were recorded routes as it always did.
+def test_a_model_can_do_only_what_it_declares() -> None:
+    # A pool where no model declares tools refuses a tool request, saying how to declare one,
+    # rather than send the tools to a model that would ignore them.
     snapshot = _snapshot({"a": Capabilities(), "b": Capabilities(context_window=1000)})
     needs = Requirements(frozenset({"tools", "json"}), prompt_tokens=10)
-    assert needs.within(snapshot.pool).capabilities == frozenset()
-    assert needs.capable(snapshot) is None
-    needs.check_model("a", snapshot)
-    # Once one model declares tools, the others are ruled out for tool requests; JSON mode,
-    # which none declares, still rules out nobody.
-    declared = _snapshot({"a": Capabilities(), "b": Capabilities(frozenset({"tools"}))})
-    assert needs.within(declared.pool).capabilities == {"tools"}
-    assert needs.capable(declared) == {"b"}
+    with pytest.raises(ApiError) as caught:
+        needs.capable(snapshot)
+    assert caught.value.code == "no_capable_model"
+    assert "uniroute models update NAME --capabilities" in caught.value.message
     with pytest.raises(ApiError, match="no tools"):
-        needs.check_model("a", declared)
+        needs.check_model("a", snapshot)
+    # Once one model declares both, the request goes to it alone.
+    declared = _snapshot({"a": Capabilities(), "b": Capabilities(frozenset({"tools", "json"}))})
+    assert needs.capable(declared) == {"b"}
+    # A plain request is not restricted at all.
+    assert Requirements(frozenset(), prompt_tokens=10).capable(snapshot) is None
 
 
 def test_models_without_an_endpoint_are_not_considered() -> None:

@@ -735,9 +735,22 @@ _REFINEMENTS: dict[type[BaseModel], Schema] = {
         ],
     },
     RecalibrateRequest: {
-        "properties": {"target_cost": _NON_NEGATIVE, "target_quality": _FRACTION},
+        "properties": {
+            "target_cost": _NON_NEGATIVE,
+            "target_quality": _FRACTION,
+            "latency_weight": _NON_NEGATIVE,
+        },
         # One target at most: none solves the stored target again.
-        "maxProperties": 1,
+        "not": {
+            "anyOf": [
+                {"required": list(pair)}
+                for pair in (
+                    ("target_cost", "target_quality"),
+                    ("target_cost", "target_share"),
+                    ("target_quality", "target_share"),
+                )
+            ]
+        },
     },
 }
 #: The same for the models pydantic puts in ``$defs``.

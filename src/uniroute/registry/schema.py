@@ -161,8 +161,9 @@ def _add_jobs_and_answer_cache(connection: Any) -> None:
 
 
 def _add_capabilities(connection: Any) -> None:
-    # Every existing model declares no capability and no limit: nothing is routed differently
-    # until an operator declares them (``models update``) or a probe finds them.
+    # Every existing model declares no capability and no limit: plain requests route as before;
+    # one that needs tools, images or JSON mode waits for a model to declare it (``models
+    # update``) or for a probe to find it.
     connection.execute("ALTER TABLE models ADD COLUMN capabilities TEXT NOT NULL DEFAULT '[]'")
     connection.execute("ALTER TABLE models ADD COLUMN context_window INTEGER")
     connection.execute("ALTER TABLE models ADD COLUMN max_output_tokens INTEGER")

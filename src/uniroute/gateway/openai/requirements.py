@@ -9,10 +9,10 @@ tool definitions, at about four characters a token) plus the ``max_tokens`` /
 whose declared ``max_output_tokens`` is below the ``max_tokens`` asked for, cannot take it. A
 model that declares no window or no output limit is not limited by it.
 
-A capability that no model of the pool declares is not known for any of them, and imposes
-nothing: a pool whose models were added before capabilities were recorded routes as it always
-did. Once any model declares a capability, a request that needs it goes only to the models
-that declare it.
+A model can do only what it declares (``uniroute models update NAME --capabilities ...``, the
+admin API) or what onboarding's probes found: a request that needs a capability goes only to
+the models that declare it, and a pool where none does refuses it (400 ``no_capable_model``,
+saying how to declare it) rather than send tools to a model that will ignore them.
 
 Routing decides only among the models that can take the request (``Requirements.capable``),
 and a request naming a pool model that cannot is refused (``Requirements.check_model``).
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -113,20 +113,12 @@ class Requirements:
             reasons.append(f"answers at most {limit:,} tokens < max_tokens {asked:,}")
         return "; ".join(reasons) or None
 
-    def within(self, pool: Pool) -> Requirements:
-        """These requirements less the capabilities no model of ``pool`` declares (unknown for
-        every model, so they rule none out)."""
-        declared = frozenset().union(*(c.names for c in pool.capabilities))
-        if self.capabilities <= declared:
-            return self
-        return replace(self, capabilities=self.capabilities & declared)
-
     def capable(self, snapshot: Snapshot) -> frozenset[str] | None:
         """The models of the snapshot that can take the request, to route among; None when every
         model routing may pick can (no restriction). A 400 ``no_capable_model`` naming what was
         needed and why each model considered cannot, when none can."""
         pool = snapshot.pool
-        needs = self.within(pool)
+        needs = self
         considered = _candidates(pool)
         reasons = {name: needs.unable(pool.capabilities_of(name)) for name in considered}
         able = frozenset(name for name, reason in reasons.items() if reason is None)
@@ -139,7 +131,8 @@ class Requirements:
             raise ApiError(
                 400,
                 f"no model in the pool can take this request: it needs {needs.summary()}; "
-                f"considered {listed}",
+                f"considered {listed}; a model that can is declared with `uniroute models "
+                "update NAME --capabilities ...` or POST /admin/models/{name}/capabilities",
                 param=needs._param(),
                 code="no_capable_model",
             )
@@ -148,7 +141,7 @@ class Requirements:
     def check_model(self, name: str, snapshot: Snapshot) -> None:
         """A 400 ``model_not_capable`` when the pool model a request names cannot take it."""
         pool = snapshot.pool
-        needs = self.within(pool)
+        needs = self
         reason = needs.unable(pool.capabilities_of(name))
         if reason is None:
             return
