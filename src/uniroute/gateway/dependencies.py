@@ -283,15 +283,9 @@ class Gateway:
                 # latency, is routed on its own, inline when the encoder is cheap for the text,
                 # else in a routing thread.
                 def work() -> Decision:
-                    return self.router.route_embeddings(
-                        self.router.embed([text]),
-                        lam=policy.lam,
-                        max_cost=policy.max_cost,
-                        risk=policy.risk,
-                        snapshot=snapshot,
-                        capable=capable,
-                        **(latency or {}),
-                    )[0]
+                    return self._route_one(
+                        self.router.embed([text]), policy, snapshot, capable, latency
+                    )
 
                 limit = self.batcher.inline_max_chars
                 if limit and len(text) <= limit:
@@ -304,6 +298,25 @@ class Gateway:
             raise _routing_error(exc, policy, snapshot) from None
         self.metrics.routing_latency.observe(time.perf_counter() - started)
         return decision
+
+    def _route_one(
+        self,
+        X: Any,
+        policy: RoutingPolicy,
+        snapshot: Snapshot,
+        capable: frozenset[str] | None,
+        latency: dict[str, Any] | None,
+    ) -> Decision:
+        """One embedded prompt's decision outside the batcher (restricted, or weighing latency)."""
+        return self.router.route_embeddings(
+            X,
+            lam=policy.lam,
+            max_cost=policy.max_cost,
+            risk=policy.risk,
+            snapshot=snapshot,
+            capable=capable,
+            **(latency or {}),
+        )[0]
 
     def _latency_terms(self, policy: RoutingPolicy, snapshot: Snapshot) -> dict[str, Any] | None:
         """The latency arguments of a routing call (its weight mu and each model's expected
@@ -332,15 +345,7 @@ class Gateway:
 
         def work() -> VerifiedDecision:
             X = self.router.embed([text])
-            decision = self.router.route_embeddings(
-                X,
-                lam=policy.lam,
-                max_cost=policy.max_cost,
-                risk=policy.risk,
-                snapshot=snapshot,
-                capable=capable,
-                **(latency or {}),
-            )[0]
+            decision = self._route_one(X, policy, snapshot, capable, latency)
             try:
                 plan = self.router.verify_plans(X, lam=decision.lam, snapshot=snapshot)[0]
             except RouterError as exc:  # no plan: the request is routed as usual, and says why
