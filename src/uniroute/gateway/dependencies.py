@@ -280,24 +280,27 @@ class Gateway:
                 decision = await self.batcher.decide(item)
             else:
                 # The batcher groups by policy only: a restricted decision, or one weighing
-                # latency, is routed on its own, inline when the encoder is cheap for the text,
-                # else in a routing thread.
-                def work() -> Decision:
-                    return self._route_one(
+                # latency, is routed on its own.
+                decision = await self._run_alone(
+                    text,
+                    lambda: self._route_one(
                         self.router.embed([text]), policy, snapshot, capable, latency
-                    )
-
-                limit = self.batcher.inline_max_chars
-                if limit and len(text) <= limit:
-                    decision = work()
-                else:
-                    decision = await anyio.to_thread.run_sync(work, limiter=self.routing_limiter)
+                    ),
+                )
         except NoCapableModelError as exc:
             raise ApiError(400, str(exc), code="no_capable_model") from None
         except RouterError as exc:
             raise _routing_error(exc, policy, snapshot) from None
         self.metrics.routing_latency.observe(time.perf_counter() - started)
         return decision
+
+    async def _run_alone(self, text: str, work: Callable[[], R]) -> R:
+        """Routing work for one prompt outside the batcher: inline when the encoder is cheap
+        for ``text``, else in a routing thread."""
+        limit = self.batcher.inline_max_chars
+        if limit and len(text) <= limit:
+            return work()
+        return await anyio.to_thread.run_sync(work, limiter=self.routing_limiter)
 
     def _route_one(
         self,
@@ -358,12 +361,8 @@ class Gateway:
             return VerifiedDecision(decision, plan, "")
 
         started = time.perf_counter()
-        limit = self.batcher.inline_max_chars
         try:
-            if limit and len(text) <= limit:
-                verified = work()
-            else:
-                verified = await anyio.to_thread.run_sync(work, limiter=self.routing_limiter)
+            verified = await self._run_alone(text, work)
         except NoCapableModelError as exc:
             raise ApiError(400, str(exc), code="no_capable_model") from None
         except RouterError as exc:

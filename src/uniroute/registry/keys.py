@@ -42,6 +42,7 @@ from typing import Any
 from uniroute.errors import KeyNotFoundError, RegistryError
 from uniroute.registry.backend import Backend
 from uniroute.registry.records import check_model_name, looks_like_secret
+from uniroute.registry.schema import now
 
 #: Every secret starts with this, so a leaked one is recognisable (and scanners can match it).
 SECRET_PREFIX = "ur-"
@@ -307,7 +308,7 @@ class KeyStore:
         monthly = check_budget(monthly_spend_limit, "monthly budget")
         secret = new_secret()
         key_id = f"key-{uuid.uuid4().hex[:16]}"
-        created = datetime.now(UTC).isoformat(timespec="seconds")
+        created = now()
         with self._backend.write() as connection:
             connection.execute(
                 f"INSERT INTO client_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, NULL)",
@@ -361,7 +362,7 @@ class KeyStore:
         with self._backend.write() as connection:
             cursor = connection.execute(
                 "UPDATE client_keys SET revoked = 1, revoked_at = ? WHERE id = ? AND revoked = 0",
-                (datetime.now(UTC).isoformat(timespec="seconds"), key_id),
+                (now(), key_id),
             )
             changed = cursor.rowcount
         if not changed:
