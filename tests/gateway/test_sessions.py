@@ -141,13 +141,21 @@ def test_a_conversation_escalates_when_a_turn_needs_a_clearly_better_model(
         for second in questions[60:]:
             decision = router.route(_routed_text([first_question, second]))
             errors = decision.estimated_errors
-            if errors[decision.model] <= errors[first] - MARGIN:
-                found = first_question, second, first, decision.model
+            if errors[decision.model] > errors[first] - MARGIN:
+                continue
+            # ... and a follow-up whose own pick would leave the model it escalated to.
+            downhill = [
+                f
+                for f in FOLLOW_UPS
+                if _stays(router, [first_question, second, f], decision.model) is not None
+            ]
+            if downhill:
+                found = first_question, second, first, decision.model, downhill[0]
                 break
         if found:
             break
     assert found, "no pair of questions where the second needs a clearly better model"
-    first_question, second, first, better = found
+    first_question, second, first, better, easy = found
     headers, answer = _ask(client, [first_question], [])
     assert headers["x-uniroute-model"] == first
     answers = [answer.choices[0].message.content]
@@ -155,13 +163,9 @@ def test_a_conversation_escalates_when_a_turn_needs_a_clearly_better_model(
     assert headers["x-uniroute-model"] == better and headers["x-uniroute-session"] == "escalated"
     # Having escalated, it does not come back down for an easy follow-up.
     answers.append(answer.choices[0].message.content)
-    for follow_up in FOLLOW_UPS:
-        turns = [first_question, second, follow_up]
-        if _stays(router, turns, better) is not None:
-            headers, _ = _ask(client, turns, answers)
-            assert headers["x-uniroute-model"] == better
-            assert headers["x-uniroute-session"] == "kept"
-            break
+    headers, _ = _ask(client, [first_question, second, easy], answers)
+    assert headers["x-uniroute-model"] == better
+    assert headers["x-uniroute-session"] == "kept"
 
 
 def test_a_session_header_ties_unrelated_requests_together(deployment, client, questions) -> None:
