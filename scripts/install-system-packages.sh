@@ -4,7 +4,8 @@
 #   postgresql-15  the server the registry tests run a throwaway cluster of (docs/POOL.md,
 #                  "PostgreSQL registry"); only its binaries are used, the packaged cluster is
 #                  not needed (Debian's `postgresql` package is taken when 15 is not offered);
-#   haproxy        the load balancer of deploy/haproxy.cfg, which the rolling-restart test runs.
+#   haproxy        the load balancer of deploy/haproxy.cfg, which the rolling-restart test runs;
+#   chromium, chromium-driver  the headless browser the dashboard's tests drive (docs/DASHBOARD.md).
 # Run by `make install` (and so by `make demo` and `make test`); a no-op when all are present.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ PG_BIN=${UNIROUTE_PG_BIN:-/usr/lib/postgresql/15/bin}
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 postgres_missing=false
 [ -x "$PG_BIN/postgres" ] || postgres_missing=true
 if [ ${#missing[@]} -eq 0 ] && [ "$postgres_missing" = false ]; then

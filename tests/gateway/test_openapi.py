@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from pydantic import BaseModel
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from uniroute.deployment import Router
@@ -57,6 +57,9 @@ def _routes(app) -> set[str]:
     """Every (method, path) the application answers, as OpenAPI names them."""
     found = set()
     for route in app.routes:
+        if isinstance(route, Mount):  # static files: every path under it, by GET
+            found.add(f"GET {route.path}/{{path}}")
+            continue
         assert isinstance(route, Route), route
         # Starlette answers HEAD wherever it answers GET; the document lists the GETs.
         for method in sorted((route.methods or set()) - {"HEAD"}):
@@ -143,6 +146,8 @@ def test_every_operation_documents_the_error_body_and_its_security() -> None:
                 assert names == {"clientKey", "clientApiKey"}, label
             elif path.startswith("/admin/"):
                 assert names == {"adminToken"}, label
+            elif path.startswith("/ui/api/"):
+                assert names == {"adminToken", "clientKey"}, label
             else:
                 assert operation["security"] == [], label
 

@@ -41,6 +41,7 @@ from uniroute.registry import (
     read_scores_file,
 )
 from uniroute.registry.calibration import Policy, Target
+from uniroute.registry.records import MAX_SOURCE_CHARS
 
 PROMPTS = [f"p{i}" for i in range(5)]
 
@@ -126,6 +127,18 @@ def test_duplicate_and_unknown_models_are_clear_errors(registry: Registry) -> No
         assert unknown.value.http_status == 404
     with pytest.raises(ModelNotFoundError, match="no model 'zzz'"):
         registry.set_features("art", {"zzz": np.ones(3)})
+
+
+def test_a_models_source_is_kept_on_one_bounded_line(registry: Registry) -> None:
+    registry.add_model(_record("a", source="scores file\n/data/a.csv"), {"p0": 1.0})
+    registry.add_model(_record("b", source="x" * 1000), {"p0": 1.0})
+    registry.set_cost("a", ModelCost(per_query=2.0))  # a later change keeps it
+    a, b = registry.list_models()
+    assert a.source == "scores file /data/a.csv" and a.cost.per_query == 2.0
+    assert b.source == "x" * MAX_SOURCE_CHARS
+    assert a.to_dict()["source"] == a.source
+    with pytest.raises(RegistryError, match="source must be a string"):
+        _record("c", source=3)
 
 
 def test_add_models_is_all_or_nothing(registry: Registry) -> None:
@@ -429,12 +442,12 @@ def _write_v1_registry(backend: RegistryBackend, path: str | Path) -> None:
 def test_new_file_is_at_the_current_schema_version(backend: RegistryBackend) -> None:
     path = backend.new_location()
     with Registry(path) as registry:
-        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 7
+        assert registry.schema_version == REGISTRY_SCHEMA_VERSION == len(MIGRATIONS) == 8
         assert registry.dialect == backend.name
     if backend.name == "sqlite":
         assert backend.execute(path, "PRAGMA journal_mode")[0][0] == "wal"
     assert backend.schema_version(path) == REGISTRY_SCHEMA_VERSION
-    assert "upstream_model" in backend.model_columns(path)
+    assert {"upstream_model", "latency_s", "source"} <= set(backend.model_columns(path))
     assert "answers" in backend.tables(path)
 
 
@@ -459,8 +472,10 @@ def test_a_v1_file_is_migrated_in_place_and_keeps_every_model_score_and_psi(
             enabled=False, revision=2,
             created_at="2025-01-03T00:00:00+00:00", updated_at="2025-01-04T00:00:00+00:00",
         )  # fmt: skip
-        # Models registered before v2 are sent upstream under their pool name.
+        # Models registered before v2 are sent upstream under their pool name; how models
+        # registered before v8 joined was not recorded.
         assert alpha.upstream_model is None and beta.upstream_model is None
+        assert alpha.source is None and beta.source is None
         assert {name: registry.get_scores(name) for name in ("alpha", "beta")} == V1_SCORES
         for artifact_id in ("art-1", "art-2"):
             stored = registry.get_features(artifact_id)

@@ -201,6 +201,8 @@ def add_scored_model(
     if answers:
         known = set(artifact.prompt_ids) | set(unknown) | set(map(str, scores))
         unknown += [str(p) for p in answers if str(p) not in known]
+    if record.source is None:
+        record = with_fields(record, source=source)
     stored = router.registry.add_models(
         [NewModel(record, matched, {artifact.artifact_id: psi}, stored_answers)], replace=replace
     )[0]
@@ -401,6 +403,7 @@ def seed_registry(
             name=name,
             cost=ModelCost(per_query=float(artifact.training_costs[j])),
             tags=("training",),
+            source=f"training model of artifact {artifact.artifact_id}",
         )
         psi = artifact.router.model_features(values, name)
         answers = {}

@@ -118,6 +118,23 @@ class Snapshot:
 CALIBRATION_FOLDS = 5
 
 
+def calibration_errors(artifact: Artifact, pool: Pool) -> tuple[Pool, np.ndarray, int]:
+    """The models calibration solves over (the servable ones, else every enabled one), their
+    estimated errors on the representative prompts, cross-fitted over ``CALIBRATION_FOLDS``
+    folds, and the number of folds (0: one prompt, in-sample)."""
+    servable = pool.servable
+    over = pool.select(servable) if servable else pool
+    estimator = artifact.router
+    n_rep = len(estimator.X_val_)
+    if n_rep >= 2:
+        folds = min(CALIBRATION_FOLDS, n_rep)
+        errors = estimator.cross_fitted_errors(estimator.X_val_, over, folds=folds, seed=0)
+    else:  # one representative prompt cannot be split: in-sample, and the policy says so
+        folds = 0
+        errors = estimator.predict_error(estimator.X_val_, over)
+    return over, errors, folds
+
+
 def calibrate_pool(artifact: Artifact, pool: Pool, target: Target, fingerprint: str) -> Policy:
     """Solve ``target`` on the artifact's representative prompts for this pool, out of sample.
 
@@ -138,15 +155,7 @@ def calibrate_pool(artifact: Artifact, pool: Pool, target: Target, fingerprint: 
             f"target model {target.model!r} has no endpoint, so the gateway never sends it "
             f"traffic; calibration is over the models with one: {list(servable)}"
         )
-    over = pool.select(servable) if servable else pool
-    estimator = artifact.router
-    n_rep = len(estimator.X_val_)
-    if n_rep >= 2:
-        folds = min(CALIBRATION_FOLDS, n_rep)
-        errors = estimator.cross_fitted_errors(estimator.X_val_, over, folds=folds, seed=0)
-    else:  # one representative prompt cannot be split: in-sample, and the policy says so
-        folds = 0
-        errors = estimator.predict_error(estimator.X_val_, over)
+    over, errors, folds = calibration_errors(artifact, pool)
     try:
         return solve_target(
             errors,

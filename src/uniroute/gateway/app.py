@@ -3,7 +3,8 @@
 ``create_app(router, config)`` assembles the pieces: the :class:`~uniroute.gateway.dependencies.
 Gateway` service object, the route table (``/v1`` from :mod:`uniroute.gateway.openai.routes`,
 ``/admin`` from :mod:`uniroute.gateway.admin.routes`, ``/healthz``, ``/readyz`` and ``/metrics``
-from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gateway.openapi`),
+from :mod:`uniroute.gateway.health`, ``/openapi.json`` from :mod:`uniroute.gateway.openapi`,
+``/ui`` from :mod:`uniroute.gateway.dashboard.routes`),
 the request-context middleware, the exception handlers and the lifespan (upstream connection
 pools, routing workers, registry polling and, on PostgreSQL, listening for pushed pool
 changes). The completion endpoints skip Starlette's routing and middleware stack
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp
 from uniroute.deployment import Router
 from uniroute.gateway.admin.routes import admin_routes
 from uniroute.gateway.config import GatewayConfig
+from uniroute.gateway.dashboard.routes import dashboard_routes
 from uniroute.gateway.dependencies import Gateway
 from uniroute.gateway.dispatch import GatewayApplication
 from uniroute.gateway.errors import EXCEPTION_HANDLERS
@@ -67,7 +69,13 @@ def create_app(router: Router, config: GatewayConfig | None = None) -> Starlette
     app = GatewayApplication(
         direct=direct_endpoints(),
         wrap_direct=with_request_context,
-        routes=[*openai_routes(), *health_routes(), *admin_routes(), *openapi_routes()],
+        routes=[
+            *openai_routes(),
+            *health_routes(),
+            *admin_routes(),
+            *openapi_routes(),
+            *dashboard_routes(),
+        ],
         middleware=[Middleware(RequestContextMiddleware, metrics=gateway.metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

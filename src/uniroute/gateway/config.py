@@ -123,6 +123,11 @@ class GatewayConfig:
     #: Seconds requests still open when the gateway stops accepting get to finish (streams
     #: included); what is still open then is cut off.
     shutdown_grace_s: float = 10.0
+    #: Serve the web dashboard at ``/ui`` (docs/DASHBOARD.md). Its data needs the admin token.
+    dashboard: bool = False
+    #: Let client API keys (static or virtual) open the dashboard's read-only views too; its
+    #: actions still need the admin token.
+    dashboard_client_keys: bool = False
 
     def __post_init__(self) -> None:
         positive = (

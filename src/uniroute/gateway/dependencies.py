@@ -396,7 +396,8 @@ def gateway_of(request: HTTPConnection) -> Gateway:
     return request.app.state.gateway
 
 
-def _bearer_token(request: HTTPConnection) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (None: none sent)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
@@ -413,7 +414,7 @@ async def check_client_key(request: HTTPConnection) -> Gateway:
     static one from ``client_keys_env``, or a virtual one in the registry); the caller is
     kept in the request's scope (``uniroute.gateway.keys.caller_of``) for its limits and spend."""
     gateway = gateway_of(request)
-    key = _bearer_token(request) or request.headers.get("api-key") or None
+    key = bearer_token(request) or request.headers.get("api-key") or None
     caller = await gateway.keys.authenticate(key, gateway.config.client_keys())
     request.scope[CALLER_KEY] = caller
     return gateway
@@ -430,7 +431,7 @@ def require_admin(request: HTTPConnection) -> Gateway:
             f"{gateway.config.admin_token_env} before starting the gateway",
             code="admin_disabled",
         )
-    given = _bearer_token(request)
+    given = bearer_token(request)
     if given is None:
         raise ApiError(
             401,

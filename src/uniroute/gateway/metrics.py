@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from uniroute.gateway.traffic import TrafficHistory
+
 # Routing runs in tens of microseconds for pre-embedded prompts and up to ~100 ms with a
 # neural encoder; upstream calls take from a millisecond (loopback) to minutes.
 ROUTING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -35,11 +37,13 @@ UPSTREAM_BUCKETS = (
 
 
 class GatewayMetrics:
-    """All gateway metrics; ``render()`` gives the Prometheus text exposition."""
+    """All gateway metrics; ``render()`` gives the Prometheus text exposition, ``history`` the
+    last day of them minute by minute (for the dashboard)."""
 
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, replica: str | None = None) -> None:
+        self.history = TrafficHistory()
         self.registry = CollectorRegistry(auto_describe=True)
         if replica:
             # OpenMetrics' target metadata: one series naming the replica these metrics are
@@ -176,6 +180,12 @@ class GatewayMetrics:
     def count_request(self, endpoint: str, model: str, status: str) -> None:
         """Count one completed request."""
         self._child(self.requests, endpoint, model, status).inc()
+        self.history.count_request(endpoint, model, status)
+
+    def count_fallback(self) -> None:
+        """Count one request answered by a model other than its first choice."""
+        self.fallbacks.inc()
+        self.history.count_fallback()
 
     def count_upstream_error(self, model: str, kind: str) -> None:
         """Count one failed upstream call."""
@@ -197,8 +207,10 @@ class GatewayMetrics:
             return
         self._child(self.estimated_cost, model).inc(cost)
         if reference_cost is None:
+            self.history.add_cost(cost, None)
             return
         saving = reference_cost - cost
+        self.history.add_cost(cost, saving)
         if saving >= 0:
             self.estimated_saving.inc(saving)
         else:
@@ -220,9 +232,12 @@ class GatewayMetrics:
             self._child(self.estimated_cost, model).inc(cost)
             if model != answered_by:
                 self._child(self.verify_extra_calls, model).inc()
+        total = sum(call_costs.values())
         if reference_cost is None or not call_costs:
+            self.history.add_cost(total, None)
             return
-        saving = reference_cost - sum(call_costs.values())
+        saving = reference_cost - total
+        self.history.add_cost(total, saving)
         if saving >= 0:
             self.estimated_saving.inc(saving)
         else:
@@ -233,10 +248,12 @@ class GatewayMetrics:
         if amount > 0:
             self._child(self.key_spend, key, team, basis).inc(amount)
             self._child(self.team_spend, team).inc(amount)
+            self.history.count_key(key, team, spend=amount)
 
     def count_key_request(self, key: str, team: str) -> None:
         """Count one admitted request of a virtual key."""
         self._child(self.key_requests, key, team).inc()
+        self.history.count_key(key, team, requests=1)
 
     def count_key_refusal(self, key: str, reason: str) -> None:
         """Count one request refused for a key's limits."""

@@ -480,6 +480,94 @@ _HAND_WRITTEN: dict[str, Schema] = {
         "required": ["jobs"],
         "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
     },
+    "DashboardSession": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {"role": {"enum": ["admin", "viewer"]}},
+    },
+    "DashboardPool": {
+        "type": "object",
+        "required": ["pool_version", "models"],
+        "properties": {
+            "pool_version": {"type": "integer"},
+            "default_lambda": {"type": ["number", "null"]},
+            "policy": {"type": ["object", "null"]},
+            "models": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "enabled", "servable", "circuit", "health"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "enabled": {"type": "boolean"},
+                        "servable": {"type": "boolean"},
+                        "circuit": {"enum": ["closed", "open", "half_open"]},
+                        "health": {"enum": ["ok", "down", "recovering", "no endpoint", "disabled"]},
+                        "cost_per_query": {"type": "number"},
+                        "cost_per_1m_input": {"type": ["number", "null"]},
+                        "cost_per_1m_output": {"type": ["number", "null"]},
+                        "source": {"type": ["string", "null"]},
+                        "n_scores": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
+    "DashboardEstimates": {
+        "type": "object",
+        "required": ["available"],
+        "description": "Rows are clusters, columns models; or available false with a reason.",
+        "properties": {
+            "available": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "clusters": {"type": "array", "items": {"type": "object"}},
+            "error": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            "evidence": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+            "std": {"type": ["array", "null"]},
+        },
+    },
+    "DashboardTradeoff": {
+        "type": "object",
+        "required": ["available"],
+        "properties": {
+            "available": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["lambda", "cost", "quality", "share"],
+                    "properties": {
+                        "lambda": {"type": "number"},
+                        "cost": {"type": "number"},
+                        "quality": {"type": "number"},
+                        "share": {"type": "object", "additionalProperties": {"type": "number"}},
+                    },
+                },
+            },
+            "singles": {"type": "array", "items": {"type": "object"}},
+            "calibrated": {"type": ["object", "null"]},
+        },
+    },
+    "DashboardTraffic": {
+        "type": "object",
+        "required": ["window", "bucket_s", "buckets", "totals", "keys", "teams"],
+        "properties": {
+            "window": {"enum": ["hour", "day"]},
+            "bucket_s": {"type": "integer"},
+            "now": {"type": "number"},
+            "since": {"type": "number"},
+            "buckets": {"type": "array", "items": {"type": "object"}},
+            "totals": {"type": "object"},
+            "keys": {"type": "array", "items": {"type": "object"}},
+            "teams": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "ClientKey": {
         "type": "object",
         "required": ["id", "name", "revoked"],
@@ -879,6 +967,38 @@ _KEY_ID_PARAMETER: Schema = {
 }
 _CLIENT: list[Schema] = [{"clientKey": []}, {"clientApiKey": []}]
 _ADMIN: list[Schema] = [{"adminToken": []}]
+#: The dashboard's views: the admin token, or a client key where dashboard_client_keys is on.
+_DASHBOARD: list[Schema] = [{"adminToken": []}, {"clientKey": []}]
+_DASHBOARD_VIEWS: list[tuple[str, str, str, list[Schema] | None]] = [
+    ("session", "The role the token gives: admin or viewer.", "DashboardSession", None),
+    ("pool", "Every registered model: price, state, health, capabilities.", "DashboardPool", None),
+    (
+        "estimates",
+        "The cluster x model map of estimated errors and their evidence.",
+        "DashboardEstimates",
+        None,
+    ),
+    (
+        "tradeoff",
+        "The servable pool's deferral curve with the calibrated point.",
+        "DashboardTradeoff",
+        None,
+    ),
+    (
+        "traffic",
+        "This replica's recent traffic, bucketed.",
+        "DashboardTraffic",
+        [
+            {
+                "name": "window",
+                "in": "query",
+                "required": False,
+                "schema": {"enum": ["hour", "day"]},
+            }
+        ],
+    ),
+    ("jobs", "The onboarding jobs and their progress.", "JobList", None),
+]
 
 
 def _operation(
@@ -1184,6 +1304,54 @@ def _paths() -> dict[str, Schema]:
                 ],
             )
         },
+        "/ui": {
+            "get": _operation(
+                "dashboardPage",
+                "The web dashboard's page (404 unless 'dashboard' is on).",
+                "dashboard",
+                {"200": {"description": "The page.", "content": {"text/html": {}}}},
+                security=[],
+            )
+        },
+        "/ui/": {
+            "get": _operation(
+                "dashboardPageSlash",
+                "The web dashboard's page, at its directory URL.",
+                "dashboard",
+                {"200": {"description": "The page.", "content": {"text/html": {}}}},
+                security=[],
+            )
+        },
+        "/ui/static/{path}": {
+            "get": _operation(
+                "dashboardAsset",
+                "A script or style sheet of the dashboard (shipped in the package).",
+                "dashboard",
+                {"200": {"description": "The asset."}},
+                security=[],
+                parameters=[
+                    {
+                        "name": "path",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+            )
+        },
+        **{
+            f"/ui/api/{view}": {
+                "get": _operation(
+                    f"dashboard{view.title()}",
+                    summary,
+                    "dashboard",
+                    {"200": _ok("The view.", _ref(schema))},
+                    security=_DASHBOARD,
+                    parameters=parameters,
+                )
+            }
+            for view, summary, schema, parameters in _DASHBOARD_VIEWS
+        },
     }
 
 
@@ -1232,6 +1400,10 @@ def openapi_document() -> dict[str, Any]:
             {"name": "openai", "description": "The OpenAI-compatible API (client key)."},
             {"name": "admin", "description": "Changes to the model pool (admin token)."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
+            {
+                "name": "dashboard",
+                "description": "The web dashboard and its views (off by default).",
+            },
         ],
         "paths": _paths(),
         "components": {"schemas": schemas, "securitySchemes": copy.deepcopy(_SECURITY_SCHEMES)},

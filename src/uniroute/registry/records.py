@@ -280,6 +280,10 @@ def psi_bytes(psi: np.ndarray, label: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------- records
+#: Characters of a record's ``source`` kept.
+MAX_SOURCE_CHARS = 300
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """One model of the pool as the registry stores it (scores and Psi are kept separately).
@@ -311,6 +315,9 @@ class ModelRecord:
     #: Seconds its endpoint took to answer a representative prompt (median, measured during
     #: onboarding; None: not measured): the latency it is routed with until traffic is seen.
     latency_s: float | None = None
+    #: How it joined the pool: the scores file, "onboarding of 'name'" (its endpoint's answers),
+    #: "training model of the artifact", ... (None: added before this was recorded).
+    source: str | None = None
     #: Why a record read back from the registry cannot be served (None: nothing is wrong).
     problem: str | None = field(default=None, init=False)
 
@@ -361,6 +368,11 @@ class ModelRecord:
                     f"got {latency!r}"
                 )
             object.__setattr__(self, "latency_s", float(latency))
+        if self.source is not None:
+            if not isinstance(self.source, str):
+                raise RegistryError(f"model {self.name!r}: source must be a string")
+            # A description for people (it may name a file): one line, bounded.
+            object.__setattr__(self, "source", " ".join(self.source.split())[:MAX_SOURCE_CHARS])
         for limit in ("context_window", "max_output_tokens"):
             value = check_token_limit(self.name, limit, getattr(self, limit))
             object.__setattr__(self, limit, value)
@@ -381,6 +393,7 @@ class ModelRecord:
             "context_window": self.context_window,
             "max_output_tokens": self.max_output_tokens,
             "latency_s": self.latency_s,
+            "source": self.source,
             "enabled": self.enabled,
             "revision": self.revision,
             "created_at": self.created_at,

@@ -219,6 +219,11 @@ def _add_latency(connection: Any) -> None:
     )
 
 
+def _add_source(connection: Any) -> None:
+    # NULL for every existing model: how it joined was not recorded.
+    connection.execute("ALTER TABLE models ADD COLUMN source TEXT")
+
+
 #: A migration step: given a connection of either dialect inside the step's transaction.
 Migration = Callable[[Any], None]
 
@@ -231,6 +236,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_capabilities,
     _add_client_keys_and_sessions,
     _add_latency,
+    _add_source,
 )
 REGISTRY_SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -284,6 +290,7 @@ MODEL_COLUMN_NAMES = (
     "context_window",
     "max_output_tokens",
     "latency_s",
+    "source",
     "enabled",
     "revision",
     "created_at",
@@ -312,6 +319,7 @@ def record_row(record: ModelRecord) -> tuple:
         record.context_window,
         record.max_output_tokens,
         record.latency_s,
+        record.source,
         int(record.enabled),
         record.revision,
         record.created_at,
@@ -335,6 +343,7 @@ def record_from_row(row: tuple) -> ModelRecord:
         context_window,
         max_output_tokens,
         latency_s,
+        source,
         enabled,
         revision,
         created,
@@ -356,6 +365,7 @@ def record_from_row(row: tuple) -> ModelRecord:
         context_window=context_window,
         max_output_tokens=max_output_tokens,
         latency_s=latency_s,
+        source=source,
         enabled=bool(enabled),
         revision=int(revision),
         created_at=created,

@@ -112,7 +112,7 @@ async def add_model(request: Request) -> Response:
         body.scores,
         answers=body.answers,
         replace=body.replace,
-        source=f"scores of model {record.name!r}",
+        source=f"scores of model {record.name!r} sent to the admin API",
         endpoint_policy=gateway.endpoint_policy,
     )
     return JSONResponse(

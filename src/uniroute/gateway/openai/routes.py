@@ -132,7 +132,7 @@ async def _completion(
     model = result.model
     gateway.update_breaker_gauges(a.model for a in result.attempts)
     if model != candidates[0]:
-        gateway.metrics.fallbacks.inc()
+        gateway.metrics.count_fallback()
     note(request, model=model, attempts=[a.__dict__ for a in result.attempts])
     gateway.metrics.record_answer(
         model, snapshot.pool.cost(model), gateway.reference_cost(snapshot)
