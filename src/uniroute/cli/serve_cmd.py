@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import socket
 
 from uniroute.cli.arg_types import port_number
@@ -28,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--config", help="gateway settings, TOML or JSON (timeouts, retries, breaker, limits)"
+    )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve the web dashboard at /ui (as 'dashboard = true' in the config; its views "
+        "need the admin token)",
     )
     parser.set_defaults(func=run)
 
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     # A bad setting (a ConfigError) is reported before any state is read.
     config = load_config(args.config)
+    if args.dashboard:
+        config = dataclasses.replace(config, dashboard=True)
     check_host(args.host)
     router = Router.load(artifact_path(args), registry_path(args))
     try:
