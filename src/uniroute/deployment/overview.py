@@ -7,7 +7,8 @@ pool change, however often a dashboard asks).
 - The **estimate map**: per cluster of the representative prompts, each enabled model's
   estimated error Psi_k(h), how many of the cluster's representative prompts it has scores on
   (its evidence) and the estimate's std, each cluster described by its most typical prompts
-  (nearest its centroid). A model estimated well on a cluster it has no scores in shows it.
+  (nearest its centroid; a few-shot preamble all of a task's prompts share is cut). A model
+  estimated well on a cluster it has no scores in shows it.
 - The **trade-off**: the deferral curve of the models calibration solves over (the servable
   ones) on the representative prompts, with the same cross-fitted errors as calibration, so
   the calibrated point lies on it; each point's expected cost, quality and traffic share per
@@ -16,12 +17,15 @@ pool change, however often a dashboard asks).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from uniroute.artifact import Artifact
+from uniroute.data.representative import RepresentativePrompt
 from uniroute.deployment.snapshot import Snapshot, calibration_errors
 from uniroute.registry.calibration import filled_quality, lambda_path
 from uniroute.routers.uniroute_kmeans import ClusterProfileRouter
@@ -144,6 +148,8 @@ def _cluster_summaries(
     artifact: Artifact, router: ClusterProfileRouter
 ) -> tuple[ClusterSummary, ...]:
     prompts = artifact.representative_prompts
+    # Few-shot prompts of a task share their examples: what tells them apart comes after.
+    shared = _shared_prefix_by_task(prompts)
     X = np.asarray(router.X_val_, dtype=float)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     similarity = (X / np.where(norms > 0, norms, 1.0)) @ router.centroids_.T
@@ -159,7 +165,11 @@ def _cluster_summaries(
                 n_prompts=len(members),
                 main_task=main_task,
                 typical_prompts=tuple(
-                    _shortened(prompts[i].text, TYPICAL_PROMPT_CHARS) for i in nearest
+                    _shortened(
+                        _after_prefix(prompts[i].text, shared.get(prompts[i].task, 0)),
+                        TYPICAL_PROMPT_CHARS,
+                    )
+                    for i in nearest
                 ),
             )
         )
@@ -227,6 +237,31 @@ def _compute_tradeoff(artifact: Artifact, snapshot: Snapshot) -> PoolTradeoff:
         singles=singles,
         calibrated=calibrated,
     )
+
+
+#: A prefix shared by a task's prompts is cut from the ones shown only when this long.
+MIN_SHARED_PREFIX_CHARS = 80
+
+
+def _shared_prefix_by_task(prompts: Sequence[RepresentativePrompt]) -> dict[str, int]:
+    """Per task with two or more prompts: the length of the prefix all of them share, cut back
+    to a line or word boundary (only when at least ``MIN_SHARED_PREFIX_CHARS`` long)."""
+    by_task: dict[str, list[str]] = {}
+    for prompt in prompts:
+        by_task.setdefault(prompt.task, []).append(prompt.text)
+    shared = {}
+    for task, texts in by_task.items():
+        if len(texts) < 2:
+            continue
+        prefix = os.path.commonprefix(texts)
+        cut = max(prefix.rfind("\n"), prefix.rfind(" ")) + 1
+        if cut >= MIN_SHARED_PREFIX_CHARS:
+            shared[task] = cut
+    return shared
+
+
+def _after_prefix(text: str, cut: int) -> str:
+    return "… " + text[cut:] if cut and text[cut:].strip() else text
 
 
 def _rounded(values: np.ndarray) -> list[list[float]]:
