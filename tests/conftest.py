@@ -83,19 +83,11 @@ def arc_artifact(arc_dataset, arc_holdout_models: list[str], tmp_path_factory):
     At the end of the session the directory must still load (every checksum intact), which
     catches a test that changed the shared files instead of a copy.
     """
-    from uniroute.artifact import Artifact, build_artifact
-    from uniroute.embeddings import make_encoder
+    from uniroute.artifact import Artifact
+    from uniroute.testing.harness import build_arc_test_artifact
 
-    artifact = build_artifact(
-        arc_dataset,
-        tmp_path_factory.mktemp("arc-artifact") / "artifact",
-        encoder=make_encoder("tfidf", n_components=32),
-        router="uniroute-kmeans",
-        router_params={"n_clusters": 6},
-        holdout_models=arc_holdout_models,
-        val_fraction=0.2,
-        seed=84,
-    )
+    folder = tmp_path_factory.mktemp("arc-artifact")
+    artifact = Artifact.load(build_arc_test_artifact(arc_dataset, folder, arc_holdout_models))
     yield artifact
     assert Artifact.load(artifact.path).artifact_id == artifact.artifact_id, (
         "a test changed the shared arc_artifact; copy its directory first"

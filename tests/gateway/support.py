@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from uniroute.data.dataset import RoutingDataset
-from uniroute.deployment import Router, pool_changes
-from uniroute.registry.calibration import make_target
-from uniroute.testing.harness import add_recorded_model, write_config
+from uniroute.deployment import Router
+from uniroute.testing.harness import recorded_pool, write_config
 from uniroute.testing.process import GatewayProcess
 from uniroute.testing.replay import ReplayServerProcess
 
@@ -51,25 +50,14 @@ def make_registry(
 ) -> Router:
     """A registry with the given models (recorded scores, COSTS, endpoints; with their recorded
     answers to the representative prompts if ``with_answers``); returns its Router."""
-    router = Router.load(artifact_dir, registry_path)
-    for model, url in endpoints.items():
-        add_recorded_model(
-            router,
-            dataset,
-            model,
-            COSTS[model],
-            endpoint=url,
-            api_key_env=(api_key_envs or {}).get(model),
-            with_answers=with_answers,
-        )
-    if calibrate:
-        # Three times the cheapest price, below the middle one: the best quality within it (out
-        # of sample, as calibration measures it) mixes the cheap and middle models, so both get
-        # traffic. (Half-way to the dearest price bought all-middle-model: out of sample, GPT-4
-        # adds no quality the router can find.)
-        target = 3 * COSTS[CHEAP]
-        pool_changes.calibrate(router, make_target(target_cost=target))
-    return router
+    # Three times the cheapest price, below the middle one: the best quality within it (out of
+    # sample, as calibration measures it) mixes the cheap and middle models, so both get
+    # traffic. (Half-way to the dearest price bought all-middle-model: out of sample, GPT-4
+    # adds no quality the router can find.)
+    return recorded_pool(
+        artifact_dir, registry_path, dataset, endpoints, COSTS, api_key_envs=api_key_envs,
+        with_answers=with_answers, target_cost=3 * COSTS[CHEAP] if calibrate else None,
+    )  # fmt: skip
 
 
 def child_env(**variables: str) -> dict[str, str]:

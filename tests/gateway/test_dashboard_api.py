@@ -85,8 +85,11 @@ def test_the_page_and_its_assets_ship_in_the_package(live) -> None:
         assert asset in page.text
         response = httpx.get(f"{live.on}{asset}", timeout=10)
         assert response.status_code == 200 and response.content, asset
-    # Offline: nothing is fetched from another host.
+    # Offline: nothing is fetched from another host; and the page may load nothing else.
     assert "http://" not in page.text and "https://" not in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
 
 
 def test_views_need_the_admin_token_or_an_allowed_client_key(live) -> None:

@@ -224,8 +224,7 @@ def _compute_tradeoff(artifact: Artifact, snapshot: Snapshot) -> PoolTradeoff:
             "lambda": policy.lam,
             "cost": policy.expected_cost,
             "quality": policy.expected_quality,
-            "target": f"{policy.target.kind} {policy.target.value:g}"
-            + (f" for {policy.target.model}" if policy.target.model else ""),
+            "target": policy.target.describe(),
         }
     basis = f"{folds}-fold cross-fitted estimates" if folds else "in-sample estimates"
     which = "servable models" if snapshot.pool.servable else "enabled models"

@@ -3,6 +3,8 @@ waiting.
 
 * :func:`recorded_scores` and :func:`add_recorded_model` put a model of a data set in a
   registry with its recorded scores, as ``uniroute models add --scores`` would;
+  :func:`recorded_pool` a whole calibrated pool of them; :func:`build_arc_test_artifact` the
+  test suite's small ARC artifact;
 * :func:`serve_in_thread` serves an ASGI app (the gateway, a replay upstream) with uvicorn in a
   thread of this process; :class:`~uniroute.testing.process.GatewayProcess` and
   :func:`~uniroute.testing.replay.start_replays` run them as child processes;
@@ -28,9 +30,10 @@ from starlette.types import ASGIApp
 
 from uniroute.data.dataset import RoutingDataset
 from uniroute.deployment import Router
-from uniroute.deployment.pool_changes import AddedModel, add_scored_model
+from uniroute.deployment.pool_changes import AddedModel, add_scored_model, calibrate
 from uniroute.gateway.serving import bind_socket, url_of
 from uniroute.registry import ModelCost, ModelRecord
+from uniroute.registry.calibration import make_target
 
 T = TypeVar("T")
 
@@ -84,6 +87,52 @@ def add_recorded_model(
     return add_scored_model(
         router, record, scores, answers=answers, source=f"recorded scores of {model!r}"
     )
+
+
+def recorded_pool(
+    artifact_dir: Path,
+    registry_path: Path,
+    dataset: RoutingDataset,
+    endpoints: Mapping[str, str],
+    costs: Mapping[str, float],
+    *,
+    api_key_envs: Mapping[str, str] | None = None,
+    with_answers: bool = False,
+    target_cost: float | None = None,
+) -> Router:
+    """A registry of the models at ``endpoints`` with their recorded scores (and answers, if
+    ``with_answers``) and per-query ``costs``, calibrated to ``target_cost`` when given; its
+    Router."""
+    router = Router.load(artifact_dir, registry_path)
+    for model, url in endpoints.items():
+        add_recorded_model(
+            router, dataset, model, costs[model], endpoint=url,
+            api_key_env=(api_key_envs or {}).get(model), with_answers=with_answers,
+        )  # fmt: skip
+    if target_cost is not None:
+        calibrate(router, make_target(target_cost=target_cost))
+    return router
+
+
+def build_arc_test_artifact(
+    dataset: RoutingDataset, folder: Path, holdout_models: Sequence[str]
+) -> Path:
+    """The test suite's ARC artifact in ``folder``: TF-IDF (32 dimensions) + K-means (K = 6),
+    20% of the prompts representative, seed 84 (tests/conftest.py says what depends on it)."""
+    from uniroute.artifact import build_artifact
+    from uniroute.embeddings import make_encoder
+
+    artifact = build_artifact(
+        dataset,
+        Path(folder) / "artifact",
+        encoder=make_encoder("tfidf", n_components=32),
+        router="uniroute-kmeans",
+        router_params={"n_clusters": 6},
+        holdout_models=list(holdout_models),
+        val_fraction=0.2,
+        seed=84,
+    )
+    return Path(artifact.path)
 
 
 def write_config(path: str | Path, **settings: Any) -> Path:

@@ -67,10 +67,23 @@ async def _viewer(request: Request) -> tuple[Gateway, str]:
     return gateway, VIEWER
 
 
+#: The page runs its own script and style sheet only, talks to this gateway only, and may not
+#: be framed: a model name or prompt that got into the page as markup could do nothing.
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
 async def page(request: Request) -> Response:
     """GET /ui: the dashboard's page."""
     _dashboard_gateway(request)
-    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
 async def session(request: Request) -> Response:
@@ -128,7 +141,7 @@ async def pool(request: Request) -> Response:
                 "lambda": policy.lam,
                 "expected_cost": policy.expected_cost,
                 "expected_quality": policy.expected_quality,
-                "target": f"{policy.target.kind} {policy.target.value:g}",
+                "target": policy.target.describe(),
                 "basis": policy.describe_basis(),
             },
             "most_accurate_model": snapshot.pool.most_accurate(),
@@ -182,7 +195,7 @@ async def traffic(request: Request) -> Response:
 
 
 async def jobs(request: Request) -> Response:
-    """GET /ui/api/jobs: the registry's onboarding jobs, newest first."""
+    """GET /ui/api/jobs: the registry's onboarding jobs, oldest first (as ``/admin/jobs``)."""
     gateway, _ = await _viewer(request)
     found = await anyio.to_thread.run_sync(gateway.jobs.recent)
     return JSONResponse({"jobs": [job.to_dict() for job in found]})
