@@ -149,10 +149,14 @@ def test_the_token_form_signs_in_and_the_pool_table_lists_the_pool(browser, live
     assert find(browser, "session-role").text == "admin"
     registered = live.admin_models()
     assert len(registered) == 3
-    for name in registered:
+    for name, record in registered.items():
         row = find(browser, f"pool-row-{name}")
         assert name in row.text and "$" in row.text
         assert find(browser, f"pool-toggle-{name}").get_attribute("aria-checked") == "true"
+        # How and when it joined: the registry's source and creation time (to the minute).
+        assert record["source"] in row.text
+        day, clock = record["created_at"][:10], record["created_at"][11:16]
+        assert find(browser, f"pool-added-{name}").text == f"added {day} {clock} UTC"
     # Prices as the router reckons them, per query.
     assert find(browser, f"pool-cost-{CHEAP}").text == "$0.0001"
 

@@ -102,6 +102,12 @@ function section(name) {
 const sig3 = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
 const int = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
 
+/** An ISO time as "YYYY-MM-DD HH:MM UTC" (the registry stores UTC). */
+function utcMinute(iso) {
+  const time = new Date(iso);
+  return Number.isNaN(time.getTime()) ? "—" : `${time.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
 /** Dollars per query: small amounts keep three significant digits ($0.000123). */
 function money(x) {
   if (x === null || x === undefined || !Number.isFinite(x)) return "—";
@@ -592,6 +598,7 @@ function poolRow(m) {
       "td",
       { class: "small source", title: `added ${m.created_at}, changed ${m.updated_at}` },
       m.source || "—",
+      h("div", { class: "muted", testid: `pool-added-${name}` }, `added ${utcMinute(m.created_at)}`),
     ),
     h(
       "td",
