@@ -120,6 +120,11 @@ def test_the_pool_view_lists_every_model_with_its_price_and_state(live) -> None:
         assert model["source"] == f"recorded scores of {name!r}"
         assert model["n_scores"] > 0 and model["created_at"]
     assert view["policy"]["lambda"] == view["default_lambda"] is not None
+    assert view["registry"] and view["artifact_path"]
+    # A viewer is not told where the state lives.
+    seen = live.get("/ui/api/pool", VIEWER)
+    assert "registry" not in seen and "artifact_path" not in seen
+    assert [m["name"] for m in seen["models"]] == [m["name"] for m in view["models"]]
 
 
 def test_the_estimate_map_matches_the_registrys_scores(live) -> None:

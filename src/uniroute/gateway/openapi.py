@@ -502,7 +502,16 @@ _HAND_WRITTEN: dict[str, Schema] = {
                         "enabled": {"type": "boolean"},
                         "servable": {"type": "boolean"},
                         "circuit": {"enum": ["closed", "open", "half_open"]},
-                        "health": {"enum": ["ok", "down", "recovering", "no endpoint", "disabled"]},
+                        "health": {
+                            "enum": [
+                                "ok",
+                                "down",
+                                "recovering",
+                                "no endpoint",
+                                "not served",
+                                "disabled",
+                            ]  # fmt: skip
+                        },
                         "cost_per_query": {"type": "number"},
                         "cost_per_1m_input": {"type": ["number", "null"]},
                         "cost_per_1m_output": {"type": ["number", "null"]},

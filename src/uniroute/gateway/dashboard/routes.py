@@ -34,6 +34,7 @@ from uniroute.gateway.dependencies import Gateway, bearer_token, gateway_of, req
 from uniroute.gateway.errors import ApiError
 from uniroute.gateway.keys import ANONYMOUS, invalid_key
 from uniroute.gateway.traffic import WINDOWS
+from uniroute.registry import ModelRecord
 
 STATIC_DIR = Path(__file__).parent / "static"
 ADMIN, VIEWER = "admin", "viewer"
@@ -94,7 +95,7 @@ async def session(request: Request) -> Response:
 
 async def pool(request: Request) -> Response:
     """GET /ui/api/pool: every registered model, enabled or not, as routing sees it now."""
-    gateway, _ = await _viewer(request)
+    gateway, role = await _viewer(request)
     await gateway.refresh()
     router = gateway.router
     registry = router.registry
@@ -113,7 +114,7 @@ async def pool(request: Request) -> Response:
                 "enabled": record.enabled,
                 "servable": record.name in servable,
                 "circuit": circuit,
-                "health": _health(record.enabled, record.endpoint, circuit),
+                "health": _health(record, record.name in servable, circuit),
                 "endpoint": record.endpoint,
                 "upstream_model": record.upstream_model,
                 "cost_per_query": record.cost.per_query_cost(router.mean_input_tokens),
@@ -132,9 +133,12 @@ async def pool(request: Request) -> Response:
             }
         )
     policy = snapshot.policy
+    facts = router.describe()
+    if role != ADMIN:  # where the state lives is for operators, not for every key holder
+        facts = {k: v for k, v in facts.items() if k not in ("artifact_path", "registry")}
     return JSONResponse(
         {
-            **router.describe(),
+            **facts,
             "policy": None
             if policy is None
             else {
@@ -150,11 +154,13 @@ async def pool(request: Request) -> Response:
     )
 
 
-def _health(enabled: bool, endpoint: str | None, circuit: str) -> str:
-    if not enabled:
+def _health(record: ModelRecord, servable: bool, circuit: str) -> str:
+    if not record.enabled:
         return "disabled"
-    if endpoint is None:
+    if record.endpoint is None:
         return "no endpoint"
+    if not servable:  # an endpoint stored by an older version that today's rules refuse
+        return "not served"
     return {"open": "down", "half_open": "recovering"}.get(circuit, "ok")
 
 

@@ -533,6 +533,7 @@ const HEALTH_CLASS = {
   down: "bad",
   recovering: "warn",
   "no endpoint": "muted",
+  "not served": "bad",
   disabled: "muted",
 };
 
