@@ -196,6 +196,15 @@ def test_the_heat_map_has_a_cell_per_cluster_and_model(page, live) -> None:
                 shown = f"{truth['error'][i][k]:.2f} · {evidence}/{cluster['n_prompts']}"
                 assert cell.text == shown
                 assert "no-evidence" not in cell.get_attribute("class")
+    # Each cluster is labelled by its own most typical prompt (the shared few-shot preamble of
+    # ARC's prompts cut by the gateway), so no two labels read the same.
+    labels = []
+    for cluster in truth["clusters"]:
+        label = find(page, f"heatmap-cluster-{cluster['cluster']}").text
+        if cluster["typical_prompts"]:
+            assert cluster["typical_prompts"][0][:40] in label
+            labels.append(label)
+    assert len(labels) >= 2 and len(set(labels)) == len(labels)
 
 
 def test_moving_the_slider_changes_the_expected_cost_and_quality(page, live) -> None:

@@ -40,7 +40,8 @@ const state = {
   loadSeq: 0, // bumps on every load, so an answer that arrives late is dropped
   colours: new Map(),
   pool: { priceOpen: null, data: null },
-  estimates: { expanded: new Set(), prefix: 0, data: null },
+  // Typical prompts come without their task's shared few-shot preamble (the server cuts it).
+  estimates: { expanded: new Set(), data: null },
   tradeoff: { index: null, logScale: true, data: null },
   traffic: { window: "hour" },
 };
@@ -898,31 +899,12 @@ function renderEstimates(data) {
   const values = data.error.flat().filter(Number.isFinite);
   const lo = values.length ? Math.min(...values) : 0;
   const hi = values.length ? Math.max(...values) : 1;
-  state.estimates.prefix = sharedPrefixLength(data.clusters.flatMap((c) => c.typical_prompts));
   replaceChildren(
     el,
     header,
     heatLegend(lo, hi),
     h("div", { class: "card table-card" }, heatTable(data, lo, hi)),
   );
-}
-
-/** Length of the text every prompt starts with (cut at a word), when dropping it leaves each
- * prompt something of its own: few-shot prompts share a long preamble that says nothing about
- * the cluster. */
-function sharedPrefixLength(prompts) {
-  if (prompts.length < 2) return 0;
-  let n = 0;
-  const first = prompts[0];
-  while (n < first.length && prompts.every((p) => p[n] === first[n])) n++;
-  const cut = first.lastIndexOf(" ", n);
-  const length = cut > 40 ? cut + 1 : 0;
-  return prompts.every((p) => p.slice(length).trim().length >= 30) ? length : 0;
-}
-
-function ownText(prompt) {
-  const n = state.estimates.prefix || 0;
-  return n ? "…" + prompt.slice(n) : prompt;
 }
 
 // Viridis, sampled at nine stops; interpolated in RGB, which is close enough at this density.
@@ -1044,7 +1026,7 @@ function heatRow(data, cluster, i, lo, hi) {
       { class: "small muted" },
       cluster.n_prompts ? ` · ${plural(cluster.n_prompts, "prompt")}` : " · no representative prompt",
     ),
-    first ? h("span", { class: "cluster-prompt" }, truncate(ownText(first), 90)) : null,
+    first ? h("span", { class: "cluster-prompt" }, truncate(first, 90)) : null,
   );
   const cells = data.models.map((model, k) => {
     const error = data.error[i][k];
@@ -1094,7 +1076,7 @@ function promptsRow(cluster, span) {
       h(
         "ol",
         { class: "typical" },
-        cluster.typical_prompts.map((p) => h("li", {}, ownText(p))),
+        cluster.typical_prompts.map((p) => h("li", {}, p)),
       ),
     ),
   );
