@@ -1524,7 +1524,7 @@ function renderTraffic(data) {
     el,
     viewHeader(
       "Traffic",
-      `Updated ${clock(data.now, true)} · refreshes every ${TRAFFIC_REFRESH_MS / 1000} s`,
+      `This gateway replica's own counts since ${clock(data.since)} (for every replica, scrape /metrics) · updated ${clock(data.now, true)} · refreshes every ${TRAFFIC_REFRESH_MS / 1000} s`,
       toggle,
       refreshButton("traffic", loadTraffic),
     ),
