@@ -256,27 +256,25 @@ def test_disabling_a_model_in_the_pool_view_takes_it_out_of_routing(
     prompt = next((p for p in unique_prompts[:60] if live.route(p) == MID), None)
     assert prompt is not None, f"no prompt among the first 60 is routed to {MID}"
     open_view(page, live, "pool")
-    toggle = find(page, f"pool-toggle-{MID}")
-    toggle.click()
-    confirm(page)
-    wait(
-        page,
-        lambda d: find(d, f"pool-toggle-{MID}").get_attribute("aria-checked") == "false",
-        "the toggle does not show the model disabled",
-    )
+    _flip_toggle(page, MID, to="false")
     assert live.admin_models()[MID]["enabled"] is False
     assert live.route(prompt) != MID
     assert find(page, f"pool-health-{MID}").text == "disabled"
     # And back on, through the same toggle.
-    find(page, f"pool-toggle-{MID}").click()
+    _flip_toggle(page, MID, to="true")
+    assert live.admin_models()[MID]["enabled"] is True
+    assert live.route(prompt) == MID
+
+
+def _flip_toggle(page: WebDriver, model: str, to: str) -> None:
+    """Click a model's enable toggle, confirm, and wait until it shows ``aria-checked=to``."""
+    find(page, f"pool-toggle-{model}").click()
     confirm(page)
     wait(
         page,
-        lambda d: find(d, f"pool-toggle-{MID}").get_attribute("aria-checked") == "true",
-        "the toggle does not show the model enabled again",
+        lambda d: find(d, f"pool-toggle-{model}").get_attribute("aria-checked") == to,
+        f"the toggle does not show {model} {'enabled' if to == 'true' else 'disabled'}",
     )
-    assert live.admin_models()[MID]["enabled"] is True
-    assert live.route(prompt) == MID
 
 
 def test_the_traffic_counters_move_with_routed_requests(page, live, unique_prompts) -> None:

@@ -132,14 +132,13 @@ def estimate_map(artifact: Artifact, snapshot: Snapshot) -> EstimateMap:
     clusters = snapshot.derived.get(
         ("overview", "clusters"), lambda: _cluster_summaries(artifact, router), cells=1
     )
-    evidence = pool.evidence if pool.evidence is not None else router.pool_evidence(pool.scores)[0]
-    if evidence is None:  # pragma: no cover - every cluster router counts its evidence
-        raise ViewUnavailableError("the router keeps no evidence counts")
+    if pool.evidence is None:  # the snapshot counts it for every cluster router
+        raise ViewUnavailableError("the pool keeps no evidence counts")
     return EstimateMap(
         models=pool.names,
         clusters=clusters,
         error=pool.features.T,
-        evidence=np.asarray(evidence).T,
+        evidence=pool.evidence.T,
         std=None if pool.feature_std is None else pool.feature_std.T,
     )
 

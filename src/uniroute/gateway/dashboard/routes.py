@@ -19,6 +19,7 @@ with a bearer token: the admin token, or, with ``dashboard_client_keys: true``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ async def tradeoff(request: Request) -> Response:
     return await _view(lambda: pool_tradeoff(router.artifact, router.snapshot).to_dict())
 
 
-async def _view(compute: Any) -> Response:
+async def _view(compute: Callable[[], dict[str, Any]]) -> Response:
     # Off the event loop: the first call after a pool change solves a sweep (tens of ms).
     try:
         return JSONResponse(await anyio.to_thread.run_sync(compute))
